@@ -1,0 +1,159 @@
+//! The composition root: loads the config, builds every part, binds the sockets and wires
+//! signals, reload and metrics together. Errors here get their context and end the process.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::{Context, anyhow};
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cache::Cache, config::Config, handler::QueryHandler, http, listener, metrics::Metrics,
+    policy::Policy, reload::Reloader, upstream::Upstream,
+};
+
+/// Queued responses per TCP connection (hickory's own default).
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)
+        .map_err(|e| anyhow!("{e}"))
+        .context("invalid config")?;
+    warn_if_root();
+
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let policy = Policy::load(&config)
+        .map_err(|e| anyhow!("{e}"))
+        .context("invalid blocklists")?;
+    metrics.policy_loaded(
+        policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
+        policy.domain_count(),
+    );
+    let (lists, names) = (policy.lists().len(), policy.domain_count());
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let cache = Arc::new(Cache::new(&config.cache));
+    let upstream = Arc::new(
+        Upstream::new(&config.upstream, &metrics)
+            .context("cannot set up the upstream resolvers")?,
+    );
+
+    let handler = QueryHandler {
+        policy: policy.clone(),
+        cache: cache.clone(),
+        upstream: upstream.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut server = Server::new(handler);
+    for &addr in &config.server.listen {
+        let udp =
+            listener::bind_udp(addr).with_context(|| format!("cannot listen on {addr} (UDP)"))?;
+        let tcp =
+            listener::bind_tcp(addr).with_context(|| format!("cannot listen on {addr} (TCP)"))?;
+        server.register_socket(udp);
+        server.register_listener(tcp, config.server.tcp_idle_timeout, TCP_RESPONSE_BUFFER);
+    }
+    let shutdown = server.shutdown_token().clone();
+
+    if let Some(addr) = config.metrics.listen {
+        let listener = http::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, metrics, shutdown).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+
+    // Capacity 1: a pending reload already covers any change that comes before it runs.
+    let (trigger, requests) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(
+        Reloader::new(config.clone(), policy, metrics.clone(), trigger.clone()).run(requests),
+    );
+
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let _ = trigger.try_send(());
+        }
+    });
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+
+    {
+        let (cache, metrics) = (cache.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics
+                    .cache_entries
+                    .set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+            }
+        });
+    }
+
+    tracing::info!(
+        listen = ?config.server.listen,
+        upstream = ?upstream.addrs().collect::<Vec<_>>(),
+        metrics = ?config.metrics.listen,
+        lists,
+        names,
+        "hushd ready"
+    );
+    // Tell systemd (Type=notify) we serve; outside systemd this does nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    server
+        .block_until_done()
+        .await
+        .context("DNS server stopped")?;
+    Ok(())
+}
+
+/// Loads and validates the config and every list without starting; the errors, if any, are the
+/// exact ones a reload would log.
+pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
+    let config = Config::load(config_path)?;
+    let policy = Policy::load(&config)?;
+    let mut out = format!("{}: ok\n", config_path.display());
+    for l in policy.lists() {
+        out.push_str(&format!(
+            "  list {:<20} {:<6} {:>8} names\n",
+            l.name,
+            l.action.as_str(),
+            l.domains
+        ));
+    }
+    out.push_str(&format!(
+        "  {} distinct names in {} lists\n",
+        policy.domain_count(),
+        policy.lists().len()
+    ));
+    Ok(out)
+}
+
+/// hushd needs no privilege but binding port 53, which the systemd unit grants as a capability.
+fn warn_if_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if euid == Some("0") {
+        tracing::warn!(
+            "running as root: hushd needs no root privileges; run it as an unprivileged user (the shipped systemd unit does)"
+        );
+    }
+}

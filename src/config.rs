@@ -1,0 +1,417 @@
+//! The daemon's config file: serde shapes that reject unknown keys, then validated, typed values.
+//! The same `Config::load` serves startup, `hushd check` and every reload, so what `check`
+//! accepts is exactly what the daemon will run.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{
+    diagnostic::{LoadError, LoadErrors},
+    policy::BlockResponse,
+};
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub metrics: MetricsConfig,
+    pub blocklists: BlocklistsConfig,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub allow_clients: Vec<IpNetwork>,
+    pub block_response: BlockResponse,
+    pub block_ttl: u32,
+    pub tcp_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub servers: Vec<SocketAddr>,
+    /// Budget for one client query across all upstream attempts; past it the client gets SERVFAIL.
+    pub timeout: Duration,
+    /// Budget for one attempt at one upstream server.
+    pub attempt_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlocklistsConfig {
+    /// Absolute, or relative to the working directory: already joined to the config's folder.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub size: u64,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub negative_max_ttl: u32,
+}
+
+/// Serde shapes of the file. Values that need checking are `Spanned` so an error can point at them.
+mod raw {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct File {
+        #[serde(default)]
+        pub server: Server,
+        pub upstream: Option<Upstream>,
+        #[serde(default)]
+        pub metrics: Metrics,
+        #[serde(default)]
+        pub blocklists: Blocklists,
+        #[serde(default)]
+        pub cache: Cache,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Server {
+        pub listen: Option<Vec<Spanned<String>>>,
+        pub allow_clients: Option<Vec<Spanned<String>>>,
+        pub block_response: Option<BlockResponse>,
+        pub block_ttl: Option<u32>,
+        pub tcp_idle_timeout_secs: Option<Spanned<u64>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Upstream {
+        pub servers: Spanned<Vec<Spanned<String>>>,
+        pub timeout_ms: Option<Spanned<u64>>,
+        pub attempt_timeout_ms: Option<Spanned<u64>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Metrics {
+        pub listen: Option<Spanned<String>>,
+        pub enabled: Option<bool>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Blocklists {
+        pub dir: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Cache {
+        pub size: Option<u64>,
+        pub min_ttl: Option<u32>,
+        pub max_ttl: Option<u32>,
+        pub negative_max_ttl: Option<u32>,
+    }
+}
+
+pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:5353", "[::1]:5353"];
+/// Without `allow_clients` only the host itself is served: hushd is never an open resolver by default.
+pub const DEFAULT_ALLOW_CLIENTS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, LoadErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, the contents of `path` (used to resolve relative paths and
+    /// to name the file in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, LoadErrors> {
+        let raw: raw::File = toml::from_str(text).map_err(|e| LoadError::toml(path, text, &e))?;
+        let mut errors = Vec::new();
+        let mut err_at = |span: std::ops::Range<usize>, message: String| {
+            errors.push(LoadError::at(path, text, span, message));
+        };
+
+        let listen = match &raw.server.listen {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match parse_socket_addr(s.get_ref(), None) {
+                    Ok(a) => Some(a),
+                    Err(m) => {
+                        err_at(s.span(), m);
+                        None
+                    }
+                })
+                .collect(),
+            None => DEFAULT_LISTEN
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        };
+        let allow_clients = match &raw.server.allow_clients {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match parse_network(s.get_ref()) {
+                    Ok(n) => Some(n),
+                    Err(m) => {
+                        err_at(s.span(), m);
+                        None
+                    }
+                })
+                .collect(),
+            None => DEFAULT_ALLOW_CLIENTS
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        };
+        let tcp_idle_timeout = match raw.server.tcp_idle_timeout_secs {
+            Some(s) if *s.get_ref() == 0 => {
+                err_at(s.span(), "tcp_idle_timeout_secs must be at least 1".into());
+                Duration::from_secs(10)
+            }
+            Some(s) => Duration::from_secs(*s.get_ref()),
+            // RFC 7766 §6.2.3: a few seconds to tens of seconds.
+            None => Duration::from_secs(10),
+        };
+
+        let upstream = match &raw.upstream {
+            None => {
+                errors.push(LoadError::File {
+                    path: path.to_path_buf(),
+                    message: "missing [upstream] section: hushd needs at least one upstream server (servers = [\"9.9.9.9:53\"])".into(),
+                });
+                None
+            }
+            Some(up) => {
+                let mut err_at = |span: std::ops::Range<usize>, message: String| {
+                    errors.push(LoadError::at(path, text, span, message));
+                };
+                if up.servers.get_ref().is_empty() {
+                    err_at(
+                        up.servers.span(),
+                        "upstream.servers is empty: list at least one resolver".into(),
+                    );
+                }
+                let servers = up
+                    .servers
+                    .get_ref()
+                    .iter()
+                    .filter_map(|s| match parse_socket_addr(s.get_ref(), Some(53)) {
+                        Ok(a) => Some(a),
+                        Err(m) => {
+                            err_at(s.span(), m);
+                            None
+                        }
+                    })
+                    .collect();
+                let mut millis = |v: &Option<Spanned<u64>>, default: u64, key: &str| match v {
+                    Some(v) if !(50..=60_000).contains(v.get_ref()) => {
+                        err_at(v.span(), format!("{key} must be between 50 and 60000"));
+                        Duration::from_millis(default)
+                    }
+                    Some(v) => Duration::from_millis(*v.get_ref()),
+                    None => Duration::from_millis(default),
+                };
+                let timeout = millis(&up.timeout_ms, 3000, "timeout_ms");
+                let attempt_timeout = millis(&up.attempt_timeout_ms, 2000, "attempt_timeout_ms");
+                Some(UpstreamConfig {
+                    servers,
+                    timeout,
+                    attempt_timeout: attempt_timeout.min(timeout),
+                })
+            }
+        };
+
+        let metrics_listen = if raw.metrics.enabled == Some(false) {
+            None
+        } else {
+            match &raw.metrics.listen {
+                Some(s) => match parse_socket_addr(s.get_ref(), None) {
+                    Ok(a) => Some(a),
+                    Err(m) => {
+                        errors.push(LoadError::at(path, text, s.span(), m));
+                        None
+                    }
+                },
+                None => DEFAULT_METRICS_LISTEN.parse().ok(),
+            }
+        };
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        let dir = base.join(raw.blocklists.dir.as_deref().unwrap_or("blocklists"));
+
+        let cache = CacheConfig {
+            size: raw.cache.size.unwrap_or(10_000),
+            min_ttl: raw.cache.min_ttl.unwrap_or(0),
+            max_ttl: raw.cache.max_ttl.unwrap_or(86_400),
+            negative_max_ttl: raw.cache.negative_max_ttl.unwrap_or(3_600),
+        };
+        if cache.min_ttl > cache.max_ttl {
+            errors.push(LoadError::File {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cache.min_ttl ({}) is greater than cache.max_ttl ({})",
+                    cache.min_ttl, cache.max_ttl
+                ),
+            });
+        }
+
+        match upstream {
+            Some(upstream) if errors.is_empty() => Ok(Self {
+                path: path.to_path_buf(),
+                server: ServerConfig {
+                    listen,
+                    allow_clients,
+                    block_response: raw.server.block_response.unwrap_or_default(),
+                    block_ttl: raw.server.block_ttl.unwrap_or(60),
+                    tcp_idle_timeout,
+                },
+                upstream,
+                metrics: MetricsConfig {
+                    listen: metrics_listen,
+                },
+                blocklists: BlocklistsConfig { dir },
+                cache,
+            }),
+            _ => Err(LoadErrors(errors)),
+        }
+    }
+}
+
+/// `1.2.3.4:53`, `[::1]:53`, or (where a default port is given) a bare address.
+fn parse_socket_addr(s: &str, default_port: Option<u16>) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let (Some(port), Ok(ip)) = (default_port, s.parse::<IpAddr>()) {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    Err(match default_port {
+        Some(_) => {
+            format!("{s:?} is not an address (write 1.2.3.4, 1.2.3.4:53 or [2001:db8::1]:53)")
+        }
+        None => format!("{s:?} is not an address with a port (write 127.0.0.1:5353 or [::1]:5353)"),
+    })
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, taken as a host route).
+fn parse_network(s: &str) -> Result<IpNetwork, String> {
+    let net: IpNetwork = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a network (write 192.168.1.0/24 or fd00::/8): {e}"))?;
+    if net.network() != net.ip() {
+        return Err(format!(
+            "{s:?} has host bits set; did you mean {}/{}?",
+            net.network(),
+            net.prefix()
+        ));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, LoadErrors> {
+        Config::parse(Path::new("/etc/hushd/hushd.toml"), text)
+    }
+
+    const MINIMAL: &str = "[upstream]\nservers = [\"192.0.2.1\"]\n";
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.server.allow_clients,
+            vec![
+                "127.0.0.0/8".parse::<IpNetwork>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        assert!(c.server.listen.iter().all(|a| a.ip().is_loopback()));
+        assert!(c.metrics.listen.unwrap().ip().is_loopback());
+        assert_eq!(c.upstream.servers, vec!["192.0.2.1:53".parse().unwrap()]);
+        assert_eq!(c.blocklists.dir, Path::new("/etc/hushd/blocklists"));
+        assert_eq!(c.server.block_response, BlockResponse::Nxdomain);
+        assert!(c.upstream.timeout < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_location() {
+        let err =
+            parse("[server]\nlisten = []\nlisen = 1\n[upstream]\nservers = [\"192.0.2.1\"]\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("/etc/hushd/hushd.toml:3:1: unknown field `lisen`"),
+            "{err}"
+        );
+        let err = parse("bogus = 1\n[upstream]\nservers = [\"192.0.2.1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1:1: unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_its_place() {
+        let text = "[server]\nlisten = [\"127.0.0.1\"]\nallow_clients = [\"10.0.0.1/8\", \"nonsense\"]\n[upstream]\nservers = [\"nope\"]\n";
+        let errs = parse(text).unwrap_err();
+        let lines: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].contains(":2:11: \"127.0.0.1\" is not an address with a port"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(":3:18: \"10.0.0.1/8\" has host bits set; did you mean 10.0.0.0/8?"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains(":3:32:"), "{}", lines[2]);
+        assert!(lines[3].contains(":5:12:"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn missing_upstream_is_an_error() {
+        let err = parse("[server]\n").unwrap_err().to_string();
+        assert!(err.contains("missing [upstream]"), "{err}");
+        let err = parse("[upstream]\nservers = []\n").unwrap_err().to_string();
+        assert!(err.contains("upstream.servers is empty"), "{err}");
+    }
+
+    #[test]
+    fn block_response_modes_parse() {
+        for (text, want) in [
+            ("nxdomain", BlockResponse::Nxdomain),
+            ("null", BlockResponse::Null),
+            ("refused", BlockResponse::Refused),
+        ] {
+            let c = parse(&format!("[server]\nblock_response = \"{text}\"\n{MINIMAL}")).unwrap();
+            assert_eq!(c.server.block_response, want);
+        }
+        assert!(parse(&format!("[server]\nblock_response = \"drop\"\n{MINIMAL}")).is_err());
+    }
+
+    #[test]
+    fn metrics_can_be_disabled() {
+        let c = parse(&format!("[metrics]\nenabled = false\n{MINIMAL}")).unwrap();
+        assert_eq!(c.metrics.listen, None);
+    }
+}

@@ -1,0 +1,176 @@
+//! `QueryHandler`: hushd's one `RequestHandler`. Every query takes the same straight path:
+//!
+//! 1. **validate**: one question, a standard query, EDNS version 0, class IN; else FORMERR,
+//!    NOTIMP or BADVERS, before any work is spent on it.
+//! 2. **policy** (`Policy::decide`): client access, then the lists. It comes before the cache so
+//!    that a list edit applies to the very next query even for names already cached, and so the
+//!    cache never needs flushing on reload.
+//! 3. **cache**: answers upstream gave earlier, TTLs counted down.
+//! 4. **upstream**: forward, with failover and one deadline; SERVFAIL when it runs out.
+//! 5. **reply**: built by `answer`, sent by hickory (which truncates UDP with TC=1).
+//!
+//! Nothing here returns an error to hickory or panics: every failure becomes an RCODE and a count.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use hickory_net::runtime::Time;
+use hickory_proto::{
+    op::{Header, HeaderCounts, OpCode, ResponseCode},
+    rr::{DNSClass, RecordType},
+};
+use hickory_server::{
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+
+use crate::{
+    answer::Reply,
+    cache::Cache,
+    metrics::{Metrics, Outcome},
+    policy::{Action, Policy, Verdict},
+    upstream::Upstream,
+};
+
+pub struct QueryHandler {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub cache: Arc<Cache>,
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl RequestHandler for QueryHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let (reply, outcome, qtype) = self.answer(request).await;
+        self.metrics.query(request.protocol(), qtype, outcome);
+        self.metrics.response(reply.metadata.response_code);
+        send(request, response_handle, reply).await
+    }
+}
+
+impl QueryHandler {
+    async fn answer(&self, request: &Request) -> (Reply, Outcome, RecordType) {
+        let meta = &request.metadata;
+        let edns = request.edns.as_ref();
+        let error = |rcode, outcome, qtype| (Reply::new(meta, edns, rcode), outcome, qtype);
+
+        if meta.op_code != OpCode::Query {
+            return error(
+                ResponseCode::NotImp,
+                Outcome::Notimp,
+                RecordType::Unknown(0),
+            );
+        }
+        let Ok(info) = request.request_info() else {
+            // zero or several questions
+            return error(
+                ResponseCode::FormErr,
+                Outcome::Formerr,
+                RecordType::Unknown(0),
+            );
+        };
+        let query = info.query;
+        let qtype = query.query_type();
+        if edns.is_some_and(|e| e.version() > 0) {
+            return error(ResponseCode::BADVERS, Outcome::Formerr, qtype);
+        }
+        if query.query_class() != DNSClass::IN {
+            return error(ResponseCode::NotImp, Outcome::Notimp, qtype);
+        }
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
+            return error(ResponseCode::NotImp, Outcome::Notimp, qtype);
+        }
+
+        let client = info.src.ip();
+        let qname = query.name();
+        let policy = self.policy.load();
+        match policy.decide(client, qname) {
+            Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
+            Verdict::Block(list) => {
+                self.metrics.list_match(&list.name, Action::Block.as_str());
+                tracing::debug!(%client, %qname, %qtype, list = %list.name, action = "block", "list match");
+                let reply = Reply::blocked(
+                    meta,
+                    edns,
+                    qname,
+                    qtype,
+                    list.block_response,
+                    &list.name,
+                    policy.block_ttl,
+                );
+                return (reply, Outcome::Blocked, qtype);
+            }
+            Verdict::Forward(Some(list)) => {
+                self.metrics.list_match(&list.name, list.action.as_str());
+                if list.action == Action::Log {
+                    // The audit record: one event per match, the evidence an admin gathers
+                    // before deciding to block.
+                    tracing::info!(target: "hushd::audit", %client, %qname, %qtype, list = %list.name, action = "log", "list match");
+                }
+            }
+            Verdict::Forward(None) => {}
+        }
+        drop(policy);
+
+        if qtype == RecordType::ANY {
+            return (Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
+        }
+
+        if let Some(answer) = self.cache.get(qname, qtype) {
+            self.metrics.cache_hits.inc();
+            return (Reply::forwarded(meta, edns, answer), Outcome::Cached, qtype);
+        }
+        self.metrics.cache_misses.inc();
+
+        match self.upstream.resolve(qname, qtype).await {
+            Ok(answer) => {
+                self.cache.insert(qname.clone(), qtype, &answer);
+                (
+                    Reply::forwarded(meta, edns, answer),
+                    Outcome::Forwarded,
+                    qtype,
+                )
+            }
+            Err(e) => {
+                tracing::debug!(%qname, %qtype, error = %e, "answering SERVFAIL");
+                error(ResponseCode::ServFail, Outcome::Servfail, qtype)
+            }
+        }
+    }
+}
+
+async fn send<R: ResponseHandler>(
+    request: &Request,
+    mut response_handle: R,
+    reply: Reply,
+) -> ResponseInfo {
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = &reply.edns {
+        builder.edns(edns);
+    }
+    let response = builder.build(
+        reply.metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        [],
+        reply.additionals.iter(),
+    );
+    match response_handle.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(error = %e, src = %request.src(), "cannot send response");
+            let mut metadata = reply.metadata;
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}

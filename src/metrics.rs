@@ -1,0 +1,359 @@
+//! Prometheus counters, in a registry of hushd's own. Labels stay low-cardinality: never a
+//! query name or a client address, only small fixed sets (protocol, qtype, outcome, rcode) and
+//! admin-chosen names (list, upstream).
+
+use std::sync::OnceLock;
+
+use hickory_net::xfer::Protocol;
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// How a query ended, the `outcome` label of `hushd_queries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    Cached,
+    Blocked,
+    Refused,
+    Servfail,
+    Formerr,
+    Notimp,
+    /// Answered locally without asking upstream (RFC 8482 minimal ANY answers).
+    Local,
+}
+
+impl Outcome {
+    const ALL: [Self; 8] = [
+        Self::Forwarded,
+        Self::Cached,
+        Self::Blocked,
+        Self::Refused,
+        Self::Servfail,
+        Self::Formerr,
+        Self::Notimp,
+        Self::Local,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Cached => "cached",
+            Self::Blocked => "blocked",
+            Self::Refused => "refused",
+            Self::Servfail => "servfail",
+            Self::Formerr => "formerr",
+            Self::Notimp => "notimp",
+            Self::Local => "local",
+        }
+    }
+}
+
+const PROTOCOLS: [&str; 3] = ["udp", "tcp", "other"];
+/// Query types with a label of their own; everything else counts as "other".
+const QTYPES: [RecordType; 16] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::PTR,
+    RecordType::SRV,
+    RecordType::CAA,
+    RecordType::NAPTR,
+    RecordType::DS,
+    RecordType::DNSKEY,
+    RecordType::ANY,
+];
+
+fn protocol_index(p: Protocol) -> usize {
+    match p {
+        Protocol::Udp => 0,
+        Protocol::Tcp => 1,
+        _ => 2,
+    }
+}
+
+/// The `qtype` label: a fixed set, so a client cannot create series at will.
+fn qtype_name(i: usize) -> &'static str {
+    const NAMES: [&str; 16] = [
+        "A", "AAAA", "HTTPS", "SVCB", "CNAME", "MX", "TXT", "NS", "SOA", "PTR", "SRV", "CAA",
+        "NAPTR", "DS", "DNSKEY", "ANY",
+    ];
+    NAMES[i]
+}
+
+fn qtype_index(t: RecordType) -> usize {
+    QTYPES.iter().position(|q| *q == t).unwrap_or(QTYPES.len())
+}
+
+fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    queries: IntCounterVec,
+    /// Handles of `queries`, resolved once per label set so the hot path takes no lock.
+    query_handles: Box<[OnceLock<IntCounter>]>,
+    responses: IntCounterVec,
+    list_matches: IntCounterVec,
+    blocklist_domains: IntGaugeVec,
+    policy_domains: IntGauge,
+    reloads: IntCounterVec,
+    last_reload: Gauge,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: IntGauge,
+    upstream_duration: prometheus::HistogramVec,
+    upstream_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let queries = IntCounterVec::new(
+            Opts::new(
+                "hushd_queries_total",
+                "DNS queries answered, by protocol, query type and outcome",
+            ),
+            &["protocol", "qtype", "outcome"],
+        )?;
+        let responses = IntCounterVec::new(
+            Opts::new(
+                "hushd_responses_total",
+                "DNS responses sent, by response code",
+            ),
+            &["rcode"],
+        )?;
+        let list_matches = IntCounterVec::new(
+            Opts::new(
+                "hushd_list_matches_total",
+                "Queries that matched a list, by list and the list's action",
+            ),
+            &["list", "action"],
+        )?;
+        let blocklist_domains = IntGaugeVec::new(
+            Opts::new(
+                "hushd_blocklist_domains",
+                "Distinct names in each loaded list",
+            ),
+            &["list"],
+        )?;
+        let policy_domains = IntGauge::new(
+            "hushd_policy_domains",
+            "Distinct names across all loaded lists",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "hushd_reloads_total",
+                "Policy reloads, by result (ok or error)",
+            ),
+            &["result"],
+        )?;
+        let last_reload = Gauge::new(
+            "hushd_last_reload_success_timestamp_seconds",
+            "Unix time of the last policy load that succeeded",
+        )?;
+        let cache_hits =
+            IntCounter::new("hushd_cache_hits_total", "Queries answered from the cache")?;
+        let cache_misses =
+            IntCounter::new("hushd_cache_misses_total", "Queries not found in the cache")?;
+        let cache_entries = IntGauge::new("hushd_cache_entries", "Answers held in the cache")?;
+        let upstream_duration = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "hushd_upstream_duration_seconds",
+                "Time for an upstream server to answer",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ]),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "hushd_upstream_errors_total",
+                "Upstream attempts that failed (timeout, network error, SERVFAIL or REFUSED)",
+            ),
+            &["upstream"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hushd_build_info", "hushd's version, as a label"),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(queries.clone()))?;
+        registry.register(Box::new(responses.clone()))?;
+        registry.register(Box::new(list_matches.clone()))?;
+        registry.register(Box::new(blocklist_domains.clone()))?;
+        registry.register(Box::new(policy_domains.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        let slots = PROTOCOLS.len() * (QTYPES.len() + 1) * Outcome::ALL.len();
+        Ok(Self {
+            registry,
+            queries,
+            query_handles: (0..slots).map(|_| OnceLock::new()).collect(),
+            responses,
+            list_matches,
+            blocklist_domains,
+            policy_domains,
+            reloads,
+            last_reload,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            upstream_duration,
+            upstream_errors,
+        })
+    }
+
+    pub fn query(&self, protocol: Protocol, qtype: RecordType, outcome: Outcome) {
+        let (p, q) = (protocol_index(protocol), qtype_index(qtype));
+        let o = Outcome::ALL.iter().position(|x| *x == outcome).unwrap_or(0);
+        let slot = (p * (QTYPES.len() + 1) + q) * Outcome::ALL.len() + o;
+        if let Some(cell) = self.query_handles.get(slot) {
+            cell.get_or_init(|| {
+                let qtype = if q < QTYPES.len() {
+                    qtype_name(q)
+                } else {
+                    "other"
+                };
+                self.queries
+                    .with_label_values(&[PROTOCOLS[p], qtype, outcome.as_str()])
+            })
+            .inc();
+        }
+    }
+
+    pub fn response(&self, rcode: ResponseCode) {
+        self.responses
+            .with_label_values(&[rcode_label(rcode)])
+            .inc();
+    }
+
+    pub fn list_match(&self, list: &str, action: &str) {
+        self.list_matches.with_label_values(&[list, action]).inc();
+    }
+
+    /// Publishes the sizes of a newly loaded policy; lists that were removed disappear.
+    pub fn policy_loaded<'a>(
+        &self,
+        lists: impl IntoIterator<Item = (&'a str, usize)>,
+        distinct: usize,
+    ) {
+        self.blocklist_domains.reset();
+        for (name, count) in lists {
+            self.blocklist_domains
+                .with_label_values(&[name])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.policy_domains
+            .set(i64::try_from(distinct).unwrap_or(i64::MAX));
+        self.reload_ok();
+    }
+
+    fn reload_ok(&self) {
+        self.reloads.with_label_values(&["ok"]).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_reload.set(now);
+    }
+
+    pub fn reload_error(&self) {
+        self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    /// Handles for one upstream server, resolved once when the upstream is built.
+    pub fn upstream(&self, label: &str) -> (Histogram, IntCounter) {
+        (
+            self.upstream_duration.with_label_values(&[label]),
+            self.upstream_errors.with_label_values(&[label]),
+        )
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for I/O; a malformed family would be a bug in this file.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_interface_metric_with_its_labels() {
+        let m = Metrics::new().unwrap();
+        m.query(Protocol::Udp, RecordType::A, Outcome::Blocked);
+        m.query(
+            Protocol::Tcp,
+            RecordType::Unknown(65000),
+            Outcome::Forwarded,
+        );
+        m.list_match("xiaomi", "block");
+        m.policy_loaded([("xiaomi", 3)], 3);
+        m.reload_error();
+        m.cache_hits.inc();
+        m.cache_misses.inc();
+        let (h, e) = m.upstream("127.0.0.1:53");
+        h.observe(0.01);
+        e.inc();
+        let text = String::from_utf8(m.render()).unwrap();
+        for want in [
+            r#"hushd_queries_total{outcome="blocked",protocol="udp",qtype="A"} 1"#,
+            r#"hushd_queries_total{outcome="forwarded",protocol="tcp",qtype="other"} 1"#,
+            r#"hushd_list_matches_total{action="block",list="xiaomi"} 1"#,
+            r#"hushd_blocklist_domains{list="xiaomi"} 3"#,
+            r#"hushd_reloads_total{result="ok"} 1"#,
+            r#"hushd_reloads_total{result="error"} 1"#,
+            "hushd_cache_hits_total 1",
+            "hushd_cache_misses_total 1",
+            r#"hushd_upstream_duration_seconds_bucket{upstream="127.0.0.1:53",le="0.01"} 1"#,
+            r#"hushd_upstream_errors_total{upstream="127.0.0.1:53"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn removed_lists_disappear_from_the_size_gauge() {
+        let m = Metrics::new().unwrap();
+        m.policy_loaded([("a", 1), ("b", 2)], 3);
+        m.policy_loaded([("b", 2)], 2);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains(r#"list="a""#), "{text}");
+        assert!(text.contains(r#"hushd_blocklist_domains{list="b"} 2"#));
+    }
+}

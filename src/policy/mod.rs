@@ -1,0 +1,290 @@
+//! The policy: who may ask, and what happens to a name. A `Policy` is immutable: a reload builds
+//! a whole new one off the hot path and swaps it in atomically, so a query always sees one
+//! consistent policy, never half of a reload. `decide` is a pure function of the policy, the
+//! client address and the name, so it is tested without sockets.
+
+pub mod access;
+pub mod lists;
+pub mod matcher;
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+
+use self::{
+    access::ClientAccess,
+    lists::ListFile,
+    matcher::{DomainSet, DomainSetBuilder, NameKey, Tag},
+};
+use crate::{
+    config::Config,
+    diagnostic::{LoadError, LoadErrors},
+};
+
+/// What a list does with the names it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Answer the lookup with the block response instead of forwarding it.
+    Block,
+    /// Audit: forward as normal, and log and count the match.
+    Log,
+    /// Exempt the name (and its subdomains) from every block and log list.
+    Allow,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Log => "log",
+            Self::Allow => "allow",
+        }
+    }
+
+    /// When lists disagree about a name, the higher rank wins: an allow entry overrides any
+    /// block, and a block overrides a log-only entry (the name is blocked, which is what an admin
+    /// who listed it to block expects, whatever else audits it).
+    fn rank(self) -> u8 {
+        match self {
+            Self::Log => 0,
+            Self::Block => 1,
+            Self::Allow => 2,
+        }
+    }
+}
+
+/// The answer a blocked lookup gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockResponse {
+    /// NXDOMAIN with an RFC 8914 Extended DNS Error 15 (Blocked) naming the list.
+    #[default]
+    Nxdomain,
+    /// 0.0.0.0 for A, :: for AAAA, NODATA for other types.
+    Null,
+    /// REFUSED, with the same Extended DNS Error.
+    Refused,
+}
+
+/// A list as the policy keeps it; the names themselves are in the shared `DomainSet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListMeta {
+    pub name: String,
+    pub action: Action,
+    pub description: Option<String>,
+    pub block_response: BlockResponse,
+    /// Distinct names in this list's file.
+    pub domains: usize,
+}
+
+/// What to do with one query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict<'p> {
+    /// The client is not in `allow_clients`.
+    Refuse,
+    /// Answer with the list's block response.
+    Block(&'p ListMeta),
+    /// Forward upstream; `Some` names the log or allow list that matched.
+    Forward(Option<&'p ListMeta>),
+}
+
+#[derive(Debug, Default)]
+pub struct Policy {
+    access: ClientAccess,
+    lists: Vec<ListMeta>,
+    domains: DomainSet,
+    pub block_ttl: u32,
+}
+
+impl Policy {
+    /// Reads the config's blocklist folder and builds the policy. Every error of every file is
+    /// reported; nothing is built unless all of them are clean.
+    pub fn load(config: &Config) -> Result<Self, LoadErrors> {
+        let files = lists::load_dir(&config.blocklists.dir)?;
+        Self::build(config, files)
+    }
+
+    pub fn build(config: &Config, files: Vec<ListFile>) -> Result<Self, LoadErrors> {
+        if files.len() > usize::from(Tag::MAX) {
+            return Err(LoadError::File {
+                path: config.blocklists.dir.clone(),
+                message: format!(
+                    "{} list files; hushd supports at most {}",
+                    files.len(),
+                    Tag::MAX
+                ),
+            }
+            .into());
+        }
+        let total = files.iter().map(|f| f.domains.len()).sum();
+        let mut builder = DomainSetBuilder::with_capacity(total);
+        let mut lists = Vec::with_capacity(files.len());
+        for (tag, file) in files.into_iter().enumerate() {
+            let tag = tag as Tag;
+            let mut distinct = 0;
+            for d in &file.domains {
+                let outcome = builder.insert(d.as_bytes(), tag, |old: Tag| {
+                    file.action.rank()
+                        > lists
+                            .get(usize::from(old))
+                            .map_or(0, |l: &ListMeta| l.action.rank())
+                });
+                if outcome != matcher::Inserted::Kept(tag) {
+                    distinct += 1;
+                }
+            }
+            lists.push(ListMeta {
+                name: file.name,
+                action: file.action,
+                description: file.description,
+                block_response: file.block_response.unwrap_or(config.server.block_response),
+                domains: distinct,
+            });
+        }
+        Ok(Self {
+            access: ClientAccess::new(config.server.allow_clients.clone()),
+            lists,
+            domains: builder.build(),
+            block_ttl: config.server.block_ttl,
+        })
+    }
+
+    pub fn lists(&self) -> &[ListMeta] {
+        &self.lists
+    }
+
+    /// Bytes held by the name matcher.
+    pub fn heap_bytes(&self) -> usize {
+        self.domains.heap_bytes()
+    }
+
+    /// Distinct names across all lists.
+    pub fn domain_count(&self) -> usize {
+        self.domains.len()
+    }
+
+    pub fn decide(&self, client: IpAddr, qname: &Name) -> Verdict<'_> {
+        if !self.access.allows(client) {
+            return Verdict::Refuse;
+        }
+        let key = NameKey::new(qname);
+        // Most specific first; on equal rank the more specific entry names the list.
+        let best = self
+            .domains
+            .matches(&key)
+            .filter_map(|tag| self.lists.get(usize::from(tag)))
+            .fold(None::<&ListMeta>, |best, l| match best {
+                Some(b) if b.action.rank() >= l.action.rank() => Some(b),
+                _ => Some(l),
+            });
+        match best {
+            Some(l) if l.action == Action::Block => Verdict::Block(l),
+            other => Verdict::Forward(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            Path::new("/etc/hushd/hushd.toml"),
+            &format!("[server]\nallow_clients = [\"10.0.0.0/8\", \"fd00::/8\"]\n{extra}\n[upstream]\nservers = [\"192.0.2.1\"]\n"),
+        )
+        .unwrap()
+    }
+
+    fn list(name: &str, action: Action, domains: &[&str]) -> ListFile {
+        ListFile {
+            name: name.into(),
+            path: PathBuf::from(format!("/l/{name}.toml")),
+            action,
+            description: None,
+            block_response: None,
+            domains: domains.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn verdict(p: &Policy, client: &str, q: &str) -> (String, Option<String>) {
+        let v = p.decide(client.parse().unwrap(), &Name::from_ascii(q).unwrap());
+        match v {
+            Verdict::Refuse => ("refuse".into(), None),
+            Verdict::Block(l) => ("block".into(), Some(l.name.clone())),
+            Verdict::Forward(l) => (
+                "forward".into(),
+                l.map(|l| format!("{}:{}", l.name, l.action.as_str())),
+            ),
+        }
+    }
+
+    #[test]
+    fn clients_outside_allow_clients_are_refused() {
+        let p = Policy::build(&config(""), vec![]).unwrap();
+        assert_eq!(verdict(&p, "10.1.2.3", "example.com").0, "forward");
+        assert_eq!(verdict(&p, "fd12::1", "example.com").0, "forward");
+        assert_eq!(verdict(&p, "192.168.1.1", "example.com").0, "refuse");
+        assert_eq!(verdict(&p, "::ffff:10.0.0.1", "example.com").0, "forward");
+    }
+
+    #[test]
+    fn block_log_allow_and_precedence() {
+        let p = Policy::build(
+            &config(""),
+            vec![
+                list("audit", Action::Log, &["xiaomi.com", "tracking.miui.com"]),
+                list("mine", Action::Allow, &["ok.tracking.miui.com"]),
+                list(
+                    "xiaomi",
+                    Action::Block,
+                    &["tracking.miui.com", "mistat.xiaomi.com"],
+                ),
+            ],
+        )
+        .unwrap();
+        let c = "10.0.0.1";
+        assert_eq!(
+            verdict(&p, c, "a.tracking.miui.com"),
+            ("block".into(), Some("xiaomi".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "mistat.xiaomi.com"),
+            ("block".into(), Some("xiaomi".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "api.xiaomi.com"),
+            ("forward".into(), Some("audit:log".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "x.ok.tracking.miui.com"),
+            ("forward".into(), Some("mine:allow".into()))
+        );
+        assert_eq!(verdict(&p, c, "example.org"), ("forward".into(), None));
+        // distinct names per list, and across lists
+        let counts: Vec<_> = p
+            .lists()
+            .iter()
+            .map(|l| (l.name.as_str(), l.domains))
+            .collect();
+        assert_eq!(counts, vec![("audit", 2), ("mine", 1), ("xiaomi", 2)]);
+        assert_eq!(p.domain_count(), 4);
+    }
+
+    #[test]
+    fn block_response_comes_from_the_list_or_the_server_default() {
+        let mut special = list("b", Action::Block, &["b.com"]);
+        special.block_response = Some(BlockResponse::Refused);
+        let p = Policy::build(
+            &config("block_response = \"null\""),
+            vec![list("a", Action::Block, &["a.com"]), special],
+        )
+        .unwrap();
+        assert_eq!(p.lists()[0].block_response, BlockResponse::Null);
+        assert_eq!(p.lists()[1].block_response, BlockResponse::Refused);
+    }
+}

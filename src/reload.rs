@@ -1,0 +1,197 @@
+//! Live reload. A change to the config file or to any list file in the blocklist folder (seen by
+//! `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on a blocking
+//! thread, off the query path, and swapped in atomically. If anything is wrong, the old policy
+//! stays in force in full, and every error is logged with its file, line and column.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::Config, diagnostic::LoadErrors, metrics::Metrics, policy::Policy,
+    policy::lists::is_list_file,
+};
+
+/// Editors write a file in several steps (write a temporary file, rename it over, touch it);
+/// one reload after they are done beats several during.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Asks for a reload; many requests in a burst make one reload.
+pub type Trigger = mpsc::Sender<()>;
+
+pub struct Reloader {
+    running: Config,
+    policy: Arc<ArcSwap<Policy>>,
+    metrics: Arc<Metrics>,
+    watcher: Option<RecommendedWatcher>,
+    watched: Vec<PathBuf>,
+    trigger: Trigger,
+}
+
+impl Reloader {
+    pub fn new(
+        running: Config,
+        policy: Arc<ArcSwap<Policy>>,
+        metrics: Arc<Metrics>,
+        trigger: Trigger,
+    ) -> Self {
+        let mut reloader = Self {
+            running,
+            policy,
+            metrics,
+            watcher: None,
+            watched: Vec::new(),
+            trigger,
+        };
+        reloader.watch();
+        reloader
+    }
+
+    /// Watches the folders (not the files: editors save by renaming a new file over the old
+    /// one, which a watch on the file itself would lose).
+    fn watch(&mut self) {
+        let config_file = self.running.path.clone();
+        let dirs = [
+            config_file
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            self.running.blocklists.dir.clone(),
+        ];
+        let dirs: Vec<PathBuf> = dirs
+            .into_iter()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d
+                }
+            })
+            .collect();
+        if self.watcher.is_some() && dirs == self.watched {
+            return;
+        }
+        let trigger = self.trigger.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            if event
+                .paths
+                .iter()
+                .any(|p| is_list_file(p) || p.file_name() == config_file.file_name())
+            {
+                // Full channel: a reload is already pending, which will see this change too.
+                let _ = trigger.try_send(());
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch files; reload with SIGHUP");
+                return;
+            }
+        };
+        for dir in &dirs {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot watch folder; reload with SIGHUP");
+            }
+        }
+        self.watcher = Some(watcher);
+        self.watched = dirs;
+    }
+
+    pub async fn run(mut self, mut requests: mpsc::Receiver<()>) {
+        while requests.recv().await.is_some() {
+            // Let the burst settle, then reload once.
+            loop {
+                match tokio::time::timeout(SETTLE, requests.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            self.reload().await;
+        }
+    }
+
+    async fn reload(&mut self) {
+        let path = self.running.path.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || -> Result<(Config, Policy), LoadErrors> {
+                let config = Config::load(&path)?;
+                let policy = Policy::load(&config)?;
+                Ok((config, policy))
+            })
+            .await;
+        let (config, policy) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    errors = errors.0.len(),
+                    "reload rejected; the previous policy stays in force"
+                );
+                self.metrics.reload_error();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed; the previous policy stays in force");
+                self.metrics.reload_error();
+                return;
+            }
+        };
+        warn_about_restart_only_changes(&self.running, &config);
+        self.metrics.policy_loaded(
+            policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
+            policy.domain_count(),
+        );
+        tracing::info!(
+            lists = policy.lists().len(),
+            names = policy.domain_count(),
+            matcher_bytes = policy.heap_bytes(),
+            "policy reloaded"
+        );
+        let old = self.policy.swap(Arc::new(policy));
+        // Freeing a large policy takes long enough to stall a runtime thread.
+        tokio::task::spawn_blocking(move || drop(old));
+        let dir_changed = config.blocklists.dir != self.running.blocklists.dir;
+        // Keep what is running (listeners, upstreams, cache) but track the config now in force.
+        self.running.server.allow_clients = config.server.allow_clients;
+        self.running.server.block_response = config.server.block_response;
+        self.running.server.block_ttl = config.server.block_ttl;
+        self.running.blocklists = config.blocklists;
+        if dir_changed {
+            self.watch();
+        }
+    }
+}
+
+/// Settings that bind sockets or size long-lived state are read at start only.
+fn warn_about_restart_only_changes(running: &Config, new: &Config) {
+    let changed = [
+        ("server.listen", running.server.listen != new.server.listen),
+        (
+            "server.tcp_idle_timeout_secs",
+            running.server.tcp_idle_timeout != new.server.tcp_idle_timeout,
+        ),
+        ("upstream", running.upstream != new.upstream),
+        ("metrics", running.metrics != new.metrics),
+        ("cache", running.cache != new.cache),
+    ];
+    for (key, _) in changed.iter().filter(|(_, c)| *c) {
+        tracing::warn!(
+            key,
+            "changed in the config file; it takes effect after a restart"
+        );
+    }
+}

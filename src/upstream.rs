@@ -1,0 +1,203 @@
+//! Forwarding to the upstream resolvers through `hickory-resolver`.
+//!
+//! Each upstream server gets a resolver of its own (cache off: hushd's `Cache` is the only one),
+//! so hushd knows which server answered, times it, and fails over itself: servers are tried in
+//! config order, one that just failed is skipped for a back-off period (so a dead first server
+//! does not add its timeout to every query), and the whole lookup has one deadline after which
+//! the client gets SERVFAIL.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use hickory_net::{DnsError, NetError, runtime::TokioRuntimeProvider};
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{Name, RecordType},
+};
+use hickory_resolver::{
+    TokioResolver,
+    config::{NameServerConfig, ResolveHosts, ResolverConfig},
+};
+use prometheus::{Histogram, IntCounter};
+use thiserror::Error;
+
+use crate::{cache::Answer, config::UpstreamConfig, metrics::Metrics};
+
+/// EDNS buffer size offered upstream (DNS Flag Day 2020).
+const EDNS_PAYLOAD: u16 = 1232;
+/// In-flight queries allowed on one upstream connection; hickory's default of 32 would turn a
+/// busy office's burst into "busy" errors.
+const MAX_ACTIVE_PER_CONNECTION: usize = 4096;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("no upstream answered within {0:?}")]
+    Timeout(Duration),
+    #[error("every upstream failed; last error: {0}")]
+    Failed(String),
+}
+
+pub struct Upstream {
+    servers: Vec<Server>,
+    timeout: Duration,
+    attempt_timeout: Duration,
+    epoch: Instant,
+}
+
+struct Server {
+    addr: SocketAddr,
+    resolver: TokioResolver,
+    duration: Histogram,
+    errors: IntCounter,
+    failures: AtomicU32,
+    /// Milliseconds since `Upstream::epoch` until which this server is skipped.
+    down_until: AtomicU64,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Result<Self, NetError> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|&addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                let mut builder = TokioResolver::builder_with_config(
+                    ResolverConfig::from_parts(None, vec![], vec![ns]),
+                    TokioRuntimeProvider::default(),
+                );
+                let opts = builder.options_mut();
+                opts.cache_size = 0;
+                opts.attempts = 0; // one try per server: failover is ours
+                opts.timeout = config.attempt_timeout;
+                opts.num_concurrent_reqs = 1;
+                opts.max_active_requests = MAX_ACTIVE_PER_CONNECTION;
+                opts.preserve_intermediates = true; // keep CNAME chains (RFC 1034 §4.3.2)
+                opts.use_hosts_file = ResolveHosts::Never;
+                opts.edns_payload_len = EDNS_PAYLOAD;
+                opts.try_tcp_on_error = true;
+                let (duration, errors) = metrics.upstream(&addr.to_string());
+                Ok(Server {
+                    addr,
+                    resolver: builder.build()?,
+                    duration,
+                    errors,
+                    failures: AtomicU32::new(0),
+                    down_until: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<_, NetError>>()?;
+        Ok(Self {
+            servers,
+            timeout: config.timeout,
+            attempt_timeout: config.attempt_timeout,
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.servers.iter().map(|s| s.addr)
+    }
+
+    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Result<Answer, UpstreamError> {
+        match tokio::time::timeout(self.timeout, self.try_servers(name, qtype)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn try_servers(&self, name: &Name, qtype: RecordType) -> Result<Answer, UpstreamError> {
+        let now = self.now_ms();
+        // Healthy servers in config order, then the ones in back-off as a last resort.
+        let (up, down): (Vec<&Server>, Vec<&Server>) = self
+            .servers
+            .iter()
+            .partition(|s| s.down_until.load(Ordering::Relaxed) <= now);
+        let mut last_error = String::from("no upstream servers");
+        for server in up.into_iter().chain(down) {
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                self.attempt_timeout,
+                server.resolver.lookup(name.clone(), qtype),
+            )
+            .await;
+            match result.map(classify) {
+                Ok(Ok(answer)) => {
+                    server.duration.observe(started.elapsed().as_secs_f64());
+                    server.failures.store(0, Ordering::Relaxed);
+                    server.down_until.store(0, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(e)) => last_error = format!("{}: {e}", server.addr),
+                Err(_) => {
+                    last_error = format!(
+                        "{}: no answer within {:?}",
+                        server.addr, self.attempt_timeout
+                    )
+                }
+            }
+            server.errors.inc();
+            self.back_off(server);
+            tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
+        }
+        Err(UpstreamError::Failed(last_error))
+    }
+
+    fn back_off(&self, server: &Server) {
+        let failures = server
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let backoff = Duration::from_millis(500u64 << failures.min(6)).min(MAX_BACKOFF);
+        let until = self.now_ms() + backoff.as_millis() as u64;
+        server.down_until.store(until, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// An upstream result as an answer to cache and send, or the error that makes us try the next
+/// server. NXDOMAIN and NODATA are answers, not failures.
+fn classify(
+    result: Result<hickory_resolver::lookup::Lookup, NetError>,
+) -> Result<Answer, NetError> {
+    match result {
+        Ok(lookup) => {
+            let answers = lookup.answers().to_vec();
+            let ttl = answers.iter().map(|r| r.ttl).min();
+            Ok(Answer {
+                rcode: ResponseCode::NoError,
+                answers,
+                authorities: lookup.authorities().to_vec(),
+                additionals: lookup.additionals().to_vec(),
+                ttl,
+            })
+        }
+        Err(NetError::Dns(DnsError::NoRecordsFound(no_records))) => {
+            let rcode = no_records.response_code;
+            if !matches!(rcode, ResponseCode::NXDomain | ResponseCode::NoError) {
+                return Err(NetError::Dns(DnsError::ResponseCode(rcode)));
+            }
+            Ok(Answer {
+                rcode,
+                answers: Vec::new(),
+                authorities: no_records
+                    .soa
+                    .map(|soa| soa.into_record_of_rdata())
+                    .into_iter()
+                    .collect(),
+                additionals: Vec::new(),
+                ttl: no_records.negative_ttl,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
