@@ -214,6 +214,11 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(build_info))?;
 
+        // Both results exist from the start, so `increase()` sees the first error.
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
+
         let slots = PROTOCOLS.len() * (QTYPES.len() + 1) * Outcome::ALL.len();
         Ok(Self {
             registry,

@@ -1,0 +1,696 @@
+//! End-to-end tests: the real `hushd` binary, a real authoritative upstream on loopback, and
+//! hickory's DNS client over UDP and TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step should stop the test
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration, time::Instant};
+
+use hickory_net::client::ClientHandle;
+use hickory_proto::{
+    op::{Edns, ResponseCode},
+    rr::{RData, RecordType, rdata::opt::EdnsOption},
+};
+use support::{Setup, list, query, tcp_client, udp_client, upstream::Upstream, wait_until};
+
+fn ede(edns: Option<&Edns>) -> Option<(u16, String)> {
+    edns?.options().as_ref().iter().find_map(|(_, o)| match o {
+        EdnsOption::Unknown(15, d) if d.len() >= 2 => Some((
+            u16::from_be_bytes([d[0], d[1]]),
+            String::from_utf8_lossy(&d[2..]).into_owned(),
+        )),
+        _ => None,
+    })
+}
+
+fn a_records(r: &hickory_proto::op::DnsResponse) -> Vec<String> {
+    r.answers
+        .iter()
+        .filter_map(|rec| match &rec.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_and_caches_over_udp_and_tcp() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    let r = query(&mut udp, "www.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert!(r.recursion_available);
+    assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    let r = query(&mut udp, "www.example.", RecordType::AAAA).await;
+    assert_eq!(a_records(&r), vec!["2001:db8::1"]);
+
+    // The second ask of the same question is served from the cache.
+    let r = query(&mut udp, "WWW.example.", RecordType::A).await;
+    assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    assert!(r.answers[0].ttl <= support::upstream::TTL);
+    let mut tcp = tcp_client(hushd.dns).await;
+    let r = query(&mut tcp, "www.example.", RecordType::A).await;
+    assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    assert_eq!(
+        up.seen.count("www.example"),
+        2,
+        "A once and AAAA once: {:?}",
+        up.seen.names()
+    );
+    assert!(hushd.metric("hushd_cache_hits_total").unwrap() >= 2.0);
+    assert_eq!(hushd.metric("hushd_cache_misses_total"), Some(2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserves_cname_chains_and_negative_answers() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    let r = query(&mut udp, "cname.example.", RecordType::A).await;
+    let types: Vec<RecordType> = r.answers.iter().map(|a| a.record_type()).collect();
+    assert_eq!(types, vec![RecordType::CNAME, RecordType::A]);
+
+    for _ in 0..2 {
+        let r = query(&mut udp, "nx.example.", RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+        let r = query(&mut udp, "www.example.", RecordType::MX).await;
+        assert_eq!(r.response_code, ResponseCode::NoError);
+        assert!(r.answers.is_empty());
+        assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+    }
+    // negative answers are cached too (RFC 2308)
+    assert_eq!(up.seen.count("nx.example"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_listed_names_and_subdomains_with_an_extended_error() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list(
+        "xiaomi",
+        &list("block", &["tracking.miui.com", "mistat.xiaomi.com."]),
+    );
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    for name in [
+        "tracking.miui.com.",
+        "a.b.tracking.miui.com.",
+        "TRACKING.Miui.COM.",
+        "mistat.xiaomi.com.",
+    ] {
+        let r = query(&mut udp, name, RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(r.answers.is_empty());
+        assert_eq!(
+            ede(r.edns.as_ref()),
+            Some((15, "blocked by list xiaomi".to_string())),
+            "{name}"
+        );
+    }
+    let mut tcp = tcp_client(hushd.dns).await;
+    let r = query(&mut tcp, "tracking.miui.com.", RecordType::AAAA).await;
+    assert_eq!(r.response_code, ResponseCode::NXDomain);
+
+    // label-aligned: these are not subdomains of a listed name
+    for name in [
+        "xtracking.miui.com.",
+        "miui.com.",
+        "mistat.xiaomi.com.example.",
+    ] {
+        let r = query(&mut udp, name, RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::NoError, "{name}");
+        assert_eq!(a_records(&r), vec!["192.0.2.1"], "{name}");
+    }
+    assert!(
+        up.seen
+            .names()
+            .iter()
+            .all(|n| !n.to_ascii_lowercase().ends_with("tracking.miui.com") || n.starts_with('x')),
+        "a blocked name reached upstream: {:?}",
+        up.seen.names()
+    );
+    assert_eq!(
+        hushd.metric(r#"hushd_list_matches_total{action="block",list="xiaomi"}"#),
+        Some(5.0)
+    );
+    assert_eq!(
+        hushd.metric(r#"hushd_blocklist_domains{list="xiaomi"}"#),
+        Some(2.0)
+    );
+    assert!(
+        hushd
+            .metric(r#"hushd_queries_total{outcome="blocked",protocol="udp",qtype="A"}"#)
+            .unwrap()
+            >= 4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_and_refused_block_responses() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "block_response = \"null\"");
+    setup.write_list("nulled", &list("block", &["null.example"]));
+    setup.write_list(
+        "refuse",
+        &format!(
+            "block_response = \"refused\"\n{}",
+            list("block", &["refused.example"])
+        ),
+    );
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    let r = query(&mut udp, "null.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&r), vec!["0.0.0.0"]);
+    let r = query(&mut udp, "x.null.example.", RecordType::AAAA).await;
+    assert_eq!(a_records(&r), vec!["::"]);
+    let r = query(&mut udp, "null.example.", RecordType::TXT).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert!(r.answers.is_empty());
+    let r = query(&mut udp, "refused.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::Refused);
+    assert_eq!(ede(r.edns.as_ref()).map(|e| e.0), Some(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_only_lists_answer_normally_and_record_the_match() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("samsung", &list("log", &["samsungads.com"]));
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    let r = query(&mut udp, "config.samsungads.com.", RecordType::AAAA).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&r), vec!["2001:db8::1"]);
+    assert!(hushd.wait_log("list match", Duration::from_secs(2)));
+    let line = hushd
+        .log()
+        .lines()
+        .find(|l| l.contains("list match"))
+        .unwrap()
+        .to_string();
+    for want in [
+        "client=127.0.0.1",
+        "qname=config.samsungads.com",
+        "qtype=AAAA",
+        "list=samsung",
+        "action=\"log\"",
+    ] {
+        assert!(line.contains(want), "{want} missing from {line}");
+    }
+    assert_eq!(
+        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung"}"#),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_outside_allow_clients_are_refused() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "allow_clients = [\"127.0.0.1/32\"]");
+    let hushd = setup.start();
+
+    let mut inside = udp_client(hushd.dns, Some("127.0.0.1:0".parse().unwrap())).await;
+    let r = query(&mut inside, "www.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+
+    let mut outside = udp_client(hushd.dns, Some("127.0.0.2:0".parse().unwrap())).await;
+    let r = query(&mut outside, "www.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::Refused);
+    assert!(r.answers.is_empty());
+    assert_eq!(
+        hushd.metric(r#"hushd_queries_total{outcome="refused",protocol="udp",qtype="A"}"#),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_edits_apply_live_without_failing_a_query() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("vendor", &list("block", &["old.example"]));
+    let hushd = setup.start();
+    let dns = hushd.dns;
+
+    // A steady stream of queries runs across the reloads; none may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut c = udp_client(dns, None).await;
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + failed < 20_000 {
+                match c
+                    .query(
+                        "steady.example.".parse().unwrap(),
+                        hickory_proto::rr::DNSClass::IN,
+                        RecordType::A,
+                    )
+                    .await
+                {
+                    Ok(r) if r.response_code == ResponseCode::NoError && !r.answers.is_empty() => {
+                        ok += 1
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (ok, failed)
+        }
+    });
+
+    let mut udp = udp_client(dns, None).await;
+    assert_eq!(
+        query(&mut udp, "new.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NoError
+    );
+
+    let edited = Instant::now();
+    setup.write_list("vendor", &list("block", &["old.example", "new.example"]));
+    let mut applied = None;
+    while edited.elapsed() < Duration::from_secs(3) {
+        if query(&mut udp, "new.example.", RecordType::A)
+            .await
+            .response_code
+            == ResponseCode::NXDomain
+        {
+            applied = Some(edited.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let applied = applied.expect("edit not applied within 3 s");
+    assert!(applied < Duration::from_secs(2), "edit took {applied:?}");
+
+    // A list removed from the folder stops blocking.
+    std::fs::remove_file(setup.list_path("vendor")).unwrap();
+    let mut unblocked = false;
+    for _ in 0..150 {
+        if query(&mut udp, "old.example.", RecordType::A)
+            .await
+            .response_code
+            == ResponseCode::NoError
+        {
+            unblocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(unblocked, "removed list still blocks");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = background.await.unwrap();
+    assert!(ok > 50, "only {ok} background answers");
+    assert_eq!(failed, 0, "{failed} queries failed during reloads");
+    assert!(hushd.metric(r#"hushd_reloads_total{result="ok"}"#).unwrap() >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_edit_keeps_the_old_policy_and_says_where() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("vendor", &list("block", &["blocked.example"]));
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+
+    // line 4 lacks the comma after the previous element
+    setup.write_list(
+        "vendor",
+        "action = \"block\"\ndomains = [\n  \"blocked.example\"\n  \"other.example\",\n]\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || hushd
+            .metric(r#"hushd_reloads_total{result="error"}"#)
+            == Some(1.0)),
+        "reload error not counted:\n{}",
+        hushd.log()
+    );
+    let path = setup.list_path("vendor");
+    assert!(
+        hushd
+            .log()
+            .contains(&format!("{}:4:3: missing comma", path.display())),
+        "{}",
+        hushd.log()
+    );
+    assert!(hushd.log().contains("previous policy stays in force"));
+    assert_eq!(
+        query(&mut udp, "blocked.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        query(&mut udp, "other.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NoError
+    );
+
+    // an invalid name is located too, and a broken config file is rejected the same way
+    setup.write_list(
+        "vendor",
+        &list("block", &["blocked.example", "bad name.example"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || hushd
+            .log()
+            .contains(&format!("{}:4:3: \"bad name.example\"", path.display()))),
+        "{}",
+        hushd.log()
+    );
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        config.replace("[server]", "[server]\nlisen = 1"),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || hushd
+            .log()
+            .contains("unknown field `lisen`")),
+        "{}",
+        hushd.log()
+    );
+    assert_eq!(
+        query(&mut udp, "blocked.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NXDomain,
+        "{}",
+        hushd.log()
+    );
+    assert!(
+        hushd
+            .metric(r#"hushd_reloads_total{result="error"}"#)
+            .unwrap()
+            >= 3.0
+    );
+
+    // fixing both files applies the new list
+    std::fs::write(setup.config_path(), config).unwrap();
+    setup.write_list("vendor", &list("block", &["other.example"]));
+    assert!(
+        wait_until(Duration::from_secs(3), || hushd
+            .metric(r#"hushd_reloads_total{result="ok"}"#)
+            == Some(2.0)),
+        "{}",
+        hushd.log()
+    );
+    assert_eq!(
+        query(&mut udp, "other.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        query(&mut udp, "blocked.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NoError
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_in_bounded_time_when_every_upstream_is_down() {
+    // a port where nothing listens
+    let dead: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let setup = Setup::new(&[dead], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = query(&mut udp, "www.example.", RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::ServFail);
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        hushd
+            .metric(&format!(
+                "hushd_upstream_errors_total{{upstream=\"{dead}\"}}"
+            ))
+            .unwrap()
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_gives_servfail_within_the_deadline() {
+    // a UDP socket that reads nothing and answers nothing
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let setup = Setup::new(&[silent.local_addr().unwrap()], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let started = Instant::now();
+    let r = query(&mut udp, "www.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::ServFail);
+    // timeout_ms = 2000 in the test config
+    assert!(
+        started.elapsed() < Duration::from_millis(2600),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_upstream_fails_over_to_the_next() {
+    let up = Upstream::start().await;
+    let dead: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let setup = Setup::new(&[dead, up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for i in 0..5 {
+        let r = query(&mut udp, &format!("host{i}.example."), RecordType::A).await;
+        assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    }
+    assert!(
+        hushd
+            .metric(&format!(
+                "hushd_upstream_duration_seconds_count{{upstream=\"{}\"}}",
+                up.addr
+            ))
+            .unwrap()
+            >= 5.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_served_while_the_upstream_is_down() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    assert_eq!(
+        a_records(&query(&mut udp, "kept.example.", RecordType::A).await),
+        vec!["192.0.2.1"]
+    );
+    up.stop();
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = query(&mut udp, "kept.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    let r = query(&mut udp, "uncached.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::ServFail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_udp_answers_are_truncated_and_complete_over_tcp() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "big.example.", RecordType::TXT).await;
+    assert!(
+        r.metadata.truncation,
+        "a 3 kB answer must not fit a 1232-byte UDP reply"
+    );
+    let mut tcp = tcp_client(hushd.dns).await;
+    let r = query(&mut tcp, "big.example.", RecordType::TXT).await;
+    assert!(!r.metadata.truncation);
+    assert_eq!(r.answers.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_endpoints() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("xiaomi", &list("block", &["tracking.miui.com"]));
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    query(&mut udp, "www.example.", RecordType::A).await;
+    query(&mut udp, "tracking.miui.com.", RecordType::A).await;
+
+    let health = support::http_get(hushd.metrics, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    let text = hushd.metrics_text();
+    for name in [
+        "hushd_queries_total",
+        "hushd_list_matches_total",
+        "hushd_blocklist_domains",
+        "hushd_reloads_total",
+        "hushd_cache_hits_total",
+        "hushd_cache_misses_total",
+        "hushd_upstream_duration_seconds_bucket",
+        "hushd_upstream_errors_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {}", name.trim_end_matches("_bucket"))),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert!(text.contains("text/plain; version=0.0.4"));
+}
+
+#[test]
+fn check_validates_without_starting_and_locates_errors() {
+    let setup = Setup::new(&["127.0.0.1:1".parse().unwrap()], "");
+    setup.write_list("good", &list("block", &["a.example"]));
+    let out = std::process::Command::new(support::HUSHD)
+        .args(["check", "--config"])
+        .arg(setup.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 distinct names in 1 lists"));
+
+    setup.write_list(
+        "bad",
+        "action = \"block\"\ndomains = [\"ok.example\", \"no way\"]\nextra = 1\n",
+    );
+    let out = std::process::Command::new(support::HUSHD)
+        .arg("check")
+        .arg("--config")
+        .arg(setup.config_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:3:1: unknown field `extra`",
+            setup.list_path("bad").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_config_and_lists_pass_check() {
+    let root = support::project_root();
+    for config in ["config/hushd.toml", "systemd/hushd.toml"] {
+        let path = root.join(config);
+        // the systemd config names /etc paths for lists; check it against the shipped folder
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("hushd.toml");
+        let rewritten: String = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("dir") {
+                    format!("dir = \"{}\"", root.join("blocklists").display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&copy, rewritten).unwrap();
+        let out = std::process::Command::new(support::HUSHD)
+            .arg("check")
+            .arg("--config")
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = std::process::Command::new(support::HUSHD)
+        .args(["check", "--config"])
+        .arg(root.join("config/hushd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("list xiaomi"), "{stdout}");
+}
+
+/// The exposition passes Prometheus's own linter. promtool comes from Debian's `prometheus`
+/// package, which `.ci/run` installs; CI sets HUSHD_REQUIRE_TOOLS so a missing tool fails there
+/// instead of skipping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_check() {
+    let Some(promtool) = support::tool("promtool") else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("xiaomi", &list("block", &["tracking.miui.com"]));
+    setup.write_list("audit", &list("log", &["samsungads.com"]));
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for name in [
+        "www.example.",
+        "tracking.miui.com.",
+        "a.samsungads.com.",
+        "nx.example.",
+    ] {
+        query(&mut udp, name, RecordType::A).await;
+    }
+    let text = hushd.metrics_text();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or(&text)
+        .to_string();
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,258 @@
+//! Test support: the real `hushd` binary started as a process on loopback, real DNS clients
+//! (hickory's), and a real authoritative upstream (`upstream.rs`).
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hickory_net::{
+    client::{Client, ClientHandle},
+    runtime::TokioRuntimeProvider,
+    tcp::TcpClientStream,
+    udp::UdpClientStream,
+};
+use hickory_proto::{
+    op::DnsResponse,
+    rr::{DNSClass, Name, RecordType},
+};
+
+pub const HUSHD: &str = env!("CARGO_BIN_EXE_hushd");
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A config folder with `hushd.toml` and `blocklists/`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub dns: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Setup {
+    /// `server_extra` goes into `[server]`; `upstreams` become `[upstream] servers`.
+    pub fn new(upstreams: &[SocketAddr], server_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        std::fs::create_dir(dir.path().join("blocklists")).unwrap();
+        let servers: Vec<String> = upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = format!(
+            "[server]\nlisten = [\"{dns}\"]\n{server_extra}\n\n[upstream]\nservers = [{}]\ntimeout_ms = 2000\nattempt_timeout_ms = 1000\n\n[metrics]\nlisten = \"{metrics}\"\n\n[blocklists]\ndir = \"blocklists\"\n",
+            servers.join(", ")
+        );
+        std::fs::write(dir.path().join("hushd.toml"), config).unwrap();
+        Self { dir, dns, metrics }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hushd.toml")
+    }
+
+    pub fn list_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("blocklists")
+            .join(format!("{name}.toml"))
+    }
+
+    /// Writes a list the way editors save: a new file renamed over the old one.
+    pub fn write_list(&self, name: &str, text: &str) {
+        let tmp = self
+            .dir
+            .path()
+            .join("blocklists")
+            .join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.list_path(name)).unwrap();
+    }
+
+    pub fn start(&self) -> Hushd {
+        Hushd::start(self)
+    }
+}
+
+/// A running `hushd`; killed when dropped. Its stderr (the log) goes to a file.
+pub struct Hushd {
+    child: Child,
+    pub dns: SocketAddr,
+    pub metrics: SocketAddr,
+    log: PathBuf,
+}
+
+impl Hushd {
+    fn start(setup: &Setup) -> Self {
+        let log = setup.dir.path().join("hushd.log");
+        let child = Command::new(HUSHD)
+            .arg("--config")
+            .arg(setup.config_path())
+            .env("RUST_LOG", "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start hushd");
+        let mut hushd = Self {
+            child,
+            dns: setup.dns,
+            metrics: setup.metrics,
+            log,
+        };
+        hushd.wait_ready();
+        hushd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hushd exited with {status}:\n{}", self.log());
+            }
+            if self.log().contains("hushd ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("hushd not ready after 10 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http_get(self.metrics, "/metrics")
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels as rendered).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Hushd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+pub async fn udp_client(
+    server: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> Client<TokioRuntimeProvider> {
+    let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())
+        .with_bind_addr(bind)
+        .with_timeout(Some(Duration::from_secs(5)))
+        .build();
+    let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
+    tokio::spawn(bg);
+    client
+}
+
+pub async fn tcp_client(server: SocketAddr) -> Client<TokioRuntimeProvider> {
+    let (stream, sender) = TcpClientStream::new(
+        server,
+        None,
+        Some(Duration::from_secs(5)),
+        TokioRuntimeProvider::default(),
+    );
+    let stream = stream.await.expect("tcp connect");
+    let (client, bg) = Client::<TokioRuntimeProvider>::new(stream, sender);
+    tokio::spawn(bg);
+    client
+}
+
+pub async fn query(
+    client: &mut Client<TokioRuntimeProvider>,
+    name: &str,
+    qtype: RecordType,
+) -> DnsResponse {
+    client
+        .query(Name::from_ascii(name).unwrap(), DNSClass::IN, qtype)
+        .await
+        .unwrap_or_else(|e| panic!("query {name} {qtype}: {e}"))
+}
+
+/// A list file with `action` and `domains`.
+pub fn list(action: &str, domains: &[&str]) -> String {
+    let entries: Vec<String> = domains.iter().map(|d| format!("  \"{d}\",\n")).collect();
+    format!(
+        "action = \"{action}\"\ndomains = [\n{}]\n",
+        entries.concat()
+    )
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+pub fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The path of a system tool the tests use, or `None` (with a note) where it is not installed.
+/// With HUSHD_REQUIRE_TOOLS set (as `.ci/run` does), a missing tool is a failure.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("HUSHD_REQUIRE_TOOLS").is_none(),
+            "{name} is required (HUSHD_REQUIRE_TOOLS is set) but not installed"
+        );
+        eprintln!("note: {name} is not installed; skipping the part of the test that needs it");
+    }
+    found
+}

@@ -1,0 +1,192 @@
+//! A small authoritative DNS server on loopback, written with hickory-server: the real upstream
+//! hushd forwards to in the tests. Its answers are a fixed function of the question:
+//!
+//! - `nx.<anything>` and below: NXDOMAIN with an SOA
+//! - `cname.<zone>`: CNAME to `target.<zone>`, plus target's A record
+//! - `big.<zone>` TXT: enough TXT records to overflow a 512- or 1232-byte UDP answer
+//! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
+//!
+//! It records every name it is asked, so a test can tell what reached upstream.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hickory_net::runtime::Time;
+use hickory_proto::{
+    op::{Header, HeaderCounts, Metadata, ResponseCode},
+    rr::{
+        Name, RData, Record, RecordType,
+        rdata::{A, AAAA, CNAME, SOA, TXT},
+    },
+};
+use hickory_server::{
+    Server,
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+
+pub const TTL: u32 = 300;
+
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.names()
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+struct Zone {
+    seen: Seen,
+}
+
+fn soa_for(name: &Name) -> Record {
+    let zone = name.base_name();
+    Record::from_rdata(
+        zone,
+        TTL,
+        RData::SOA(SOA::new(
+            Name::from_ascii("ns.fixture.").unwrap(),
+            Name::from_ascii("admin.fixture.").unwrap(),
+            1,
+            3600,
+            600,
+            86400,
+            60,
+        )),
+    )
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Zone {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let info = request.request_info().unwrap();
+        let name: Name = info.query.name().into();
+        let qtype = info.query.query_type();
+        let ascii = name.to_ascii();
+        self.seen
+            .0
+            .lock()
+            .unwrap()
+            .push(ascii.trim_end_matches('.').to_string());
+
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let mut answers = Vec::new();
+        let mut soa = Vec::new();
+        let first = name
+            .iter()
+            .next()
+            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase());
+        if name.iter().any(|l| l.eq_ignore_ascii_case(b"nx")) {
+            meta.response_code = ResponseCode::NXDomain;
+            soa.push(soa_for(&name));
+        } else if first.as_deref() == Some("cname") {
+            let target = Name::from_ascii("target")
+                .unwrap()
+                .append_domain(&name.base_name())
+                .unwrap();
+            answers.push(Record::from_rdata(
+                name.clone(),
+                TTL,
+                RData::CNAME(CNAME(target.clone())),
+            ));
+            answers.push(Record::from_rdata(
+                target,
+                TTL,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 2))),
+            ));
+        } else if first.as_deref() == Some("big") && qtype == RecordType::TXT {
+            for i in 0..30 {
+                let text = format!("{i:02}-{}", "x".repeat(90));
+                answers.push(Record::from_rdata(
+                    name.clone(),
+                    TTL,
+                    RData::TXT(TXT::new(vec![text])),
+                ));
+            }
+        } else if first.as_deref() == Some("slow") {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            answers.push(Record::from_rdata(
+                name.clone(),
+                TTL,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 3))),
+            ));
+        } else {
+            match qtype {
+                RecordType::A => answers.push(Record::from_rdata(
+                    name.clone(),
+                    TTL,
+                    RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+                )),
+                RecordType::AAAA => answers.push(Record::from_rdata(
+                    name.clone(),
+                    TTL,
+                    RData::AAAA(AAAA(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1))),
+                )),
+                _ => soa.push(soa_for(&name)),
+            }
+        }
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let response = builder.build(meta, answers.iter(), [], soa.iter(), []);
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(_) => ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            }),
+        }
+    }
+}
+
+/// The running fixture; stops when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Seen,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let seen = Seen::default();
+        let mut server = Server::new(Zone { seen: seen.clone() });
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 32);
+        let shutdown = server.shutdown_token().clone();
+        tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        Self {
+            addr,
+            seen,
+            shutdown,
+        }
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
