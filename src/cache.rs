@@ -119,6 +119,10 @@ impl Cache {
     pub fn len(&self) -> u64 {
         self.entries.as_ref().map_or(0, Moka::entry_count)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,6 @@
-//! hushd: a DNS sinkhole and egress filter. It answers every query for the network, forwards
-//! ordinary names to upstream resolvers through a cache, and blocks or audits the vendor
-//! telemetry names in its lists.
+//! The `hushd` command: argument parsing, logging, the runtime. Everything else is in the library.
 
-mod answer;
-mod app;
-mod cache;
-mod config;
-mod diagnostic;
-mod handler;
-mod http;
-mod listener;
-mod metrics;
-mod policy;
-mod reload;
-mod upstream;
+use hushd::app;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -52,6 +52,10 @@ impl DomainSet {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Bytes held, for the memory figures in the docs and benchmarks.
     pub fn heap_bytes(&self) -> usize {
         self.arena.capacity() + self.slots.len() * 4

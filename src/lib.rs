@@ -1,0 +1,20 @@
+//! hushd: a DNS sinkhole and egress filter. It answers every query for the network, forwards
+//! ordinary names to upstream resolvers through a cache, and blocks or audits the vendor
+//! telemetry names in its lists.
+//!
+//! The modules follow the query path: `listener` -> `handler` -> `policy` -> `cache` ->
+//! `upstream` -> `answer`, with `config`, `reload`, `metrics` and `http` beside it and `app` as
+//! the composition root. See docs/architecture.md.
+
+pub mod answer;
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod diagnostic;
+pub mod handler;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod policy;
+pub mod reload;
+pub mod upstream;
