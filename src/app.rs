@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cache::Cache, config::Config, handler::QueryHandler, http, listener, metrics::Metrics,
-    policy::Policy, reload::Reloader, upstream::Upstream,
+    policy::Policy, reload::Reloader, udp, upstream::Upstream,
 };
 
 /// Queued responses per TCP connection (hickory's own default).
@@ -44,16 +44,18 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         upstream: upstream.clone(),
         metrics: metrics.clone(),
     };
-    let mut server = Server::new(handler);
+    // TCP through hickory-server; UDP through hushd's own socket loop (see udp.rs for why).
+    let mut server = Server::new(handler.clone());
+    let shutdown = server.shutdown_token().clone();
+    let handler = Arc::new(handler);
+    let workers = udp_workers();
     for &addr in &config.server.listen {
-        let udp =
-            listener::bind_udp(addr).with_context(|| format!("cannot listen on {addr} (UDP)"))?;
         let tcp =
             listener::bind_tcp(addr).with_context(|| format!("cannot listen on {addr} (TCP)"))?;
-        server.register_socket(udp);
         server.register_listener(tcp, config.server.tcp_idle_timeout, TCP_RESPONSE_BUFFER);
+        udp::serve(addr, workers, handler.clone(), &shutdown)
+            .with_context(|| format!("cannot listen on {addr} (UDP)"))?;
     }
-    let shutdown = server.shutdown_token().clone();
 
     if let Some(addr) = config.metrics.listen {
         let listener = http::bind(addr)
@@ -120,6 +122,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("DNS server stopped")?;
     Ok(())
+}
+
+/// One UDP socket per core the process may use: each worker loop then keeps one core busy.
+fn udp_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Loads and validates the config and every list without starting; the errors, if any, are the

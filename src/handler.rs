@@ -33,6 +33,7 @@ use crate::{
     upstream::Upstream,
 };
 
+#[derive(Clone)]
 pub struct QueryHandler {
     pub policy: Arc<ArcSwap<Policy>>,
     pub cache: Arc<Cache>,
@@ -47,18 +48,42 @@ impl RequestHandler for QueryHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        let (reply, outcome, qtype) = self.answer(request).await;
-        self.metrics.query(request.protocol(), qtype, outcome);
-        self.metrics.response(reply.metadata.response_code);
-        send(request, response_handle, reply).await
+        let answered = match self.answer_locally(request) {
+            Step::Answered(answered) => answered,
+            Step::Forward => self.forward(request).await,
+        };
+        self.count(request, &answered);
+        send(request, response_handle, answered.reply).await
     }
 }
 
+/// A finished answer: the reply and how the query ended, for the metrics.
+pub struct Answered {
+    pub reply: Reply,
+    pub outcome: Outcome,
+    pub qtype: RecordType,
+}
+
+/// The first, synchronous part of answering: either done, or the query must go upstream.
+pub enum Step {
+    Answered(Answered),
+    Forward,
+}
+
 impl QueryHandler {
-    async fn answer(&self, request: &Request) -> (Reply, Outcome, RecordType) {
+    /// Everything that needs no waiting: validation, policy, cache. Transports call this inline
+    /// and only pay for a task when the query must go upstream.
+    pub fn answer_locally(&self, request: &Request) -> Step {
         let meta = &request.metadata;
         let edns = request.edns.as_ref();
-        let error = |rcode, outcome, qtype| (Reply::new(meta, edns, rcode), outcome, qtype);
+        let done = |reply, outcome, qtype| {
+            Step::Answered(Answered {
+                reply,
+                outcome,
+                qtype,
+            })
+        };
+        let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
 
         if meta.op_code != OpCode::Query {
             return error(
@@ -104,7 +129,7 @@ impl QueryHandler {
                     &list.name,
                     policy.block_ttl,
                 );
-                return (reply, Outcome::Blocked, qtype);
+                return done(reply, Outcome::Blocked, qtype);
             }
             Verdict::Forward(Some(list)) => {
                 self.metrics.list_match(&list.name, list.action.as_str());
@@ -119,29 +144,56 @@ impl QueryHandler {
         drop(policy);
 
         if qtype == RecordType::ANY {
-            return (Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
+            return done(Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
         }
 
         if let Some(answer) = self.cache.get(qname, qtype) {
             self.metrics.cache_hits.inc();
-            return (Reply::forwarded(meta, edns, answer), Outcome::Cached, qtype);
+            return done(Reply::forwarded(meta, edns, answer), Outcome::Cached, qtype);
         }
         self.metrics.cache_misses.inc();
+        Step::Forward
+    }
 
+    /// The second part, for a query `answer_locally` passed on: ask upstream, cache, reply.
+    pub async fn forward(&self, request: &Request) -> Answered {
+        let meta = &request.metadata;
+        let edns = request.edns.as_ref();
+        let Ok(info) = request.request_info() else {
+            let reply = Reply::new(meta, edns, ResponseCode::FormErr);
+            return Answered {
+                reply,
+                outcome: Outcome::Formerr,
+                qtype: RecordType::Unknown(0),
+            };
+        };
+        let (qname, qtype) = (info.query.name(), info.query.query_type());
         match self.upstream.resolve(qname, qtype).await {
             Ok(answer) => {
                 self.cache.insert(qname.clone(), qtype, &answer);
-                (
-                    Reply::forwarded(meta, edns, answer),
-                    Outcome::Forwarded,
+                let reply = Reply::forwarded(meta, edns, answer);
+                Answered {
+                    reply,
+                    outcome: Outcome::Forwarded,
                     qtype,
-                )
+                }
             }
             Err(e) => {
                 tracing::debug!(%qname, %qtype, error = %e, "answering SERVFAIL");
-                error(ResponseCode::ServFail, Outcome::Servfail, qtype)
+                let reply = Reply::new(meta, edns, ResponseCode::ServFail);
+                Answered {
+                    reply,
+                    outcome: Outcome::Servfail,
+                    qtype,
+                }
             }
         }
+    }
+
+    pub fn count(&self, request: &Request, answered: &Answered) {
+        self.metrics
+            .query(request.protocol(), answered.qtype, answered.outcome);
+        self.metrics.response(answered.reply.metadata.response_code);
     }
 }
 

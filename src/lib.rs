@@ -17,4 +17,5 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod udp;
 pub mod upstream;

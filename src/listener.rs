@@ -19,8 +19,12 @@ fn socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> 
     Ok(socket)
 }
 
-pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// `reuse_port`: several sockets share the address and the kernel spreads clients over them.
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::UdpSocket> {
     let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.bind(&addr.into())?;

@@ -1,0 +1,149 @@
+//! The UDP listener: hushd's own socket loop instead of hickory-server's.
+//!
+//! hickory-server spawns a task per datagram and wraps every reply in a reporting handler; for
+//! a cache hit or a blocked name that costs more than answering. Here each worker owns one
+//! `SO_REUSEPORT` socket (the kernel spreads clients over them), and answers what it can (refused,
+//! blocked, cached) inline in its loop; only a query that must go upstream gets a task. Decoding
+//! and encoding are hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`).
+//! TCP stays on hickory-server.
+
+use std::{io, net::SocketAddr, sync::Arc};
+
+use hickory_net::xfer::Protocol;
+use hickory_proto::{
+    op::{Header, HeaderCounts, Metadata, ResponseCode},
+    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
+};
+use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    answer::Reply,
+    handler::{Answered, QueryHandler, Step},
+    listener,
+};
+
+/// Larger than any query hushd will answer; a bigger datagram is cut and fails to decode.
+const RECV_BUFFER: usize = 4096;
+
+/// Binds `workers` sockets on `addr` and serves each from its own task.
+pub fn serve(
+    addr: SocketAddr,
+    workers: usize,
+    handler: Arc<QueryHandler>,
+    shutdown: &CancellationToken,
+) -> io::Result<()> {
+    let sockets = (0..workers.max(1))
+        .map(|_| listener::bind_udp(addr, true).map(Arc::new))
+        .collect::<io::Result<Vec<_>>>()?;
+    for socket in sockets {
+        tokio::spawn(worker(socket, handler.clone(), shutdown.clone()));
+    }
+    Ok(())
+}
+
+async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut out = Vec::with_capacity(1232);
+    loop {
+        let (len, src) = tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; the socket is still fine.
+                    tracing::debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        if src.port() == 0 {
+            continue; // cannot be answered; a spoofed or broken source
+        }
+        let datagram = &buf[..len];
+        let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
+            if let Some(reply) = formerr_for(datagram) {
+                let _ = socket.send_to(&reply, src).await;
+            }
+            continue;
+        };
+        if request.metadata.message_type == hickory_proto::op::MessageType::Response {
+            continue; // never answer an answer: that is how reflection loops start
+        }
+        match handler.answer_locally(&request) {
+            Step::Answered(answered) => {
+                handler.count(&request, &answered);
+                encode(&request, answered.reply, &mut out);
+                if let Err(e) = socket.send_to(&out, src).await {
+                    tracing::debug!(error = %e, %src, "udp send error");
+                }
+            }
+            Step::Forward => {
+                let (socket, handler) = (socket.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let answered: Answered = handler.forward(&request).await;
+                    handler.count(&request, &answered);
+                    let mut out = Vec::with_capacity(512);
+                    encode(&request, answered.reply, &mut out);
+                    if let Err(e) = socket.send_to(&out, src).await {
+                        tracing::debug!(error = %e, %src, "udp send error");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Encodes `reply` into `out`, truncated (TC=1) to what the client can take over UDP: its EDNS
+/// size as capped by hushd, or 512 bytes without EDNS (RFC 1035 §4.2.1).
+fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
+    out.clear();
+    let max_size = reply.edns.as_ref().map_or(512, |e| e.max_payload());
+    let mut builder = MessageResponseBuilder::from_message_request(request);
+    if let Some(edns) = &reply.edns {
+        builder.edns(edns);
+    }
+    let metadata = reply.metadata;
+    let response = builder.build(
+        metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        [],
+        reply.additionals.iter(),
+    );
+    let mut encoder = BinEncoder::new(out);
+    encoder.set_max_size(max_size);
+    if response.destructive_emit(&mut encoder).is_err() {
+        // Could not encode even a truncated reply: tell the client the server failed.
+        out.clear();
+        let mut metadata = metadata;
+        metadata.response_code = ResponseCode::ServFail;
+        let header = Header {
+            metadata,
+            counts: HeaderCounts::default(),
+        };
+        let mut encoder = BinEncoder::new(out);
+        let _ = header.emit(&mut encoder);
+    }
+}
+
+/// A FORMERR reply to a datagram that has a DNS header but does not decode, so a client with a
+/// broken query gets an answer instead of a timeout. Nothing for responses or for bytes without
+/// a header.
+fn formerr_for(datagram: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(datagram)).ok()?;
+    if header.metadata.message_type == hickory_proto::op::MessageType::Response {
+        return None;
+    }
+    let mut metadata = Metadata::response_from_request(&header.metadata);
+    metadata.response_code = ResponseCode::FormErr;
+    let mut out = Vec::with_capacity(12);
+    Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    }
+    .emit(&mut BinEncoder::new(&mut out))
+    .ok()?;
+    Some(out)
+}
