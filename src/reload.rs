@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::Config, diagnostic::LoadErrors, metrics::Metrics, policy::Policy,
-    policy::lists::is_list_file,
+    policy::lists::is_policy_file,
 };
 
 /// Editors write a file in several steps (write a temporary file, rename it over, touch it);
@@ -86,7 +86,7 @@ impl Reloader {
             if event
                 .paths
                 .iter()
-                .any(|p| is_list_file(p) || p.file_name() == config_file.file_name())
+                .any(|p| is_policy_file(p) || p.file_name() == config_file.file_name())
             {
                 // Full channel: a reload is already pending, which will see this change too.
                 let _ = trigger.try_send(());

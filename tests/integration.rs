@@ -694,3 +694,62 @@ async fn metrics_pass_promtool_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_imports_load_from_a_domains_file_and_reload_on_its_edit() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let dir = setup.dir.path().join("blocklists");
+    std::fs::write(
+        dir.join("import.txt"),
+        "# hosts-format import\n0.0.0.0 ads.example\nplain.example\n",
+    )
+    .unwrap();
+    setup.write_list(
+        "import",
+        "action = \"block\"\ndomains_file = \"import.txt\"\n",
+    );
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for name in ["ads.example.", "x.plain.example."] {
+        assert_eq!(
+            query(&mut udp, name, RecordType::A).await.response_code,
+            ResponseCode::NXDomain,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        query(&mut udp, "late.example.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NoError
+    );
+
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("import.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"late.example\n").unwrap();
+    drop(f);
+    let mut blocked = false;
+    for _ in 0..150 {
+        if query(&mut udp, "late.example.", RecordType::A)
+            .await
+            .response_code
+            == ResponseCode::NXDomain
+        {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        blocked,
+        "edit of the domains file not applied:\n{}",
+        hushd.log()
+    );
+    assert_eq!(
+        hushd.metric(r#"hushd_blocklist_domains{list="import"}"#),
+        Some(3.0)
+    );
+}

@@ -20,6 +20,9 @@ pub struct ListFile {
     pub block_response: Option<BlockResponse>,
     /// Normalised: lower-case, no final dot.
     pub domains: Vec<String>,
+    /// A plain-text file of more names (`domains_file`), in the same folder; read while the
+    /// policy is built, so a million-name import never sits in memory as strings.
+    pub domains_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +33,7 @@ struct RawList {
     block_response: Option<BlockResponse>,
     #[serde(default)]
     domains: Vec<Spanned<String>>,
+    domains_file: Option<Spanned<String>>,
 }
 
 /// Reads every list in `dir`, sorted by name. Collects the errors of all files.
@@ -76,10 +80,141 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ListFile>, LoadErrors> {
 
 /// `*.toml`, but not editors' hidden lock and backup files such as emacs's `.#name.toml`.
 pub fn is_list_file(path: &Path) -> bool {
+    is_visible_with_extension(path, "toml")
+}
+
+/// A file whose change may change the policy: a list, or a `domains_file` (`*.txt`).
+pub fn is_policy_file(path: &Path) -> bool {
+    is_list_file(path) || is_visible_with_extension(path, "txt")
+}
+
+fn is_visible_with_extension(path: &Path, extension: &str) -> bool {
     let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
         return false;
     };
-    !file.starts_with('.') && path.extension().is_some_and(|e| e == "toml")
+    !file.starts_with('.') && path.extension().is_some_and(|e| e == extension)
+}
+
+/// `domains_file` names a file beside the list, never a path: a list cannot make hushd read
+/// outside its folder.
+fn sibling_file(list: &Path, name: &str) -> Result<PathBuf, String> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && Path::new(name).extension().is_some_and(|e| e == "txt");
+    if !plain {
+        return Err(format!(
+            "domains_file {name:?} must be the name of a .txt file in the list's own folder (no path)"
+        ));
+    }
+    Ok(list.with_file_name(name))
+}
+
+/// Lines in a file (0 if unreadable: the read that follows reports it), to size the matcher.
+pub fn count_lines(path: &Path) -> usize {
+    use std::io::Read;
+
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 1;
+    while let Ok(n @ 1..) = file.read(&mut buf) {
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    lines
+}
+
+/// Names that hosts-format files map to themselves; importing them would block the host.
+const HOSTS_BOILERPLATE: [&str; 6] = [
+    "localhost",
+    "localhost.localdomain",
+    "local",
+    "broadcasthost",
+    "ip6-localhost",
+    "ip6-loopback",
+];
+
+/// Streams a `domains_file`: one name per line, `#` comments and blank lines ignored; hosts
+/// format (`0.0.0.0 name ...`) is accepted too, so imported lists need no conversion. Each
+/// valid name is passed to `add`, lower-cased; every bad line is reported with its place.
+pub fn read_domains_file(path: &Path, mut add: impl FnMut(&[u8])) -> Result<(), LoadErrors> {
+    use std::io::BufRead;
+
+    let file = std::fs::File::open(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let (mut line, mut name) = (String::new(), Vec::with_capacity(256));
+    let mut errors = Vec::new();
+    for number in 1.. {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(source) => {
+                errors.push(LoadError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+                break;
+            }
+        }
+        let content = line.split('#').next().unwrap_or("");
+        let mut fields = content.split_ascii_whitespace().peekable();
+        let hosts_format = fields
+            .peek()
+            .is_some_and(|f| f.parse::<std::net::IpAddr>().is_ok());
+        if hosts_format {
+            fields.next();
+        } else if let Some(extra) = content.split_ascii_whitespace().nth(1) {
+            let column = line[..extra.as_ptr() as usize - line.as_ptr() as usize]
+                .chars()
+                .count()
+                + 1;
+            errors.push(LoadError::At {
+                path: path.to_path_buf(),
+                line: number,
+                column,
+                message: format!("{extra:?}: one name per line (or hosts format: ADDRESS NAME...)"),
+            });
+            continue;
+        }
+        for field in fields {
+            if hosts_format && HOSTS_BOILERPLATE.contains(&field) {
+                continue;
+            }
+            match check_domain(field) {
+                Ok(valid) => {
+                    name.clear();
+                    name.extend(valid.bytes().map(|b| b.to_ascii_lowercase()));
+                    add(&name);
+                }
+                Err(why) => {
+                    let column = line[..field.as_ptr() as usize - line.as_ptr() as usize]
+                        .chars()
+                        .count()
+                        + 1;
+                    errors.push(LoadError::At {
+                        path: path.to_path_buf(),
+                        line: number,
+                        column,
+                        message: format!("{field:?}: {why}"),
+                    });
+                    if errors.len() >= 100 {
+                        // a binary or wrong file: a hundred errors say enough
+                        return Err(LoadErrors(errors));
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadErrors(errors))
+    }
 }
 
 pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
@@ -107,10 +242,21 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
             )),
         }
     }
+    let domains_file =
+        raw.domains_file
+            .as_ref()
+            .and_then(|f| match sibling_file(path, f.get_ref()) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    errors.push(LoadError::at(path, text, f.span(), why));
+                    None
+                }
+            });
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
     Ok(ListFile {
+        domains_file,
         name,
         path: path.to_path_buf(),
         action: raw.action,
@@ -122,6 +268,11 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
 
 /// Lower-cases and checks a listed name; the final dot is optional.
 pub fn normalize_domain(raw: &str) -> Result<String, String> {
+    check_domain(raw).map(str::to_ascii_lowercase)
+}
+
+/// Checks a listed name and returns it without its final dot (case unchanged).
+pub fn check_domain(raw: &str) -> Result<&str, String> {
     let name = raw.trim();
     if name != raw {
         return Err("remove the spaces around the name".into());
@@ -163,7 +314,7 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
             return Err(format!("character {c:?} is not allowed in a domain name"));
         }
     }
-    Ok(name.to_ascii_lowercase())
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -258,6 +409,69 @@ mod tests {
         ] {
             assert!(normalize_domain(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn domains_file_is_a_sibling_txt_file_only() {
+        let l = parse("action = \"block\"\ndomains_file = \"big.txt\"\n").unwrap();
+        assert_eq!(l.domains_file.as_deref(), Some(Path::new("/lists/big.txt")));
+        for bad in [
+            "../etc/passwd.txt",
+            "/etc/x.txt",
+            "sub/x.txt",
+            "x.toml",
+            ".hidden.txt",
+            "",
+        ] {
+            let err = parse(&format!("action = \"block\"\ndomains_file = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("/lists/xiaomi.toml:2:16: domains_file"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn domains_files_take_plain_and_hosts_lines_and_locate_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.txt");
+        std::fs::write(
+            &path,
+            "# imported\nA.Example.com\n\n0.0.0.0 b.example.com c.example.com # two\n127.0.0.1 localhost\n  bad name!\nd.example.com.\n0.0.0.0 x_y!.com\n",
+        )
+        .unwrap();
+        let mut names = Vec::new();
+        let err = read_domains_file(&path, |n| {
+            names.push(String::from_utf8(n.to_vec()).unwrap())
+        })
+        .unwrap_err();
+        assert_eq!(
+            names,
+            [
+                "a.example.com",
+                "b.example.com",
+                "c.example.com",
+                "d.example.com"
+            ]
+        );
+        let errs: Vec<_> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[1].ends_with(
+                "big.txt:8:9: \"x_y!.com\": character '!' is not allowed in a domain name"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].ends_with(
+                "big.txt:6:7: \"name!\": one name per line (or hosts format: ADDRESS NAME...)"
+            ),
+            "{errs:?}"
+        );
+        let missing = read_domains_file(&dir.path().join("none.txt"), |_| {}).unwrap_err();
+        assert!(missing.to_string().contains("none.txt: cannot read"));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! its label-aligned suffixes, most specific first, so the cost is a handful of hash probes
 //! whatever the size of the lists.
 //!
-//! Memory: names live back to back in one byte arena (`[len][tag:u16][name]`), indexed by an
-//! open-addressing table of `u32` offsets. That is the name's bytes plus about 10 bytes per
-//! entry, instead of the ~80 bytes of a `HashSet<String>` entry, so million-entry lists stay small.
+//! Memory: entries live back to back in one byte arena, indexed by an open-addressing table of
+//! `u32` offsets, and each entry stores only its first label plus the id of its (shared) parent
+//! name. A million-name list costs tens of megabytes, not the ~100 bytes per name of a
+//! `HashSet<String>`, so the old and the new policy fit side by side during a reload.
 
 use std::hash::Hasher;
 
@@ -16,17 +17,78 @@ use rustc_hash::FxHasher;
 
 /// A name's longest wire form is 255 bytes; its text form without the final dot is at most 253.
 const MAX_NAME: usize = 255;
-/// The table is grown when it is more than this full (in 1/16ths), to keep probe runs short.
+/// A table is grown when it is more than this full (in 1/16ths), to keep probe runs short.
 const MAX_LOAD_16THS: usize = 10;
-const HEADER: usize = 3;
+/// Entry layout: `[label length][tag: u16 LE][parent: u32 LE][first label]`.
+const ENTRY_HEADER: usize = 7;
+/// The parent of a one-label name (a TLD).
+const NO_PARENT: u32 = u32::MAX;
 
 /// A tag carried by each entry: the index of the list it came from.
 pub type Tag = u16;
 
+/// Byte storage in fixed 1 MiB chunks. A chunk never moves or grows once allocated, so
+/// building a big set never copies it (a growing `Vec` would, briefly doubling its memory while
+/// the old policy is still alive), and freed chunks are reused by the next reload's build.
+#[derive(Debug, Clone, Default)]
+struct Arena {
+    chunks: Vec<Vec<u8>>,
+}
+
+const CHUNK_BITS: u32 = 20;
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// Offsets are `u32` and stored + 1, so the last chunk index must leave room.
+const MAX_CHUNKS: usize = (1 << (32 - CHUNK_BITS)) - 1;
+
+impl Arena {
+    /// Appends `parts` as one record; `None` when the arena is full (4 GiB).
+    fn push(&mut self, parts: &[&[u8]]) -> Option<u32> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let room = self.chunks.last().map_or(0, |c| c.capacity() - c.len());
+        if room < len {
+            if self.chunks.len() >= MAX_CHUNKS {
+                return None;
+            }
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let index = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[index];
+        let off = (index << CHUNK_BITS) | chunk.len();
+        for part in parts {
+            chunk.extend_from_slice(part);
+        }
+        Some(off as u32)
+    }
+
+    /// The bytes from `off` to the end of its chunk.
+    fn at(&self, off: usize) -> &[u8] {
+        &self.chunks[off >> CHUNK_BITS][off & (CHUNK - 1)..]
+    }
+
+    fn at_mut(&mut self, off: usize) -> &mut [u8] {
+        &mut self.chunks[off >> CHUNK_BITS][off & (CHUNK - 1)..]
+    }
+
+    fn bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+
+    fn shrink_last(&mut self) {
+        if let Some(last) = self.chunks.last_mut() {
+            last.shrink_to_fit();
+        }
+    }
+}
+
+/// Each entry stores its first label and the id of its parent name (everything after the first
+/// label), and each distinct parent is stored once. Big lists are mostly many names under few
+/// parents (`t1.tracker.example`, `t2.tracker.example`, ...), so this halves their size.
 #[derive(Debug, Clone)]
 pub struct DomainSet {
-    arena: Vec<u8>,
-    /// Offset + 1 of the entry in `arena`; 0 is an empty slot.
+    entries: Arena,
+    /// Distinct parent names, `[length][bytes]`; an entry's parent id is an offset here.
+    parents: Arena,
+    /// Offset + 1 of an entry in `entries`; 0 is an empty slot.
     slots: Box<[u32]>,
     len: usize,
 }
@@ -56,16 +118,16 @@ impl DomainSet {
         self.len == 0
     }
 
-    /// Bytes held, for the memory figures in the docs and benchmarks.
+    /// Bytes held, for the memory figures in logs and docs.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.slots.len() * 4
+        self.entries.bytes() + self.parents.bytes() + self.slots.len() * 4
     }
 
     /// The tag of exactly this (normalised, lower-case, no final dot) name.
     pub fn get(&self, name: &[u8]) -> Option<Tag> {
-        find(&self.arena, &self.slots, name)
+        find_entry(&self.entries, &self.parents, &self.slots, name)
             .ok()
-            .map(|(_, off)| tag_at(&self.arena, off))
+            .map(|off| tag_at(&self.entries, off))
     }
 
     /// Tags of every listed name that covers `key`, from the most specific (the name itself)
@@ -76,77 +138,121 @@ impl DomainSet {
 }
 
 pub struct DomainSetBuilder {
-    arena: Vec<u8>,
+    entries: Arena,
+    parents: Arena,
+    /// Offset + 1 of a parent in `parents`, to store each parent once; dropped by `build`.
+    parent_slots: Vec<u32>,
+    parent_count: usize,
     slots: Vec<u32>,
     len: usize,
 }
 
 impl DomainSetBuilder {
     pub fn with_capacity(entries: usize) -> Self {
-        let slots = slots_for(entries);
         Self {
-            arena: Vec::with_capacity(entries * 24),
-            slots: vec![0; slots],
+            entries: Arena::default(),
+            parents: Arena::default(),
+            parent_slots: vec![0; slots_for(entries / 8)],
+            parent_count: 0,
+            slots: vec![0; slots_for(entries)],
             len: 0,
         }
     }
 
     /// Adds `name` (already normalised: lower-case ASCII, no final dot, at most 253 bytes) with
     /// `tag`. If the name is there already, `prefer_new(existing)` decides which tag it keeps.
+    /// `None` only when the set is full (4 GiB of names).
     pub fn insert(
         &mut self,
         name: &[u8],
         tag: Tag,
         prefer_new: impl FnOnce(Tag) -> bool,
-    ) -> Inserted {
+    ) -> Option<Inserted> {
         debug_assert!(!name.is_empty() && name.len() < MAX_NAME);
-        match find(&self.arena, &self.slots, name) {
-            Ok((_, off)) => {
-                let old = tag_at(&self.arena, off);
+        match find_entry(&self.entries, &self.parents, &self.slots, name) {
+            Ok(off) => {
+                let old = tag_at(&self.entries, off);
                 if old != tag && prefer_new(old) {
-                    self.arena[off + 1..off + HEADER].copy_from_slice(&tag.to_le_bytes());
-                    Inserted::Replaced(old)
+                    self.entries.at_mut(off)[1..3].copy_from_slice(&tag.to_le_bytes());
+                    Some(Inserted::Replaced(old))
                 } else {
-                    Inserted::Kept(old)
+                    Some(Inserted::Kept(old))
                 }
             }
             Err(slot) => {
-                let off = self.arena.len();
-                self.arena.push(name.len() as u8);
-                self.arena.extend_from_slice(&tag.to_le_bytes());
-                self.arena.extend_from_slice(name);
-                self.slots[slot] = off as u32 + 1;
+                let (label, parent) = match name.iter().position(|&b| b == b'.') {
+                    Some(dot) => (&name[..dot], self.intern_parent(&name[dot + 1..])?),
+                    None => (name, NO_PARENT),
+                };
+                let header = [label.len() as u8];
+                let off = self.entries.push(&[
+                    &header,
+                    &tag.to_le_bytes(),
+                    &parent.to_le_bytes(),
+                    label,
+                ])?;
+                self.slots[slot] = off + 1;
                 self.len += 1;
                 if self.len * 16 > self.slots.len() * MAX_LOAD_16THS {
                     self.grow();
                 }
-                Inserted::New
+                Some(Inserted::New)
             }
         }
     }
 
     pub fn build(mut self) -> DomainSet {
-        self.arena.shrink_to_fit();
+        self.entries.shrink_last();
+        self.parents.shrink_last();
         DomainSet {
-            arena: self.arena,
+            entries: self.entries,
+            parents: self.parents,
             slots: self.slots.into_boxed_slice(),
             len: self.len,
         }
     }
 
-    fn grow(&mut self) {
-        let mut slots = vec![0u32; self.slots.len() * 2];
-        let mask = slots.len() - 1;
-        for &s in self.slots.iter().filter(|&&s| s != 0) {
-            let name = name_at(&self.arena, s as usize - 1);
-            let mut i = hash(name) & mask;
-            while slots[i] != 0 {
-                i = (i + 1) & mask;
+    fn intern_parent(&mut self, parent: &[u8]) -> Option<u32> {
+        let found = probe(&self.parent_slots, hash(parent), |off| {
+            parent_at(&self.parents, off) == parent
+        });
+        match found {
+            Ok(off) => Some(off as u32),
+            Err(slot) => {
+                let off = self.parents.push(&[&[parent.len() as u8], parent])?;
+                self.parent_slots[slot] = off + 1;
+                self.parent_count += 1;
+                if self.parent_count * 16 > self.parent_slots.len() * MAX_LOAD_16THS {
+                    let parents = &self.parents;
+                    self.parent_slots =
+                        rehash(&self.parent_slots, |off| hash(parent_at(parents, off)));
+                }
+                Some(off)
             }
-            slots[i] = s;
         }
-        self.slots = slots;
     }
+
+    fn grow(&mut self) {
+        let (entries, parents) = (&self.entries, &self.parents);
+        self.slots = rehash(&self.slots, |off| {
+            let mut buf = [0u8; MAX_NAME];
+            hash(full_name(entries, parents, off, &mut buf))
+        });
+    }
+}
+
+/// A table twice the size of `slots` holding the same offsets.
+fn rehash(slots: &[u32], hash_of: impl Fn(usize) -> usize) -> Vec<u32> {
+    let mut grown = vec![0u32; slots.len() * 2];
+    let mask = grown.len() - 1;
+    for &s in slots.iter().filter(|&&s| s != 0) {
+        let mut i = hash_of(s as usize - 1) & mask;
+        while grown[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        grown[i] = s;
+    }
+    grown
 }
 
 fn slots_for(entries: usize) -> usize {
@@ -158,34 +264,89 @@ fn slots_for(entries: usize) -> usize {
 fn hash(bytes: &[u8]) -> usize {
     let mut h = FxHasher::default();
     h.write(bytes);
-    h.finish() as usize
+    // Fx leaves similar names ("t1.x", "t2.x") close in the low bits the table indexes by;
+    // a final multiply spreads them, keeping linear probe runs short.
+    (h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
 }
 
-fn name_at(arena: &[u8], off: usize) -> &[u8] {
-    let len = arena[off] as usize;
-    &arena[off + HEADER..off + HEADER + len]
-}
-
-fn tag_at(arena: &[u8], off: usize) -> Tag {
-    Tag::from_le_bytes([arena[off + 1], arena[off + 2]])
-}
-
-/// `Ok((slot, offset))` where `name` is stored, or `Err(slot)` of the empty slot it would take.
-fn find(arena: &[u8], slots: &[u32], name: &[u8]) -> Result<(usize, usize), usize> {
+/// Linear probing from `hash`: `Ok(offset)` of the entry `eq` accepts, or `Err(slot)` of the
+/// empty slot where it would go.
+fn probe(slots: &[u32], hash: usize, mut eq: impl FnMut(usize) -> bool) -> Result<usize, usize> {
     let mask = slots.len() - 1;
-    let mut i = hash(name) & mask;
+    let mut i = hash & mask;
     loop {
         match slots[i] {
             0 => return Err(i),
-            s => {
-                let off = s as usize - 1;
-                if name_at(arena, off) == name {
-                    return Ok((i, off));
-                }
-            }
+            s if eq(s as usize - 1) => return Ok(s as usize - 1),
+            _ => i = (i + 1) & mask,
         }
-        i = (i + 1) & mask;
     }
+}
+
+fn find_entry(
+    entries: &Arena,
+    parents: &Arena,
+    slots: &[u32],
+    name: &[u8],
+) -> Result<usize, usize> {
+    probe(slots, hash(name), |off| {
+        entry_is(entries, parents, off, name)
+    })
+}
+
+fn tag_at(entries: &Arena, off: usize) -> Tag {
+    let e = entries.at(off);
+    Tag::from_le_bytes([e[1], e[2]])
+}
+
+fn parent_at(parents: &Arena, off: usize) -> &[u8] {
+    let p = parents.at(off);
+    &p[1..1 + p[0] as usize]
+}
+
+/// The entry's first label and its parent name (if any).
+fn parts_at<'a>(
+    entries: &'a Arena,
+    parents: &'a Arena,
+    off: usize,
+) -> (&'a [u8], Option<&'a [u8]>) {
+    let e = entries.at(off);
+    let label = &e[ENTRY_HEADER..ENTRY_HEADER + e[0] as usize];
+    let parent = u32::from_le_bytes([e[3], e[4], e[5], e[6]]);
+    (
+        label,
+        (parent != NO_PARENT).then(|| parent_at(parents, parent as usize)),
+    )
+}
+
+fn entry_is(entries: &Arena, parents: &Arena, off: usize, name: &[u8]) -> bool {
+    match parts_at(entries, parents, off) {
+        (label, None) => name == label,
+        (label, Some(parent)) => {
+            let l = label.len();
+            name.len() == l + 1 + parent.len()
+                && name[..l] == *label
+                && name[l] == b'.'
+                && name[l + 1..] == *parent
+        }
+    }
+}
+
+fn full_name<'b>(
+    entries: &Arena,
+    parents: &Arena,
+    off: usize,
+    buf: &'b mut [u8; MAX_NAME],
+) -> &'b [u8] {
+    let (label, parent) = parts_at(entries, parents, off);
+    buf[..label.len()].copy_from_slice(label);
+    let mut len = label.len();
+    if let Some(parent) = parent {
+        buf[len] = b'.';
+        buf[len + 1..len + 1 + parent.len()].copy_from_slice(parent);
+        len += 1 + parent.len();
+    }
+    &buf[..len]
 }
 
 /// A query name in the form the set stores (lower-case text, no final dot) with the offsets of
@@ -237,7 +398,7 @@ mod tests {
     fn set(names: &[(&str, Tag)]) -> DomainSet {
         let mut b = DomainSetBuilder::with_capacity(names.len());
         for (n, t) in names {
-            b.insert(n.as_bytes(), *t, |_| false);
+            b.insert(n.as_bytes(), *t, |_| false).unwrap();
         }
         b.build()
     }
@@ -277,12 +438,18 @@ mod tests {
     #[test]
     fn duplicates_keep_one_entry_and_ask_which_tag_wins() {
         let mut b = DomainSetBuilder::with_capacity(1);
-        assert_eq!(b.insert(b"a.example", 1, |_| unreachable!()), Inserted::New);
-        assert_eq!(b.insert(b"a.example", 1, |_| true), Inserted::Kept(1));
-        assert_eq!(b.insert(b"a.example", 2, |_| false), Inserted::Kept(1));
+        assert_eq!(
+            b.insert(b"a.example", 1, |_| unreachable!()),
+            Some(Inserted::New)
+        );
+        assert_eq!(b.insert(b"a.example", 1, |_| true), Some(Inserted::Kept(1)));
+        assert_eq!(
+            b.insert(b"a.example", 2, |_| false),
+            Some(Inserted::Kept(1))
+        );
         assert_eq!(
             b.insert(b"a.example", 3, |old| old == 1),
-            Inserted::Replaced(1)
+            Some(Inserted::Replaced(1))
         );
         let s = b.build();
         assert_eq!(s.len(), 1);
@@ -297,7 +464,8 @@ mod tests {
                 format!("host{i}.example{}.net", i % 97).as_bytes(),
                 (i % 500) as Tag,
                 |_| false,
-            );
+            )
+            .unwrap();
         }
         let s = b.build();
         assert_eq!(s.len(), 50_000);

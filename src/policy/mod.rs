@@ -118,22 +118,37 @@ impl Policy {
             }
             .into());
         }
-        let total = files.iter().map(|f| f.domains.len()).sum();
+        // Size the table up front: growing it means a second table while the first still lives.
+        // A domains file has at most one name per line.
+        let total = files
+            .iter()
+            .map(|f| f.domains.len() + f.domains_file.as_deref().map_or(0, lists::count_lines))
+            .sum();
         let mut builder = DomainSetBuilder::with_capacity(total);
-        let mut lists = Vec::with_capacity(files.len());
+        let mut lists: Vec<ListMeta> = Vec::with_capacity(files.len());
+        let mut errors = Vec::new();
+        let mut full = false;
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
+            let rank = file.action.rank();
             let mut distinct = 0;
-            for d in &file.domains {
-                let outcome = builder.insert(d.as_bytes(), tag, |old: Tag| {
-                    file.action.rank()
-                        > lists
-                            .get(usize::from(old))
-                            .map_or(0, |l: &ListMeta| l.action.rank())
+            let mut add = |name: &[u8]| {
+                let outcome = builder.insert(name, tag, |old: Tag| {
+                    rank > lists.get(usize::from(old)).map_or(0, |l| l.action.rank())
                 });
-                if outcome != matcher::Inserted::Kept(tag) {
-                    distinct += 1;
+                match outcome {
+                    Some(matcher::Inserted::Kept(t)) if t == tag => {}
+                    Some(_) => distinct += 1,
+                    None => full = true,
                 }
+            };
+            for d in &file.domains {
+                add(d.as_bytes());
+            }
+            if let Some(path) = &file.domains_file
+                && let Err(e) = lists::read_domains_file(path, &mut add)
+            {
+                errors.extend(e.0);
             }
             lists.push(ListMeta {
                 name: file.name,
@@ -142,6 +157,15 @@ impl Policy {
                 block_response: file.block_response.unwrap_or(config.server.block_response),
                 domains: distinct,
             });
+        }
+        if full {
+            errors.push(LoadError::File {
+                path: config.blocklists.dir.clone(),
+                message: "the lists hold more than 4 GiB of names; hushd cannot load them".into(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
         }
         Ok(Self {
             access: ClientAccess::new(config.server.allow_clients.clone()),
@@ -208,6 +232,7 @@ mod tests {
             description: None,
             block_response: None,
             domains: domains.iter().map(ToString::to_string).collect(),
+            domains_file: None,
         }
     }
 
