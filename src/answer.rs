@@ -33,12 +33,8 @@ pub struct Reply {
 impl Reply {
     /// An empty reply to `request` with `rcode`: ID, opcode and RD copied, RA set.
     pub fn new(request: &Metadata, request_edns: Option<&Edns>, rcode: ResponseCode) -> Self {
-        let mut metadata = Metadata::response_from_request(request);
-        metadata.recursion_available = true;
-        metadata.authoritative = false;
-        metadata.response_code = rcode;
         Self {
-            metadata,
+            metadata: response_metadata(request, rcode),
             answers: Vec::new(),
             authorities: Vec::new(),
             additionals: Vec::new(),
@@ -116,10 +112,19 @@ impl Reply {
     }
 }
 
+/// The header of a reply to `request`: ID, opcode and RD copied, QR and RA set.
+pub fn response_metadata(request: &Metadata, rcode: ResponseCode) -> Metadata {
+    let mut metadata = Metadata::response_from_request(request);
+    metadata.recursion_available = true;
+    metadata.authoritative = false;
+    metadata.response_code = rcode;
+    metadata
+}
+
 /// The OPT record of a response to a client that sent `request`. Its payload size also bounds
 /// the UDP reply: hickory truncates (TC=1) anything bigger, so it is the smaller of what the client
 /// can take and what hushd offers, never below 512 (RFC 6891 §6.2.5).
-fn response_edns(request: &Edns) -> Edns {
+pub fn response_edns(request: &Edns) -> Edns {
     let mut edns = Edns::new();
     edns.set_version(0);
     edns.set_max_payload(request.max_payload().clamp(512, EDNS_PAYLOAD));

@@ -1,17 +1,21 @@
 //! The answer cache. It holds upstream answers only and knows nothing of the policy: blocking is
 //! decided before the cache is consulted, so a reload never needs a flush and a cached answer can
-//! never leak a name that a new list blocks.
+//! never leak a name that a new list blocks. It is bounded (S3-FIFO eviction by quick_cache),
+//! and looked up with a borrowed key, so a hit allocates nothing.
 
 use std::{
+    hash::{Hash, Hasher},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
+use arc_swap::ArcSwapOption;
 use hickory_proto::{
-    op::ResponseCode,
+    op::{Edns, Header, HeaderCounts, Message, Metadata, OpCode, Query, ResponseCode},
     rr::{LowerName, Record, RecordType},
+    serialize::binary::{BinEncodable, BinEncoder},
 };
-use moka::sync::Cache as Moka;
+use quick_cache::{Equivalent, sync::Cache as QuickCache};
 
 use crate::config::CacheConfig;
 
@@ -28,65 +32,72 @@ pub struct Answer {
 }
 
 #[derive(Debug)]
-struct Entry {
+pub struct Entry {
     answer: Answer,
     stored: Instant,
     ttl: u32,
+    min_ttl: u32,
+    /// The answer's sections as wire bytes, encoded at one age in whole seconds; replaced when a
+    /// hit sees a different age, so a hot name is encoded about once a second, not per query.
+    wire: ArcSwapOption<Wire>,
+}
+
+#[derive(Debug)]
+struct Wire {
+    age: u32,
+    /// Length of the question section it was encoded after: compression pointers in `body` are
+    /// only valid behind a question of the same length.
+    question_len: usize,
+    counts: HeaderCounts,
+    /// Everything after the question: answer, authority and additional records.
+    body: Box<[u8]>,
 }
 
 type Key = (LowerName, RecordType);
 
+/// Looks a key up without building (and allocating) an owned one.
+struct KeyRef<'a>(&'a LowerName, RecordType);
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // must agree with the tuple's derived Hash: fields in order
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self.0 == key.0 && self.1 == key.1
+    }
+}
+
 pub struct Cache {
-    entries: Option<Moka<Key, Arc<Entry>>>,
+    entries: Option<QuickCache<Key, Arc<Entry>>>,
     config: CacheConfig,
 }
 
-struct TtlExpiry;
-
-impl moka::Expiry<Key, Arc<Entry>> for TtlExpiry {
-    fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(u64::from(entry.ttl)))
-    }
+/// A fresh cached answer and its age.
+pub struct Hit {
+    entry: Arc<Entry>,
+    age: u32,
 }
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Self {
-        let entries = (config.size > 0).then(|| {
-            Moka::builder()
-                .max_capacity(config.size)
-                .expire_after(TtlExpiry)
-                .build()
-        });
+        let entries = (config.size > 0).then(|| QuickCache::new(config.size as usize));
         Self {
             entries,
             config: config.clone(),
         }
     }
 
-    /// A fresh answer, its record TTLs lowered by the time it has spent in the cache.
-    pub fn get(&self, name: &LowerName, qtype: RecordType) -> Option<Answer> {
-        let entry = self.entries.as_ref()?.get(&(name.clone(), qtype))?;
+    /// A fresh answer for the question, if cached.
+    pub fn get(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
+        let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
-        if age >= entry.ttl {
-            return None; // moka expires lazily; never serve past the TTL
-        }
-        let mut answer = entry.answer.clone();
-        for r in answer
-            .answers
-            .iter_mut()
-            .chain(answer.authorities.iter_mut())
-            .chain(answer.additionals.iter_mut())
-        {
-            // The entry's TTL may be capped below a record's own (max_ttl) or raised above it
-            // (min_ttl): what clients see must agree with how long hushd keeps it.
-            r.ttl = r
-                .ttl
-                .max(self.config.min_ttl)
-                .min(entry.ttl)
-                .saturating_sub(age);
-        }
-        answer.ttl = Some(entry.ttl - age);
-        Some(answer)
+        // Expired entries are not served; they stay until the capacity evicts them.
+        (age < entry.ttl).then_some(Hit { entry, age })
     }
 
     /// Stores `answer` under the TTL bounds of the config; returns the TTL used, if stored.
@@ -99,6 +110,8 @@ impl Cache {
                 answer: answer.clone(),
                 stored: Instant::now(),
                 ttl,
+                min_ttl: self.config.min_ttl,
+                wire: ArcSwapOption::empty(),
             }),
         );
         Some(ttl)
@@ -116,12 +129,114 @@ impl Cache {
         (ttl > 0).then_some(ttl)
     }
 
-    pub fn len(&self) -> u64 {
-        self.entries.as_ref().map_or(0, Moka::entry_count)
+    pub fn len(&self) -> usize {
+        self.entries.as_ref().map_or(0, QuickCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Hit {
+    /// The answer with its record TTLs lowered by the time it has spent in the cache.
+    pub fn answer(&self) -> Answer {
+        let entry = &self.entry;
+        let mut answer = entry.answer.clone();
+        for r in answer
+            .answers
+            .iter_mut()
+            .chain(answer.authorities.iter_mut())
+            .chain(answer.additionals.iter_mut())
+        {
+            // The entry's TTL may be capped below a record's own (max_ttl) or raised above it
+            // (min_ttl): what clients see must agree with how long hushd keeps it.
+            r.ttl = r
+                .ttl
+                .max(entry.min_ttl)
+                .min(entry.ttl)
+                .saturating_sub(self.age);
+        }
+        answer.ttl = Some(entry.ttl - self.age);
+        answer
+    }
+
+    pub fn rcode(&self) -> ResponseCode {
+        self.entry.answer.rcode
+    }
+
+    /// Writes the whole reply to `out` from the pre-encoded sections: `metadata` for the
+    /// header, the client's own question bytes (so its letter case is echoed), the cached
+    /// records, then `edns`' OPT. Returns false, leaving `out` to be discarded, when the reply
+    /// would exceed `max_size` (the caller then builds a truncated one the slow way).
+    pub fn write_wire(
+        &self,
+        metadata: Metadata,
+        question: &[u8],
+        query: &Query,
+        edns: Option<&Edns>,
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let wire = match self.entry.wire.load_full() {
+            Some(w) if w.age == self.age && w.question_len == question.len() => w,
+            _ => match self.encode_wire(query) {
+                Some(w) if w.question_len == question.len() => {
+                    let w = Arc::new(w);
+                    self.entry.wire.store(Some(w.clone()));
+                    w
+                }
+                _ => return false,
+            },
+        };
+        out.clear();
+        let mut counts = wire.counts;
+        counts.additionals += u16::from(edns.is_some());
+        let mut encoder = BinEncoder::new(out);
+        if (Header { metadata, counts }).emit(&mut encoder).is_err() {
+            return false;
+        }
+        out.extend_from_slice(question);
+        out.extend_from_slice(&wire.body);
+        if let Some(edns) = edns {
+            let mut encoder = BinEncoder::with_offset(out, out.len() as u32);
+            if Record::from(edns).emit(&mut encoder).is_err() {
+                return false;
+            }
+        }
+        out.len() <= max_size
+    }
+
+    /// Encodes the records behind `query`'s question (with an empty header).
+    fn encode_wire(&self, query: &Query) -> Option<Wire> {
+        let answer = self.answer();
+        let mut m = Message::response(0, OpCode::Query);
+        m.add_query(query.clone());
+        let question_len = {
+            let mut q = Vec::with_capacity(64);
+            let mut enc = BinEncoder::new(&mut q);
+            for query in &m.queries {
+                query.emit(&mut enc).ok()?;
+            }
+            q.len()
+        };
+        m.add_answers(answer.answers);
+        m.add_authorities(answer.authorities);
+        m.add_additionals(answer.additionals);
+        let bytes = m.to_vec().ok()?;
+        let counts = HeaderCounts {
+            queries: m.queries.len() as u16,
+            answers: m.answers.len() as u16,
+            authorities: m.authorities.len() as u16,
+            additionals: m.additionals.len() as u16,
+        };
+        let body = bytes.get(12 + question_len..)?.into();
+        Some(Wire {
+            age: self.age,
+            question_len,
+            counts,
+            body,
+        })
     }
 }
 
@@ -166,8 +281,9 @@ mod tests {
         let c = Cache::new(&config());
         assert!(c.get(&key(), RecordType::A).is_none());
         assert_eq!(c.insert(key(), RecordType::A, &positive(3600)), Some(300));
-        let hit = c.get(&key(), RecordType::A).unwrap();
+        let hit = c.get(&key(), RecordType::A).unwrap().answer();
         assert_eq!(hit.answers.len(), 1);
+        assert_eq!(hit.answers[0].ttl, 300);
         assert!(c.get(&key(), RecordType::AAAA).is_none());
     }
 

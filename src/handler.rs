@@ -27,7 +27,7 @@ use hickory_server::{
 
 use crate::{
     answer::Reply,
-    cache::Cache,
+    cache::{Cache, Hit},
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
     upstream::Upstream,
@@ -50,6 +50,7 @@ impl RequestHandler for QueryHandler {
     ) -> ResponseInfo {
         let answered = match self.answer_locally(request) {
             Step::Answered(answered) => answered,
+            Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),
             Step::Forward => self.forward(request).await,
         };
         self.count(request, &answered);
@@ -67,7 +68,19 @@ pub struct Answered {
 /// The first, synchronous part of answering: either done, or the query must go upstream.
 pub enum Step {
     Answered(Answered),
+    /// Answered from the cache; the transport may send the pre-encoded form (`Hit::write_wire`).
+    Cached(Hit, RecordType),
     Forward,
+}
+
+/// A cache hit as a reply built record by record (TCP, or a UDP reply that needs truncating).
+pub fn cached_reply(request: &Request, hit: &Hit, qtype: RecordType) -> Answered {
+    let reply = Reply::forwarded(&request.metadata, request.edns.as_ref(), hit.answer());
+    Answered {
+        reply,
+        outcome: Outcome::Cached,
+        qtype,
+    }
 }
 
 impl QueryHandler {
@@ -147,9 +160,9 @@ impl QueryHandler {
             return done(Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
         }
 
-        if let Some(answer) = self.cache.get(qname, qtype) {
+        if let Some(hit) = self.cache.get(qname, qtype) {
             self.metrics.cache_hits.inc();
-            return done(Reply::forwarded(meta, edns, answer), Outcome::Cached, qtype);
+            return Step::Cached(hit, qtype);
         }
         self.metrics.cache_misses.inc();
         Step::Forward
@@ -191,9 +204,19 @@ impl QueryHandler {
     }
 
     pub fn count(&self, request: &Request, answered: &Answered) {
-        self.metrics
-            .query(request.protocol(), answered.qtype, answered.outcome);
-        self.metrics.response(answered.reply.metadata.response_code);
+        let rcode = answered.reply.metadata.response_code;
+        self.count_parts(request, answered.qtype, answered.outcome, rcode);
+    }
+
+    pub fn count_parts(
+        &self,
+        request: &Request,
+        qtype: RecordType,
+        outcome: Outcome,
+        rcode: ResponseCode,
+    ) {
+        self.metrics.query(request.protocol(), qtype, outcome);
+        self.metrics.response(rcode);
     }
 }
 

@@ -19,9 +19,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    answer::Reply,
-    handler::{Answered, QueryHandler, Step},
+    answer::{Reply, response_edns, response_metadata},
+    handler::{Answered, QueryHandler, Step, cached_reply},
     listener,
+    metrics::Outcome,
 };
 
 /// Larger than any query hushd will answer; a bigger datagram is cut and fails to decode.
@@ -72,6 +73,32 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
             continue; // never answer an answer: that is how reflection loops start
         }
         match handler.answer_locally(&request) {
+            Step::Cached(hit, qtype) => {
+                let edns = request.edns.as_ref().map(response_edns);
+                let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
+                let metadata = response_metadata(&request.metadata, hit.rcode());
+                let sent_fast = request.queries.queries().first().is_some_and(|q| {
+                    let question = request.queries.as_bytes();
+                    hit.write_wire(
+                        metadata,
+                        question,
+                        q.original(),
+                        edns.as_ref(),
+                        max,
+                        &mut out,
+                    )
+                });
+                if sent_fast {
+                    handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
+                } else {
+                    let answered = cached_reply(&request, &hit, qtype);
+                    handler.count(&request, &answered);
+                    encode(&request, answered.reply, &mut out);
+                }
+                if let Err(e) = socket.send_to(&out, src).await {
+                    tracing::debug!(error = %e, %src, "udp send error");
+                }
+            }
             Step::Answered(answered) => {
                 handler.count(&request, &answered);
                 encode(&request, answered.reply, &mut out);

@@ -49,9 +49,11 @@ async fn forwards_and_caches_over_udp_and_tcp() {
     let r = query(&mut udp, "www.example.", RecordType::AAAA).await;
     assert_eq!(a_records(&r), vec!["2001:db8::1"]);
 
-    // The second ask of the same question is served from the cache.
+    // The second ask of the same question is served from the cache, echoing the client's case.
     let r = query(&mut udp, "WWW.example.", RecordType::A).await;
     assert_eq!(a_records(&r), vec!["192.0.2.1"]);
+    assert_eq!(r.queries[0].name().to_ascii(), "WWW.example.");
+    assert!(r.edns.is_some(), "EDNS echoed on a cached answer");
     assert!(r.answers[0].ttl <= support::upstream::TTL);
     let mut tcp = tcp_client(hushd.dns).await;
     let r = query(&mut tcp, "www.example.", RecordType::A).await;
