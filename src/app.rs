@@ -35,6 +35,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let cache = Arc::new(Cache::new(&config.cache));
     let upstream = Arc::new(
         Upstream::new(&config.upstream, &metrics)
+            .await
             .context("cannot set up the upstream resolvers")?,
     );
 

@@ -122,6 +122,7 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     upstream_duration: prometheus::HistogramVec,
     upstream_errors: IntCounterVec,
+    upstream_rejected: IntCounterVec,
 }
 
 impl Metrics {
@@ -192,6 +193,13 @@ impl Metrics {
             ),
             &["upstream"],
         )?;
+        let upstream_rejected = IntCounterVec::new(
+            Opts::new(
+                "hushd_upstream_rejected_total",
+                "Datagrams from an upstream that answered no outstanding query (late, forged or garbled)",
+            ),
+            &["upstream"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("hushd_build_info", "hushd's version, as a label"),
             &["version"],
@@ -212,6 +220,7 @@ impl Metrics {
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_rejected.clone()))?;
         registry.register(Box::new(build_info))?;
 
         // Both results exist from the start, so `increase()` sees the first error.
@@ -235,6 +244,7 @@ impl Metrics {
             cache_entries,
             upstream_duration,
             upstream_errors,
+            upstream_rejected,
         })
     }
 
@@ -296,10 +306,11 @@ impl Metrics {
     }
 
     /// Handles for one upstream server, resolved once when the upstream is built.
-    pub fn upstream(&self, label: &str) -> (Histogram, IntCounter) {
+    pub fn upstream(&self, label: &str) -> (Histogram, IntCounter, IntCounter) {
         (
             self.upstream_duration.with_label_values(&[label]),
             self.upstream_errors.with_label_values(&[label]),
+            self.upstream_rejected.with_label_values(&[label]),
         )
     }
 
@@ -332,7 +343,7 @@ mod tests {
         m.reload_error();
         m.cache_hits.inc();
         m.cache_misses.inc();
-        let (h, e) = m.upstream("127.0.0.1:53");
+        let (h, e, _) = m.upstream("127.0.0.1:53");
         h.observe(0.01);
         e.inc();
         let text = String::from_utf8(m.render()).unwrap();

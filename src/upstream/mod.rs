@@ -1,10 +1,13 @@
-//! Forwarding to the upstream resolvers through `hickory-resolver`.
+//! Forwarding to the upstream resolvers.
 //!
-//! Each upstream server gets a resolver of its own (cache off: hushd's `Cache` is the only one),
-//! so hushd knows which server answered, times it, and fails over itself: servers are tried in
-//! config order, one that just failed is skipped for a back-off period (so a dead first server
-//! does not add its timeout to every query), and the whole lookup has one deadline after which
-//! the client gets SERVFAIL.
+//! Each upstream server is asked over UDP through hushd's socket pool (`exchange`), and over
+//! TCP through a `hickory-resolver` of its own (cache off: hushd's `Cache` is the only one) when
+//! the UDP answer is truncated. hushd knows which server answered, times it, and fails over
+//! itself: servers are tried in config order, one that just failed is skipped for a back-off
+//! period (so a dead first server does not add its timeout to every query), and the whole
+//! lookup has one deadline after which the client gets SERVFAIL.
+
+mod exchange;
 
 use std::{
     net::SocketAddr,
@@ -14,13 +17,15 @@ use std::{
 
 use hickory_net::{DnsError, NetError, runtime::TokioRuntimeProvider};
 use hickory_proto::{
-    op::ResponseCode,
-    rr::{Name, RecordType},
+    op::{Message, ResponseCode},
+    rr::{Name, RData, RecordType},
 };
 use hickory_resolver::{
     TokioResolver,
-    config::{NameServerConfig, ResolveHosts, ResolverConfig},
+    config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
 };
+
+use self::exchange::UdpExchange;
 use prometheus::{Histogram, IntCounter};
 use thiserror::Error;
 
@@ -50,7 +55,9 @@ pub struct Upstream {
 
 struct Server {
     addr: SocketAddr,
-    resolver: TokioResolver,
+    udp: UdpExchange,
+    /// TCP only: for answers too big for UDP.
+    tcp: TokioResolver,
     duration: Histogram,
     errors: IntCounter,
     failures: AtomicU32,
@@ -59,40 +66,27 @@ struct Server {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Result<Self, NetError> {
-        let servers = config
-            .servers
-            .iter()
-            .map(|&addr| {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                let mut builder = TokioResolver::builder_with_config(
-                    ResolverConfig::from_parts(None, vec![], vec![ns]),
-                    TokioRuntimeProvider::default(),
-                );
-                let opts = builder.options_mut();
-                opts.cache_size = 0;
-                opts.attempts = 0; // one try per server: failover is ours
-                opts.timeout = config.attempt_timeout;
-                opts.num_concurrent_reqs = 1;
-                opts.max_active_requests = MAX_ACTIVE_PER_CONNECTION;
-                opts.preserve_intermediates = true; // keep CNAME chains (RFC 1034 §4.3.2)
-                opts.use_hosts_file = ResolveHosts::Never;
-                opts.edns_payload_len = EDNS_PAYLOAD;
-                opts.try_tcp_on_error = true;
-                let (duration, errors) = metrics.upstream(&addr.to_string());
-                Ok(Server {
-                    addr,
-                    resolver: builder.build()?,
-                    duration,
-                    errors,
-                    failures: AtomicU32::new(0),
-                    down_until: AtomicU64::new(0),
-                })
-            })
-            .collect::<Result<_, NetError>>()?;
+    pub async fn new(
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, UpstreamSetupError> {
+        let mut servers = Vec::with_capacity(config.servers.len());
+        for &addr in &config.servers {
+            let (duration, errors, rejected) = metrics.upstream(&addr.to_string());
+            let udp = UdpExchange::new(addr, EDNS_PAYLOAD, rejected)
+                .await
+                .map_err(|e| UpstreamSetupError(format!("{addr}: cannot open UDP sockets: {e}")))?;
+            servers.push(Server {
+                addr,
+                udp,
+                tcp: tcp_resolver(addr, config.attempt_timeout)
+                    .map_err(|e| UpstreamSetupError(format!("{addr}: {e}")))?,
+                duration,
+                errors,
+                failures: AtomicU32::new(0),
+                down_until: AtomicU64::new(0),
+            });
+        }
         Ok(Self {
             servers,
             timeout: config.timeout,
@@ -122,12 +116,10 @@ impl Upstream {
         let mut last_error = String::from("no upstream servers");
         for server in up.into_iter().chain(down) {
             let started = Instant::now();
-            let result = tokio::time::timeout(
-                self.attempt_timeout,
-                server.resolver.lookup(name.clone(), qtype),
-            )
-            .await;
-            match result.map(classify) {
+            let result =
+                tokio::time::timeout(self.attempt_timeout, self.exchange(server, name, qtype))
+                    .await;
+            match result {
                 Ok(Ok(answer)) => {
                     server.duration.observe(started.elapsed().as_secs_f64());
                     server.failures.store(0, Ordering::Relaxed);
@@ -149,6 +141,25 @@ impl Upstream {
         Err(UpstreamError::Failed(last_error))
     }
 
+    /// One attempt at one server: UDP, then TCP if the answer was truncated.
+    async fn exchange(
+        &self,
+        server: &Server,
+        name: &Name,
+        qtype: RecordType,
+    ) -> Result<Answer, String> {
+        let message = server
+            .udp
+            .query(name, qtype, self.attempt_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        if message.metadata.truncation {
+            return classify(server.tcp.lookup(name.clone(), qtype).await)
+                .map_err(|e| e.to_string());
+        }
+        answer_of(message)
+    }
+
     fn back_off(&self, server: &Server) {
         let failures = server
             .failures
@@ -162,6 +173,57 @@ impl Upstream {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+}
+
+/// A resolver that asks `addr` over TCP only.
+fn tcp_resolver(addr: SocketAddr, timeout: Duration) -> Result<TokioResolver, NetError> {
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+    ns.connections = vec![tcp];
+    let mut builder = TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], vec![ns]),
+        TokioRuntimeProvider::default(),
+    );
+    let opts = builder.options_mut();
+    opts.cache_size = 0;
+    opts.attempts = 0; // one try per server: failover is ours
+    opts.timeout = timeout;
+    opts.num_concurrent_reqs = 1;
+    opts.max_active_requests = MAX_ACTIVE_PER_CONNECTION;
+    opts.preserve_intermediates = true; // keep CNAME chains (RFC 1034 §4.3.2)
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.edns_payload_len = EDNS_PAYLOAD;
+    builder.build()
+}
+
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct UpstreamSetupError(String);
+
+/// A UDP answer as an answer to cache and send, or the failure that makes us try the next
+/// server. NXDOMAIN and NODATA are answers; SERVFAIL, REFUSED and the like are failures.
+fn answer_of(message: Message) -> Result<Answer, String> {
+    let rcode = message.metadata.response_code;
+    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+        return Err(format!("upstream answered {rcode}"));
+    }
+    let ttl = if message.answers.is_empty() || rcode == ResponseCode::NXDomain {
+        // RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM); none without an SOA
+        message.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })
+    } else {
+        message.answers.iter().map(|r| r.ttl).min()
+    };
+    Ok(Answer {
+        rcode,
+        answers: message.answers,
+        authorities: message.authorities,
+        additionals: message.additionals,
+        ttl,
+    })
 }
 
 /// An upstream result as an answer to cache and send, or the error that makes us try the next
