@@ -1,7 +1,10 @@
 //! Pure builders of the replies hushd sends: blocked answers, forwarded and cached answers,
 //! errors and the EDNS that goes with them. No I/O here; the handler sends what these build.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    sync::LazyLock,
+};
 
 use hickory_proto::{
     op::{Edns, Metadata, ResponseCode},
@@ -133,8 +136,12 @@ pub fn response_edns(request: &Edns) -> Edns {
 
 /// A synthetic SOA for blocked names, owned by the blocked name itself.
 fn block_soa(qname: &Name, ttl: u32) -> Record {
-    let mname = Name::from_ascii("hushd.invalid.").unwrap_or_else(|_| Name::root());
-    let rname = Name::from_ascii("blocked.hushd.invalid.").unwrap_or_else(|_| Name::root());
+    // parsed once, not per blocked query
+    static NAMES: LazyLock<(Name, Name)> = LazyLock::new(|| {
+        let name = |s| Name::from_ascii(s).unwrap_or_else(|_| Name::root());
+        (name("hushd.invalid."), name("blocked.hushd.invalid."))
+    });
+    let (mname, rname) = NAMES.clone();
     let soa = SOA::new(mname, rname, 1, 3600, 600, 86_400, ttl);
     Record::from_rdata(qname.clone(), ttl, RData::SOA(soa))
 }

@@ -131,7 +131,7 @@ impl QueryHandler {
         match policy.decide(client, qname) {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
             Verdict::Block(list) => {
-                self.metrics.list_match(&list.name, Action::Block.as_str());
+                list.count_match(&self.metrics);
                 tracing::debug!(%client, %qname, %qtype, list = %list.name, action = "block", "list match");
                 let reply = Reply::blocked(
                     meta,
@@ -145,7 +145,7 @@ impl QueryHandler {
                 return done(reply, Outcome::Blocked, qtype);
             }
             Verdict::Forward(Some(list)) => {
-                self.metrics.list_match(&list.name, list.action.as_str());
+                list.count_match(&self.metrics);
                 if list.action == Action::Log {
                     // The audit record: one event per match, the evidence an admin gathers
                     // before deciding to block.

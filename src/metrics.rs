@@ -93,6 +93,10 @@ fn qtype_index(t: RecordType) -> usize {
     QTYPES.iter().position(|q| *q == t).unwrap_or(QTYPES.len())
 }
 
+const RCODE_LABELS: [&str; 8] = [
+    "other", "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "BADVERS",
+];
+
 fn rcode_label(r: ResponseCode) -> &'static str {
     match r {
         ResponseCode::NoError => "NOERROR",
@@ -112,6 +116,7 @@ pub struct Metrics {
     /// Handles of `queries`, resolved once per label set so the hot path takes no lock.
     query_handles: Box<[OnceLock<IntCounter>]>,
     responses: IntCounterVec,
+    response_handles: [OnceLock<IntCounter>; RCODE_LABELS.len()],
     list_matches: IntCounterVec,
     blocklist_domains: IntGaugeVec,
     policy_domains: IntGauge,
@@ -234,6 +239,7 @@ impl Metrics {
             queries,
             query_handles: (0..slots).map(|_| OnceLock::new()).collect(),
             responses,
+            response_handles: Default::default(),
             list_matches,
             blocklist_domains,
             policy_domains,
@@ -267,13 +273,18 @@ impl Metrics {
     }
 
     pub fn response(&self, rcode: ResponseCode) {
-        self.responses
-            .with_label_values(&[rcode_label(rcode)])
-            .inc();
+        let label = rcode_label(rcode);
+        let slot = RCODE_LABELS.iter().position(|l| *l == label).unwrap_or(0);
+        if let Some(cell) = self.response_handles.get(slot) {
+            cell.get_or_init(|| self.responses.with_label_values(&[label]))
+                .inc();
+        }
     }
 
-    pub fn list_match(&self, list: &str, action: &str) {
-        self.list_matches.with_label_values(&[list, action]).inc();
+    /// The counter of one list's matches. The policy keeps the handle with the list, so a match
+    /// is counted without a label lookup.
+    pub fn list_match_counter(&self, list: &str, action: &str) -> IntCounter {
+        self.list_matches.with_label_values(&[list, action])
     }
 
     /// Publishes the sizes of a newly loaded policy; lists that were removed disappear.
@@ -338,7 +349,7 @@ mod tests {
             RecordType::Unknown(65000),
             Outcome::Forwarded,
         );
-        m.list_match("xiaomi", "block");
+        m.list_match_counter("xiaomi", "block").inc();
         m.policy_loaded([("xiaomi", 3)], 3);
         m.reload_error();
         m.cache_hits.inc();

@@ -7,7 +7,7 @@ pub mod access;
 pub mod lists;
 pub mod matcher;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::OnceLock};
 
 use hickory_proto::rr::Name;
 use serde::Deserialize;
@@ -69,7 +69,7 @@ pub enum BlockResponse {
 }
 
 /// A list as the policy keeps it; the names themselves are in the shared `DomainSet`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct ListMeta {
     pub name: String,
     pub action: Action,
@@ -77,10 +77,22 @@ pub struct ListMeta {
     pub block_response: BlockResponse,
     /// Distinct names in this list's file.
     pub domains: usize,
+    /// This list's `hushd_list_matches_total` counter, resolved on its first match and kept
+    /// for the life of this policy.
+    pub matches: OnceLock<prometheus::IntCounter>,
+}
+
+impl ListMeta {
+    /// Counts a match in `metrics` under this list's name and action.
+    pub fn count_match(&self, metrics: &crate::metrics::Metrics) {
+        self.matches
+            .get_or_init(|| metrics.list_match_counter(&self.name, self.action.as_str()))
+            .inc();
+    }
 }
 
 /// What to do with one query.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Verdict<'p> {
     /// The client is not in `allow_clients`.
     Refuse,
@@ -156,6 +168,7 @@ impl Policy {
                 description: file.description,
                 block_response: file.block_response.unwrap_or(config.server.block_response),
                 domains: distinct,
+                matches: OnceLock::new(),
             });
         }
         if full {
