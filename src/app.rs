@@ -9,8 +9,8 @@ use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cache::Cache, config::Config, handler::QueryHandler, http, listener, metrics::Metrics,
-    policy::Policy, reload::Reloader, udp, upstream::Upstream,
+    cache::Cache, config::Config, handler::QueryHandler, http, limits::RateLimiter, listener,
+    metrics::Metrics, policy::Policy, reload::Reloader, udp, upstream::Upstream,
 };
 
 /// Queued responses per TCP connection (hickory's own default).
@@ -44,6 +44,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         cache: cache.clone(),
         upstream: upstream.clone(),
         metrics: metrics.clone(),
+        limiter: Arc::new(RateLimiter::new(
+            config.limits.client_qps,
+            config.limits.slip,
+            config.limits.exempt_clients.clone(),
+        )),
+        inflight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_inflight)),
     };
     // TCP through hickory-server; UDP through hushd's own socket loop (see udp.rs for why).
     let mut server = Server::new(handler.clone());

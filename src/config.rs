@@ -26,6 +26,18 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub blocklists: BlocklistsConfig,
     pub cache: CacheConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Queries per second per client address (IPv6 per /56); 0 turns the limit off.
+    pub client_qps: u32,
+    /// Every `slip`-th limited query gets a TC=1 answer instead of silence; 0 never.
+    pub slip: u32,
+    pub exempt_clients: Vec<IpNetwork>,
+    /// Queries waiting for upstream at once; past it new ones are dropped.
+    pub max_inflight: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +93,17 @@ mod raw {
         pub blocklists: Blocklists,
         #[serde(default)]
         pub cache: Cache,
+        #[serde(default)]
+        pub limits: Limits,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Limits {
+        pub client_qps: Option<u32>,
+        pub slip: Option<u32>,
+        pub exempt_clients: Option<Vec<Spanned<String>>>,
+        pub max_inflight: Option<Spanned<usize>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -128,6 +151,8 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:5353", "[::1]:5353"];
 /// Without `allow_clients` only the host itself is served: hushd is never an open resolver by default.
 pub const DEFAULT_ALLOW_CLIENTS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
+/// The host itself (monitoring, benchmarks) is never rate-limited.
+pub const DEFAULT_EXEMPT_CLIENTS: [&str; 2] = ["127.0.0.1/32", "::1/128"];
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, LoadErrors> {
@@ -271,6 +296,42 @@ impl Config {
             });
         }
 
+        let exempt_clients = match &raw.limits.exempt_clients {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match parse_network(s.get_ref()) {
+                    Ok(n) => Some(n),
+                    Err(m) => {
+                        errors.push(LoadError::at(path, text, s.span(), m));
+                        None
+                    }
+                })
+                .collect(),
+            None => DEFAULT_EXEMPT_CLIENTS
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+        };
+        let max_inflight = match &raw.limits.max_inflight {
+            Some(v) if *v.get_ref() == 0 => {
+                errors.push(LoadError::at(
+                    path,
+                    text,
+                    v.span(),
+                    "max_inflight must be at least 1",
+                ));
+                1
+            }
+            Some(v) => *v.get_ref(),
+            None => 10_000,
+        };
+        let limits = LimitsConfig {
+            client_qps: raw.limits.client_qps.unwrap_or(500),
+            slip: raw.limits.slip.unwrap_or(2),
+            exempt_clients,
+            max_inflight,
+        };
+
         match upstream {
             Some(upstream) if errors.is_empty() => Ok(Self {
                 path: path.to_path_buf(),
@@ -287,6 +348,7 @@ impl Config {
                 },
                 blocklists: BlocklistsConfig { dir },
                 cache,
+                limits,
             }),
             _ => Err(LoadErrors(errors)),
         }
@@ -407,6 +469,20 @@ mod tests {
             assert_eq!(c.server.block_response, want);
         }
         assert!(parse(&format!("[server]\nblock_response = \"drop\"\n{MINIMAL}")).is_err());
+    }
+
+    #[test]
+    fn limits_default_to_a_generous_rate_with_the_host_exempt() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.limits.client_qps, 500);
+        assert_eq!(c.limits.exempt_clients.len(), 2);
+        let c = parse(&format!(
+            "[limits]\nclient_qps = 0\nexempt_clients = []\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.client_qps, 0);
+        assert!(c.limits.exempt_clients.is_empty());
+        assert!(parse(&format!("[limits]\nmax_inflight = 0\n{MINIMAL}")).is_err());
     }
 
     #[test]

@@ -24,10 +24,12 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
 };
+use tokio::sync::Semaphore;
 
 use crate::{
     answer::Reply,
     cache::{Cache, Hit},
+    limits::RateLimiter,
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
     upstream::Upstream,
@@ -39,6 +41,9 @@ pub struct QueryHandler {
     pub cache: Arc<Cache>,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
+    pub limiter: Arc<RateLimiter>,
+    /// One permit per query waiting for upstream (`max_inflight`).
+    pub inflight: Arc<Semaphore>,
 }
 
 #[async_trait]
@@ -51,7 +56,23 @@ impl RequestHandler for QueryHandler {
         let answered = match self.answer_locally(request) {
             Step::Answered(answered) => answered,
             Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),
-            Step::Forward => self.forward(request).await,
+            Step::Forward => match self.inflight.clone().try_acquire_owned() {
+                Ok(_permit) => self.forward(request).await,
+                Err(_) => {
+                    // TCP clients do not retry quickly, so tell them now rather than drop
+                    self.metrics.limited("overload");
+                    let reply = Reply::new(
+                        &request.metadata,
+                        request.edns.as_ref(),
+                        ResponseCode::ServFail,
+                    );
+                    Answered {
+                        reply,
+                        outcome: Outcome::Servfail,
+                        qtype: RecordType::Unknown(0),
+                    }
+                }
+            },
         };
         self.count(request, &answered);
         send(request, response_handle, answered.reply).await

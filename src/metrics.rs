@@ -128,6 +128,7 @@ pub struct Metrics {
     upstream_duration: prometheus::HistogramVec,
     upstream_errors: IntCounterVec,
     upstream_rejected: IntCounterVec,
+    limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -205,6 +206,16 @@ impl Metrics {
             ),
             &["upstream"],
         )?;
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "hushd_limited_total",
+                "Queries shed: ratelimit (a client over client_qps), overload (max_inflight reached)",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["ratelimit", "overload"] {
+            limited.with_label_values(&[reason]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("hushd_build_info", "hushd's version, as a label"),
             &["version"],
@@ -226,6 +237,7 @@ impl Metrics {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_rejected.clone()))?;
+        registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(build_info))?;
 
         // Both results exist from the start, so `increase()` sees the first error.
@@ -251,6 +263,7 @@ impl Metrics {
             upstream_duration,
             upstream_errors,
             upstream_rejected,
+            limited,
         })
     }
 
@@ -314,6 +327,10 @@ impl Metrics {
 
     pub fn reload_error(&self) {
         self.reloads.with_label_values(&["error"]).inc();
+    }
+
+    pub fn limited(&self, reason: &'static str) {
+        self.limited.with_label_values(&[reason]).inc();
     }
 
     /// Handles for one upstream server, resolved once when the upstream is built.

@@ -187,6 +187,7 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
         ("upstream", running.upstream != new.upstream),
         ("metrics", running.metrics != new.metrics),
         ("cache", running.cache != new.cache),
+        ("limits", running.limits != new.limits),
     ];
     for (key, _) in changed.iter().filter(|(_, c)| *c) {
         tracing::warn!(

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     answer::{Reply, response_edns, response_metadata},
     handler::{Answered, QueryHandler, Step, cached_reply},
+    limits::Admit,
     listener,
     metrics::Outcome,
 };
@@ -72,6 +73,25 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
         if request.metadata.message_type == hickory_proto::op::MessageType::Response {
             continue; // never answer an answer: that is how reflection loops start
         }
+        match handler.limiter.admit(src.ip()) {
+            Admit::Yes => {}
+            Admit::Drop => {
+                handler.metrics.limited("ratelimit");
+                continue;
+            }
+            Admit::Slip => {
+                handler.metrics.limited("ratelimit");
+                let mut reply = Reply::new(
+                    &request.metadata,
+                    request.edns.as_ref(),
+                    ResponseCode::NoError,
+                );
+                reply.metadata.truncation = true;
+                encode(&request, reply, &mut out);
+                let _ = socket.send_to(&out, src).await;
+                continue;
+            }
+        }
         match handler.answer_locally(&request) {
             Step::Cached(hit, qtype) => {
                 let edns = request.edns.as_ref().map(response_edns);
@@ -107,8 +127,14 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
                 }
             }
             Step::Forward => {
+                let Ok(permit) = handler.inflight.clone().try_acquire_owned() else {
+                    // upstream is saturated: shed, the client will retry
+                    handler.metrics.limited("overload");
+                    continue;
+                };
                 let (socket, handler) = (socket.clone(), handler.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let answered: Answered = handler.forward(&request).await;
                     handler.count(&request, &answered);
                     let mut out = Vec::with_capacity(512);

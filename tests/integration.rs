@@ -755,3 +755,68 @@ async fn big_imports_load_from_a_domains_file_and_reload_on_its_edit() {
         Some(3.0)
     );
 }
+
+/// One client floods; a neighbour on the same network keeps getting its answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_limited_while_its_neighbour_is_served() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        format!("{config}\n[limits]\nclient_qps = 200\n"),
+    )
+    .unwrap();
+    let hushd = setup.start();
+    let dns = hushd.dns;
+
+    // The flood: a bounded burst of queries from 127.0.0.2, as fast as one socket sends them.
+    let flood = tokio::spawn(async move {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        let mut msg = hickory_proto::op::Message::query();
+        msg.add_query(hickory_proto::op::Query::query(
+            "flood.example.".parse().unwrap(),
+            RecordType::A,
+        ));
+        let started = Instant::now();
+        let (mut sent, mut answers, mut truncated) = (0u32, 0u32, 0u32);
+        let mut buf = vec![0u8; 2048];
+        while sent < 30_000 && started.elapsed() < Duration::from_secs(8) {
+            msg.metadata.id = sent as u16;
+            socket.send_to(&msg.to_vec().unwrap(), dns).await.unwrap();
+            sent += 1;
+            while let Ok((n, _)) = socket.try_recv_from(&mut buf) {
+                answers += 1;
+                let reply = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+                truncated += u32::from(reply.metadata.truncation);
+            }
+            if sent % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        (sent, answers, truncated)
+    });
+
+    let mut neighbour = udp_client(dns, Some("127.0.0.3:0".parse().unwrap())).await;
+    let mut ok = 0;
+    for i in 0..200 {
+        let r = query(
+            &mut neighbour,
+            &format!("n{}.example.", i % 20),
+            RecordType::A,
+        )
+        .await;
+        ok += u32::from(r.response_code == ResponseCode::NoError);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (sent, answers, truncated) = flood.await.unwrap();
+    assert!(ok >= 198, "neighbour got {ok}/200");
+    assert!(answers < sent / 2, "flood of {sent} got {answers} answers");
+    assert!(truncated > 0, "no slip (TC=1) answers among {answers}");
+    assert!(
+        hushd
+            .metric(r#"hushd_limited_total{reason="ratelimit"}"#)
+            .unwrap()
+            > 1000.0
+    );
+}

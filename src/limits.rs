@@ -1,0 +1,200 @@
+//! Bounded work: a per-client rate limit (token bucket per IPv4 address or IPv6 /56) with
+//! "slip", and a cap on queries waiting for upstream. A flood from one client is shed while its
+//! neighbours are served, and no amount of traffic can make hushd hold unbounded state.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Mutex,
+    time::Instant,
+};
+
+use ipnetwork::IpNetwork;
+use rustc_hash::FxHasher;
+
+const SHARDS: usize = 64;
+/// Clients tracked at once; past it, idle buckets are dropped, and if none is idle the
+/// newcomers share one bucket (so a spoofed-source flood cannot grow the table).
+const MAX_CLIENTS: usize = 65_536;
+
+/// What to do with a client's query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Over its rate: drop silently.
+    Drop,
+    /// Over its rate, but every `slip`-th such query gets an empty TC=1 answer, so a real
+    /// client that happens to be limited retries over TCP (which is not limited), while a
+    /// spoofed flood gains no amplification.
+    Slip,
+}
+
+/// A client's identity for limiting: an IPv4 address, or an IPv6 /56 (one site's allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ClientKey {
+    V4(u32),
+    V6(u64),
+    /// Everyone who arrived while the table was full.
+    Overflow,
+}
+
+impl ClientKey {
+    fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => Self::V6((u128::from(v6) >> 72) as u64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    limited: u32,
+}
+
+pub struct RateLimiter {
+    /// Tokens per second; 0 turns limiting off.
+    rate: f64,
+    burst: f64,
+    slip: u32,
+    exempt: Vec<IpNetwork>,
+    shards: Vec<Mutex<HashMap<ClientKey, Bucket>>>,
+}
+
+impl RateLimiter {
+    pub fn new(client_qps: u32, slip: u32, exempt: Vec<IpNetwork>) -> Self {
+        let rate = f64::from(client_qps);
+        Self {
+            rate,
+            // one second's worth of burst on top of the rate
+            burst: rate.max(1.0),
+            slip,
+            exempt,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    pub fn admit(&self, client: IpAddr) -> Admit {
+        self.admit_at(client, Instant::now())
+    }
+
+    fn admit_at(&self, client: IpAddr, now: Instant) -> Admit {
+        if self.rate <= 0.0 {
+            return Admit::Yes;
+        }
+        let canonical = client.to_canonical();
+        if self.exempt.iter().any(|n| n.contains(canonical)) {
+            return Admit::Yes;
+        }
+        let mut key = ClientKey::of(client);
+        let shard = &self.shards[shard_of(&key)];
+        let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if !table.contains_key(&key) && table.len() >= MAX_CLIENTS / SHARDS {
+            // drop buckets that have refilled: they carry no state worth keeping
+            let (rate, burst) = (self.rate, self.burst);
+            table.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+            if table.len() >= MAX_CLIENTS / SHARDS {
+                key = ClientKey::Overflow;
+            }
+        }
+        let bucket = table.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+            limited: 0,
+        });
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Admit::Yes;
+        }
+        bucket.limited = bucket.limited.wrapping_add(1);
+        if self.slip > 0 && bucket.limited.is_multiple_of(self.slip) {
+            Admit::Slip
+        } else {
+            Admit::Drop
+        }
+    }
+}
+
+fn shard_of(key: &ClientKey) -> usize {
+    let mut h = FxHasher::default();
+    key.hash(&mut h);
+    (h.finish() >> 32) as usize % SHARDS
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limiter(qps: u32) -> RateLimiter {
+        RateLimiter::new(qps, 2, vec!["127.0.0.1/32".parse().unwrap()])
+    }
+
+    #[test]
+    fn a_client_gets_its_rate_and_then_is_limited_with_slip() {
+        let l = limiter(10);
+        let t0 = Instant::now();
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        let admitted = (0..10).filter(|_| l.admit_at(c, t0) == Admit::Yes).count();
+        assert_eq!(admitted, 10);
+        let over: Vec<Admit> = (0..4).map(|_| l.admit_at(c, t0)).collect();
+        assert_eq!(over, [Admit::Drop, Admit::Slip, Admit::Drop, Admit::Slip]);
+        // a neighbour is not affected
+        assert_eq!(l.admit_at("192.0.2.2".parse().unwrap(), t0), Admit::Yes);
+        // tokens come back with time
+        assert_eq!(l.admit_at(c, t0 + Duration::from_millis(150)), Admit::Yes);
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_56() {
+        let l = limiter(2);
+        let t0 = Instant::now();
+        assert_eq!(
+            l.admit_at("2001:db8:0:1::1".parse().unwrap(), t0),
+            Admit::Yes
+        );
+        assert_eq!(
+            l.admit_at("2001:db8:0:2::1".parse().unwrap(), t0),
+            Admit::Yes
+        );
+        // same /56 (2001:db8:0:00xx::/56): the bucket is shared and now empty
+        assert_ne!(
+            l.admit_at("2001:db8:0:ff::9".parse().unwrap(), t0),
+            Admit::Yes
+        );
+        // another /56
+        assert_eq!(
+            l.admit_at("2001:db8:0:100::1".parse().unwrap(), t0),
+            Admit::Yes
+        );
+    }
+
+    #[test]
+    fn exempt_clients_and_zero_rate_are_never_limited() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!((0..1000).all(|_| l.admit_at(local, t0) == Admit::Yes));
+        let off = RateLimiter::new(0, 2, vec![]);
+        let c: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!((0..1000).all(|_| off.admit_at(c, t0) == Admit::Yes));
+    }
+
+    #[test]
+    fn the_table_stays_bounded_under_a_spoofed_flood() {
+        let l = limiter(1);
+        let t0 = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 * 2) {
+            l.admit_at(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), t0);
+        }
+        let tracked: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(tracked <= MAX_CLIENTS + SHARDS, "{tracked} buckets");
+    }
+}
