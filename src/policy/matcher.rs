@@ -378,7 +378,9 @@ impl NameKey {
             key.starts[key.labels] = key.len as u8;
             key.labels += 1;
             for &b in label {
-                key.buf[key.len] = b.to_ascii_lowercase();
+                // A dot inside a label (`a\.b`) is not a label boundary; as a byte no listed
+                // name can hold, it keeps `a\.b.com` from matching a listed `a.b.com`.
+                key.buf[key.len] = if b == b'.' { 0 } else { b.to_ascii_lowercase() };
                 key.len += 1;
             }
         }
@@ -482,6 +484,15 @@ mod tests {
             "{} bytes per entry",
             s.heap_bytes() / s.len()
         );
+    }
+
+    #[test]
+    fn an_escaped_dot_is_not_a_label_boundary() {
+        let s = set(&[("a.b.com", 1), ("b.com", 2)]);
+        // one label "a.b", then "com": not the listed a.b.com, nor under b.com
+        assert_eq!(matches(&s, "a\\.b.com."), Vec::<Tag>::new());
+        assert_eq!(matches(&s, "x.a\\.b.com."), Vec::<Tag>::new());
+        assert_eq!(matches(&s, "a.b.com."), vec![1, 2]);
     }
 
     #[test]
