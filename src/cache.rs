@@ -81,7 +81,12 @@ pub struct Cache {
 pub struct Hit {
     entry: Arc<Entry>,
     age: u32,
+    /// Past its TTL, served under RFC 8767: every record gets `STALE_TTL`.
+    stale: bool,
 }
+
+/// TTL of a stale answer (RFC 8767 §4 recommends 30 s): clients come back soon for a fresh one.
+pub const STALE_TTL: u32 = 30;
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Self {
@@ -97,7 +102,24 @@ impl Cache {
         let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         // Expired entries are not served; they stay until the capacity evicts them.
-        (age < entry.ttl).then_some(Hit { entry, age })
+        (age < entry.ttl).then_some(Hit {
+            entry,
+            age,
+            stale: false,
+        })
+    }
+
+    /// An expired answer no older than `serve_stale_secs` past its TTL, for when upstream
+    /// cannot answer (RFC 8767).
+    pub fn get_stale(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
+        let max_stale = self.config.serve_stale_secs;
+        if max_stale == 0 {
+            return None;
+        }
+        let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
+        let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
+        let stale = age >= entry.ttl;
+        (age < entry.ttl.saturating_add(max_stale)).then_some(Hit { entry, age, stale })
     }
 
     /// Stores `answer` under the TTL bounds of the config; returns the TTL used, if stored.
@@ -129,6 +151,10 @@ impl Cache {
         (ttl > 0).then_some(ttl)
     }
 
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.config.stale_after
+    }
+
     pub fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, QuickCache::len)
     }
@@ -151,13 +177,20 @@ impl Hit {
         {
             // The entry's TTL may be capped below a record's own (max_ttl) or raised above it
             // (min_ttl): what clients see must agree with how long hushd keeps it.
-            r.ttl = r
-                .ttl
-                .max(entry.min_ttl)
-                .min(entry.ttl)
-                .saturating_sub(self.age);
+            r.ttl = if self.stale {
+                STALE_TTL
+            } else {
+                r.ttl
+                    .max(entry.min_ttl)
+                    .min(entry.ttl)
+                    .saturating_sub(self.age)
+            };
         }
-        answer.ttl = Some(entry.ttl - self.age);
+        answer.ttl = Some(if self.stale {
+            STALE_TTL
+        } else {
+            entry.ttl.saturating_sub(self.age)
+        });
         answer
     }
 
@@ -254,6 +287,8 @@ mod tests {
             min_ttl: 0,
             max_ttl: 300,
             negative_max_ttl: 60,
+            serve_stale_secs: 86_400,
+            stale_after: std::time::Duration::from_millis(1800),
         }
     }
 
@@ -306,6 +341,24 @@ mod tests {
         fail.rcode = ResponseCode::ServFail;
         assert_eq!(c.insert(key(), RecordType::A, &fail), None);
         assert_eq!(c.insert(key(), RecordType::A, &positive(0)), None);
+    }
+
+    #[test]
+    fn expired_answers_are_served_stale_with_a_short_ttl_within_the_limit() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, &positive(1));
+        assert!(c.get_stale(&key(), RecordType::A).is_some_and(|h| !h.stale));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(c.get(&key(), RecordType::A).is_none());
+        let stale = c.get_stale(&key(), RecordType::A).unwrap();
+        assert!(stale.stale);
+        assert!(stale.answer().answers.iter().all(|r| r.ttl == STALE_TTL));
+        let off = Cache::new(&CacheConfig {
+            serve_stale_secs: 0,
+            ..config()
+        });
+        off.insert(key(), RecordType::A, &positive(1));
+        assert!(off.get_stale(&key(), RecordType::A).is_none());
     }
 
     #[test]

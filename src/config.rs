@@ -75,6 +75,11 @@ pub struct CacheConfig {
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub negative_max_ttl: u32,
+    /// How long past its TTL an answer may still be served when upstream fails (RFC 8767).
+    pub serve_stale_secs: u32,
+    /// With a stale answer at hand, how long to wait for upstream before serving it: about the
+    /// client's own retry timer (RFC 8767's "client response timer").
+    pub stale_after: Duration,
 }
 
 /// Serde shapes of the file. Values that need checking are `Spanned` so an error can point at them.
@@ -144,6 +149,8 @@ mod raw {
         pub min_ttl: Option<u32>,
         pub max_ttl: Option<u32>,
         pub negative_max_ttl: Option<u32>,
+        pub serve_stale_secs: Option<u32>,
+        pub stale_after_ms: Option<u64>,
     }
 }
 
@@ -285,6 +292,8 @@ impl Config {
             min_ttl: raw.cache.min_ttl.unwrap_or(0),
             max_ttl: raw.cache.max_ttl.unwrap_or(86_400),
             negative_max_ttl: raw.cache.negative_max_ttl.unwrap_or(3_600),
+            serve_stale_secs: raw.cache.serve_stale_secs.unwrap_or(86_400),
+            stale_after: Duration::from_millis(raw.cache.stale_after_ms.unwrap_or(1_800)),
         };
         if cache.min_ttl > cache.max_ttl {
             errors.push(LoadError::File {

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use hickory_net::runtime::Time;
 use hickory_proto::{
     op::{Header, HeaderCounts, OpCode, ResponseCode},
-    rr::{DNSClass, RecordType},
+    rr::{DNSClass, LowerName, RecordType},
 };
 use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     answer::Reply,
-    cache::{Cache, Hit},
+    cache::{Answer, Cache, Hit},
     limits::RateLimiter,
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
@@ -202,24 +202,44 @@ impl QueryHandler {
             };
         };
         let (qname, qtype) = (info.query.name(), info.query.query_type());
-        match self.upstream.resolve(qname, qtype).await {
+        let done = |reply, outcome| Answered {
+            reply,
+            outcome,
+            qtype,
+        };
+        let Some(stale) = self.cache.get_stale(qname, qtype) else {
+            return match self.resolve_and_cache(qname.clone(), qtype).await {
+                Ok(answer) => done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded),
+                Err(()) => done(
+                    Reply::new(meta, edns, ResponseCode::ServFail),
+                    Outcome::Servfail,
+                ),
+            };
+        };
+        // RFC 8767: with an expired answer at hand, wait for upstream only about as long as the
+        // client will; past that, or if upstream fails, serve the stale answer. The lookup goes
+        // on in its own task, so its answer still refreshes the cache.
+        let refresh = tokio::spawn({
+            let handler = self.clone();
+            let qname = qname.clone();
+            async move { handler.resolve_and_cache(qname, qtype).await }
+        });
+        match tokio::time::timeout(self.cache.stale_after(), refresh).await {
+            Ok(Ok(Ok(answer))) => done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded),
+            _ => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
+        }
+    }
+
+    /// Asks upstream and caches what it says; `Err` (logged) when no upstream answered.
+    async fn resolve_and_cache(&self, qname: LowerName, qtype: RecordType) -> Result<Answer, ()> {
+        match self.upstream.resolve(&qname, qtype).await {
             Ok(answer) => {
-                self.cache.insert(qname.clone(), qtype, &answer);
-                let reply = Reply::forwarded(meta, edns, answer);
-                Answered {
-                    reply,
-                    outcome: Outcome::Forwarded,
-                    qtype,
-                }
+                self.cache.insert(qname, qtype, &answer);
+                Ok(answer)
             }
             Err(e) => {
-                tracing::debug!(%qname, %qtype, error = %e, "answering SERVFAIL");
-                let reply = Reply::new(meta, edns, ResponseCode::ServFail);
-                Answered {
-                    reply,
-                    outcome: Outcome::Servfail,
-                    qtype,
-                }
+                tracing::debug!(%qname, %qtype, error = %e, "no upstream answer");
+                Err(())
             }
         }
     }

@@ -23,10 +23,12 @@ pub enum Outcome {
     Notimp,
     /// Answered locally without asking upstream (RFC 8482 minimal ANY answers).
     Local,
+    /// An expired cached answer, because upstream failed or was too slow (RFC 8767).
+    Stale,
 }
 
 impl Outcome {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Forwarded,
         Self::Cached,
         Self::Blocked,
@@ -35,6 +37,7 @@ impl Outcome {
         Self::Formerr,
         Self::Notimp,
         Self::Local,
+        Self::Stale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Outcome {
             Self::Formerr => "formerr",
             Self::Notimp => "notimp",
             Self::Local => "local",
+            Self::Stale => "stale",
         }
     }
 }

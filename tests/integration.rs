@@ -820,3 +820,50 @@ async fn a_flooding_client_is_limited_while_its_neighbour_is_served() {
             > 1000.0
     );
 }
+
+/// RFC 8767: when upstream cannot answer, an expired answer is served with a 30 s TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_answers_are_served_stale_when_upstream_is_down() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "short.example.", RecordType::A).await;
+    assert_eq!(r.answers[0].ttl, 1);
+    up.stop();
+    drop(up);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let started = Instant::now();
+    let r = query(&mut udp, "short.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&r), vec!["192.0.2.4"]);
+    assert_eq!(r.answers[0].ttl, 30);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        hushd.metric(r#"hushd_queries_total{outcome="stale",protocol="udp",qtype="A"}"#),
+        Some(1.0)
+    );
+}
+
+/// An upstream that takes a second and a half still gets its answer through with the default
+/// timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_working_upstream_gets_its_answers_through() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let defaults: String = config
+        .lines()
+        .filter(|l| !l.contains("timeout_ms"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(setup.config_path(), defaults).unwrap();
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "slow.example.", RecordType::A).await;
+    assert_eq!(a_records(&r), vec!["192.0.2.3"]);
+}

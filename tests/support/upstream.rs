@@ -4,6 +4,8 @@
 //! - `nx.<anything>` and below: NXDOMAIN with an SOA
 //! - `cname.<zone>`: CNAME to `target.<zone>`, plus target's A record
 //! - `big.<zone>` TXT: enough TXT records to overflow a 512- or 1232-byte UDP answer
+//! - `short.<zone>`: A 192.0.2.4 with a TTL of 1 s
+//! - `slow.<zone>`: A 192.0.2.3, after 1.5 s
 //! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
 //!
 //! It records every name it is asked, so a test can tell what reached upstream.
@@ -119,6 +121,12 @@ impl RequestHandler for Zone {
                     RData::TXT(TXT::new(vec![text])),
                 ));
             }
+        } else if first.as_deref() == Some("short") {
+            answers.push(Record::from_rdata(
+                name.clone(),
+                1,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 4))),
+            ));
         } else if first.as_deref() == Some("slow") {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             answers.push(Record::from_rdata(
