@@ -867,3 +867,37 @@ async fn a_slow_but_working_upstream_gets_its_answers_through() {
     let r = query(&mut udp, "slow.example.", RecordType::A).await;
     assert_eq!(a_records(&r), vec!["192.0.2.3"]);
 }
+
+/// Answers with the wrong ID, to another question, or that do not parse are never accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_mismatched_upstream_answers_are_rejected() {
+    let forger = support::upstream::Forger::start(true).await;
+    let setup = Setup::new(&[forger.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for i in 0..5 {
+        let r = query(&mut udp, &format!("victim{i}.example."), RecordType::A).await;
+        assert_eq!(a_records(&r), vec!["192.0.2.77"]);
+    }
+    let rejected = format!(
+        "hushd_upstream_rejected_total{{upstream=\"{}\"}}",
+        forger.addr
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || hushd
+            .metric(&rejected)
+            .unwrap_or(0.0)
+            >= 15.0),
+        "{:?}",
+        hushd.metric(&rejected)
+    );
+
+    // an upstream that only ever forges: the client gets SERVFAIL, never the forged address
+    let liar = support::upstream::Forger::start(false).await;
+    let setup = Setup::new(&[liar.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "victim.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::ServFail);
+    assert!(a_records(&r).is_empty());
+}

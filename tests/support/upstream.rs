@@ -198,3 +198,76 @@ impl Drop for Upstream {
         self.shutdown.cancel();
     }
 }
+
+/// A hostile upstream on loopback: for every query it first sends garbage, an answer with the
+/// wrong ID and an answer to another question (all carrying 6.6.6.6), and then, if `honest`,
+/// the real answer (192.0.2.77).
+pub struct Forger {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forger {
+    pub async fn start(honest: bool) -> Self {
+        use hickory_proto::op::Message;
+
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            // bounded: a test never needs more
+            for _ in 0..10_000 {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first().cloned() else {
+                    continue;
+                };
+                let answer = |id: u16, name: Name, ip: Ipv4Addr| {
+                    let mut m = Message::response(id, query.metadata.op_code);
+                    m.metadata.recursion_available = true;
+                    m.add_query(hickory_proto::op::Query::query(
+                        name.clone(),
+                        q.query_type(),
+                    ));
+                    m.add_answer(Record::from_rdata(name, TTL, RData::A(A(ip))));
+                    m.to_vec().unwrap()
+                };
+                let evil = Ipv4Addr::new(6, 6, 6, 6);
+                let other = Name::from_ascii("other.example.").unwrap();
+                let _ = socket.send_to(b"\x12\x34garbage", from).await;
+                let _ = socket
+                    .send_to(
+                        &answer(query.metadata.id.wrapping_add(1), q.name().clone(), evil),
+                        from,
+                    )
+                    .await;
+                let _ = socket
+                    .send_to(&answer(query.metadata.id, other, evil), from)
+                    .await;
+                if honest {
+                    let _ = socket
+                        .send_to(
+                            &answer(
+                                query.metadata.id,
+                                q.name().clone(),
+                                Ipv4Addr::new(192, 0, 2, 77),
+                            ),
+                            from,
+                        )
+                        .await;
+                }
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Forger {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
