@@ -9,8 +9,8 @@ use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    cache::Cache, config::Config, handler::QueryHandler, http, limits::RateLimiter, listener,
-    metrics::Metrics, policy::Policy, reload::Reloader, udp, upstream::Upstream,
+    config::Config, handler::QueryHandler, http, listener, metrics::Metrics, policy::Policy,
+    reload::Reloader, udp,
 };
 
 /// Queued responses per TCP connection (hickory's own default).
@@ -32,25 +32,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     let (lists, names) = (policy.lists().len(), policy.domain_count());
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let cache = Arc::new(Cache::new(&config.cache));
-    let upstream = Arc::new(
-        Upstream::new(&config.upstream, &metrics)
-            .await
-            .context("cannot set up the upstream resolvers")?,
-    );
-
-    let handler = QueryHandler {
-        policy: policy.clone(),
-        cache: cache.clone(),
-        upstream: upstream.clone(),
-        metrics: metrics.clone(),
-        limiter: Arc::new(RateLimiter::new(
-            config.limits.client_qps,
-            config.limits.slip,
-            config.limits.exempt_clients.clone(),
-        )),
-        inflight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_inflight)),
-    };
+    let handler = QueryHandler::new(&config, policy.clone(), metrics.clone())
+        .await
+        .context("cannot set up the upstream resolvers")?;
+    let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
     // TCP through hickory-server; UDP through hushd's own socket loop (see udp.rs for why).
     let mut server = Server::new(handler.clone());
     let shutdown = server.shutdown_token().clone();

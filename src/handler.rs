@@ -29,10 +29,11 @@ use tokio::sync::Semaphore;
 use crate::{
     answer::Reply,
     cache::{Answer, Cache, Hit},
+    config::Config,
     limits::RateLimiter,
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
-    upstream::Upstream,
+    upstream::{Upstream, UpstreamSetupError},
 };
 
 #[derive(Clone)]
@@ -105,6 +106,28 @@ pub fn cached_reply(request: &Request, hit: &Hit, qtype: RecordType) -> Answered
 }
 
 impl QueryHandler {
+    /// Builds the parts a query passes through (cache, upstream, limits) from `config`, around
+    /// the shared, reloadable `policy`.
+    pub async fn new(
+        config: &Config,
+        policy: Arc<ArcSwap<Policy>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UpstreamSetupError> {
+        let upstream = Upstream::new(&config.upstream, &metrics).await?;
+        Ok(Self {
+            policy,
+            cache: Arc::new(Cache::new(&config.cache)),
+            upstream: Arc::new(upstream),
+            limiter: Arc::new(RateLimiter::new(
+                config.limits.client_qps,
+                config.limits.slip,
+                config.limits.exempt_clients.clone(),
+            )),
+            inflight: Arc::new(Semaphore::new(config.limits.max_inflight)),
+            metrics,
+        })
+    }
+
     /// Everything that needs no waiting: validation, policy, cache. Transports call this inline
     /// and only pay for a task when the query must go upstream.
     pub fn answer_locally(&self, request: &Request) -> Step {

@@ -15,7 +15,7 @@ use hickory_proto::{
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
 use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -60,78 +60,14 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
             },
             () = shutdown.cancelled() => return,
         };
-        if src.port() == 0 {
-            continue; // cannot be answered; a spoofed or broken source
-        }
-        let datagram = &buf[..len];
-        let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
-            if let Some(reply) = formerr_for(datagram) {
-                let _ = socket.send_to(&reply, src).await;
-            }
-            continue;
-        };
-        if request.metadata.message_type == hickory_proto::op::MessageType::Response {
-            continue; // never answer an answer: that is how reflection loops start
-        }
-        match handler.limiter.admit(src.ip()) {
-            Admit::Yes => {}
-            Admit::Drop => {
-                handler.metrics.limited("ratelimit");
-                continue;
-            }
-            Admit::Slip => {
-                handler.metrics.limited("ratelimit");
-                let mut reply = Reply::new(
-                    &request.metadata,
-                    request.edns.as_ref(),
-                    ResponseCode::NoError,
-                );
-                reply.metadata.truncation = true;
-                encode(&request, reply, &mut out);
-                let _ = socket.send_to(&out, src).await;
-                continue;
-            }
-        }
-        match handler.answer_locally(&request) {
-            Step::Cached(hit, qtype) => {
-                let edns = request.edns.as_ref().map(response_edns);
-                let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
-                let metadata = response_metadata(&request.metadata, hit.rcode());
-                let sent_fast = request.queries.queries().first().is_some_and(|q| {
-                    let question = request.queries.as_bytes();
-                    hit.write_wire(
-                        metadata,
-                        question,
-                        q.original(),
-                        edns.as_ref(),
-                        max,
-                        &mut out,
-                    )
-                });
-                if sent_fast {
-                    handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
-                } else {
-                    let answered = cached_reply(&request, &hit, qtype);
-                    handler.count(&request, &answered);
-                    encode(&request, answered.reply, &mut out);
-                }
+        match process(&handler, &buf[..len], src, &mut out) {
+            Action::Drop => {}
+            Action::Send => {
                 if let Err(e) = socket.send_to(&out, src).await {
                     tracing::debug!(error = %e, %src, "udp send error");
                 }
             }
-            Step::Answered(answered) => {
-                handler.count(&request, &answered);
-                encode(&request, answered.reply, &mut out);
-                if let Err(e) = socket.send_to(&out, src).await {
-                    tracing::debug!(error = %e, %src, "udp send error");
-                }
-            }
-            Step::Forward => {
-                let Ok(permit) = handler.inflight.clone().try_acquire_owned() else {
-                    // upstream is saturated: shed, the client will retry
-                    handler.metrics.limited("overload");
-                    continue;
-                };
+            Action::Forward(request, permit) => {
                 let (socket, handler) = (socket.clone(), handler.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -145,6 +81,92 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
                 });
             }
         }
+    }
+}
+
+/// What the socket loop does with one datagram.
+pub enum Action {
+    /// Nothing: not a query to answer, or shed.
+    Drop,
+    /// Send `out` back to the client.
+    Send,
+    /// Ask upstream (in a task of its own, holding the permit).
+    Forward(Box<Request>, OwnedSemaphorePermit),
+}
+
+/// Everything hushd does with a datagram before any waiting: decode, rate limit, policy,
+/// cache; the reply, if one is ready, is written to `out`. No I/O, so the request path is
+/// fuzzed through this very function.
+pub fn process(
+    handler: &QueryHandler,
+    datagram: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Action {
+    if src.port() == 0 {
+        return Action::Drop; // cannot be answered; a spoofed or broken source
+    }
+    let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
+        return match formerr_for(datagram) {
+            Some(reply) => {
+                *out = reply;
+                Action::Send
+            }
+            None => Action::Drop,
+        };
+    };
+    if request.metadata.message_type == hickory_proto::op::MessageType::Response {
+        return Action::Drop; // never answer an answer: that is how reflection loops start
+    }
+    match handler.limiter.admit(src.ip()) {
+        Admit::Yes => {}
+        Admit::Drop => {
+            handler.metrics.limited("ratelimit");
+            return Action::Drop;
+        }
+        Admit::Slip => {
+            handler.metrics.limited("ratelimit");
+            let mut reply = Reply::new(
+                &request.metadata,
+                request.edns.as_ref(),
+                ResponseCode::NoError,
+            );
+            reply.metadata.truncation = true;
+            encode(&request, reply, out);
+            return Action::Send;
+        }
+    }
+    match handler.answer_locally(&request) {
+        Step::Cached(hit, qtype) => {
+            let edns = request.edns.as_ref().map(response_edns);
+            let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
+            let metadata = response_metadata(&request.metadata, hit.rcode());
+            let sent_fast = request.queries.queries().first().is_some_and(|q| {
+                let question = request.queries.as_bytes();
+                hit.write_wire(metadata, question, q.original(), edns.as_ref(), max, out)
+            });
+            if sent_fast {
+                handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
+            } else {
+                let answered = cached_reply(&request, &hit, qtype);
+                handler.count(&request, &answered);
+                encode(&request, answered.reply, out);
+            }
+            Action::Send
+        }
+        Step::Answered(answered) => {
+            handler.count(&request, &answered);
+            encode(&request, answered.reply, out);
+            Action::Send
+        }
+        Step::Forward => match handler.inflight.clone().try_acquire_owned() {
+            Ok(permit) => Action::Forward(Box::new(request), permit),
+            Err(_) => {
+                // upstream is saturated: shed, the client will retry
+                handler.metrics.limited("overload");
+                Action::Drop
+            }
+        },
     }
 }
 
