@@ -179,38 +179,18 @@ impl Config {
             errors.push(LoadError::at(path, text, span, message));
         };
 
-        let listen = match &raw.server.listen {
-            Some(list) => list
-                .iter()
-                .filter_map(|s| match parse_socket_addr(s.get_ref(), None) {
-                    Ok(a) => Some(a),
-                    Err(m) => {
-                        err_at(s.span(), m);
-                        None
-                    }
-                })
-                .collect(),
-            None => DEFAULT_LISTEN
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-        };
-        let allow_clients = match &raw.server.allow_clients {
-            Some(list) => list
-                .iter()
-                .filter_map(|s| match parse_network(s.get_ref()) {
-                    Ok(n) => Some(n),
-                    Err(m) => {
-                        err_at(s.span(), m);
-                        None
-                    }
-                })
-                .collect(),
-            None => DEFAULT_ALLOW_CLIENTS
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-        };
+        let listen = each(
+            raw.server.listen.as_deref(),
+            &DEFAULT_LISTEN,
+            |s| parse_socket_addr(s, None),
+            &mut err_at,
+        );
+        let allow_clients = each(
+            raw.server.allow_clients.as_deref(),
+            &DEFAULT_ALLOW_CLIENTS,
+            parse_network,
+            &mut err_at,
+        );
         let tcp_idle_timeout = match raw.server.tcp_idle_timeout_secs {
             Some(s) if *s.get_ref() == 0 => {
                 err_at(s.span(), "tcp_idle_timeout_secs must be at least 1".into());
@@ -239,18 +219,12 @@ impl Config {
                         "upstream.servers is empty: list at least one resolver".into(),
                     );
                 }
-                let servers = up
-                    .servers
-                    .get_ref()
-                    .iter()
-                    .filter_map(|s| match parse_socket_addr(s.get_ref(), Some(53)) {
-                        Ok(a) => Some(a),
-                        Err(m) => {
-                            err_at(s.span(), m);
-                            None
-                        }
-                    })
-                    .collect();
+                let servers = each(
+                    Some(up.servers.get_ref()),
+                    &[],
+                    |s| parse_socket_addr(s, Some(53)),
+                    &mut err_at,
+                );
                 let mut millis = |v: &Option<Spanned<u64>>, default: u64, key: &str| match v {
                     Some(v) if !(50..=60_000).contains(v.get_ref()) => {
                         err_at(v.span(), format!("{key} must be between 50 and 60000"));
@@ -305,22 +279,12 @@ impl Config {
             });
         }
 
-        let exempt_clients = match &raw.limits.exempt_clients {
-            Some(list) => list
-                .iter()
-                .filter_map(|s| match parse_network(s.get_ref()) {
-                    Ok(n) => Some(n),
-                    Err(m) => {
-                        errors.push(LoadError::at(path, text, s.span(), m));
-                        None
-                    }
-                })
-                .collect(),
-            None => DEFAULT_EXEMPT_CLIENTS
-                .iter()
-                .filter_map(|s| s.parse().ok())
-                .collect(),
-        };
+        let exempt_clients = each(
+            raw.limits.exempt_clients.as_deref(),
+            &DEFAULT_EXEMPT_CLIENTS,
+            parse_network,
+            &mut |span, m| errors.push(LoadError::at(path, text, span, m)),
+        );
         let max_inflight = match &raw.limits.max_inflight {
             Some(v) if *v.get_ref() == 0 => {
                 errors.push(LoadError::at(
@@ -361,6 +325,23 @@ impl Config {
             }),
             _ => Err(LoadErrors(errors)),
         }
+    }
+}
+
+/// Parses each value of a list key, reporting each bad one at its place; without the key, the
+/// defaults (which always parse).
+fn each<T>(
+    values: Option<&[Spanned<String>]>,
+    defaults: &[&str],
+    parse: impl Fn(&str) -> Result<T, String>,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Vec<T> {
+    match values {
+        Some(values) => values
+            .iter()
+            .filter_map(|v| parse(v.get_ref()).map_err(|m| err_at(v.span(), m)).ok())
+            .collect(),
+        None => defaults.iter().filter_map(|d| parse(d).ok()).collect(),
     }
 }
 

@@ -280,38 +280,27 @@ async fn list_edits_apply_live_without_failing_a_query() {
         ResponseCode::NoError
     );
 
-    let edited = Instant::now();
     setup.write_list("vendor", &list("block", &["old.example", "new.example"]));
-    let mut applied = None;
-    while edited.elapsed() < Duration::from_secs(3) {
-        if query(&mut udp, "new.example.", RecordType::A)
-            .await
-            .response_code
-            == ResponseCode::NXDomain
-        {
-            applied = Some(edited.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let applied = support::wait_for_rcode(
+        &mut udp,
+        "new.example.",
+        ResponseCode::NXDomain,
+        Duration::from_secs(3),
+    )
+    .await;
     let applied = applied.expect("edit not applied within 3 s");
     assert!(applied < Duration::from_secs(2), "edit took {applied:?}");
 
     // A list removed from the folder stops blocking.
     std::fs::remove_file(setup.list_path("vendor")).unwrap();
-    let mut unblocked = false;
-    for _ in 0..150 {
-        if query(&mut udp, "old.example.", RecordType::A)
-            .await
-            .response_code
-            == ResponseCode::NoError
-        {
-            unblocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(unblocked, "removed list still blocks");
+    let unblocked = support::wait_for_rcode(
+        &mut udp,
+        "old.example.",
+        ResponseCode::NoError,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(unblocked.is_some(), "removed list still blocks");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = background.await.unwrap();
@@ -733,20 +722,15 @@ async fn big_imports_load_from_a_domains_file_and_reload_on_its_edit() {
         .unwrap();
     std::io::Write::write_all(&mut f, b"late.example\n").unwrap();
     drop(f);
-    let mut blocked = false;
-    for _ in 0..150 {
-        if query(&mut udp, "late.example.", RecordType::A)
-            .await
-            .response_code
-            == ResponseCode::NXDomain
-        {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let blocked = support::wait_for_rcode(
+        &mut udp,
+        "late.example.",
+        ResponseCode::NXDomain,
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(
-        blocked,
+        blocked.is_some(),
         "edit of the domains file not applied:\n{}",
         hushd.log()
     );

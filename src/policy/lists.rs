@@ -166,19 +166,23 @@ pub fn read_domains_file(path: &Path, mut add: impl FnMut(&[u8])) -> Result<(), 
         let hosts_format = fields
             .peek()
             .is_some_and(|f| f.parse::<std::net::IpAddr>().is_ok());
+        // `field` is a slice of `line`: its column is where it starts
+        let error_at = |field: &str, why: &str| LoadError::At {
+            path: path.to_path_buf(),
+            line: number,
+            column: line[..field.as_ptr() as usize - line.as_ptr() as usize]
+                .chars()
+                .count()
+                + 1,
+            message: format!("{field:?}: {why}"),
+        };
         if hosts_format {
             fields.next();
         } else if let Some(extra) = content.split_ascii_whitespace().nth(1) {
-            let column = line[..extra.as_ptr() as usize - line.as_ptr() as usize]
-                .chars()
-                .count()
-                + 1;
-            errors.push(LoadError::At {
-                path: path.to_path_buf(),
-                line: number,
-                column,
-                message: format!("{extra:?}: one name per line (or hosts format: ADDRESS NAME...)"),
-            });
+            errors.push(error_at(
+                extra,
+                "one name per line (or hosts format: ADDRESS NAME...)",
+            ));
             continue;
         }
         for field in fields {
@@ -192,16 +196,7 @@ pub fn read_domains_file(path: &Path, mut add: impl FnMut(&[u8])) -> Result<(), 
                     add(&name);
                 }
                 Err(why) => {
-                    let column = line[..field.as_ptr() as usize - line.as_ptr() as usize]
-                        .chars()
-                        .count()
-                        + 1;
-                    errors.push(LoadError::At {
-                        path: path.to_path_buf(),
-                        line: number,
-                        column,
-                        message: format!("{field:?}: {why}"),
-                    });
+                    errors.push(error_at(field, &why));
                     if errors.len() >= 100 {
                         // a binary or wrong file: a hundred errors say enough
                         return Err(LoadErrors(errors));

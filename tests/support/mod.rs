@@ -215,6 +215,23 @@ pub async fn query(
         .unwrap_or_else(|e| panic!("query {name} {qtype}: {e}"))
 }
 
+/// Asks `name` until the answer has `rcode`; how long that took, or `None` after `timeout`.
+pub async fn wait_for_rcode(
+    client: &mut Client<TokioRuntimeProvider>,
+    name: &str,
+    rcode: hickory_proto::op::ResponseCode,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if query(client, name, RecordType::A).await.response_code == rcode {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 /// A list file with `action` and `domains`.
 pub fn list(action: &str, domains: &[&str]) -> String {
     let entries: Vec<String> = domains.iter().map(|d| format!("  \"{d}\",\n")).collect();
