@@ -774,7 +774,7 @@ async fn a_flooding_client_is_limited_while_its_neighbour_is_served() {
                 let reply = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
                 truncated += u32::from(reply.metadata.truncation);
             }
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 tokio::task::yield_now().await;
             }
         }
@@ -884,4 +884,156 @@ async fn forged_and_mismatched_upstream_answers_are_rejected() {
     let r = query(&mut udp, "victim.example.", RecordType::A).await;
     assert_eq!(r.response_code, ResponseCode::ServFail);
     assert!(a_records(&r).is_empty());
+}
+
+/// Malformed datagrams of every kind, as fast as one socket sends them, while a normal client
+/// keeps asking: the client gets its answers, hushd stays up and its memory stays flat.
+/// HUSHD_HOSTILE_DATAGRAMS sets the count (CI: 60 000; the closing figures used 500 000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_do_not_disturb_normal_clients() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("xiaomi", &list("block", &["tracking.miui.com"]));
+    let hushd = setup.start();
+    let dns = hushd.dns;
+    let total: u32 = std::env::var("HUSHD_HOSTILE_DATAGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60_000);
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // warm up: the normal client's names are cached, as on a live network
+    let mut client = udp_client(dns, None).await;
+    for i in 0..20 {
+        query(&mut client, &format!("n{i}.example."), RecordType::A).await;
+    }
+    let rss_before = rss(hushd.pid());
+
+    // Two equal rounds: the first may fill bounded structures (the cache holds the answers to
+    // random datagrams that happen to be valid queries); the second must not grow memory.
+    let mut rss_after_round = Vec::new();
+    let (mut asked, mut answered, mut sent) = (0u32, 0u32, 0u32);
+    for round in 0..2u32 {
+        let hostile = tokio::spawn(async move {
+            // from the host itself: exempt from the rate limit, so every datagram is parsed
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let started = Instant::now();
+            let mut seed = 0x9e37_79b9_u32 ^ round;
+            let mut sent = 0u32;
+            while sent < total / 2 && started.elapsed() < Duration::from_secs(60) {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let _ = socket.send_to(&hostile_datagram(sent, seed), dns).await;
+                sent += 1;
+                if sent.is_multiple_of(256) {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            sent
+        });
+        while !hostile.is_finished() && asked < 10_000 {
+            let name = format!("n{}.example.", asked % 20);
+            let q = client.query(
+                name.parse().unwrap(),
+                hickory_proto::rr::DNSClass::IN,
+                RecordType::A,
+            );
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), q).await {
+                answered += u32::from(r.response_code == ResponseCode::NoError);
+            }
+            asked += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sent += hostile.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // let forwarded ones finish
+        rss_after_round.push(rss(hushd.pid()));
+    }
+    assert_eq!(sent, total / 2 * 2, "the sender was cut short");
+    assert!(asked >= 20, "only {asked} normal queries during the flood");
+    assert!(
+        answered * 100 >= asked * 99,
+        "normal client: {answered}/{asked} answered"
+    );
+    // still serving, and memory flat
+    assert_eq!(
+        query(&mut client, "tracking.miui.com.", RecordType::A)
+            .await
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    let (first, second) = (rss_after_round[0], rss_after_round[1]);
+    assert!(
+        second < first + 2 * 1024,
+        "RSS grew in the second round: {first} kB -> {second} kB"
+    );
+    assert!(
+        second < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} kB to {second} kB"
+    );
+    eprintln!(
+        "hostile: {sent} datagrams; normal client {answered}/{asked}; RSS {rss_before} -> {first} -> {second} kB"
+    );
+}
+
+/// One malformed (or hostile) datagram of kind `n % 8`, varied by `r`.
+fn hostile_datagram(n: u32, r: u32) -> Vec<u8> {
+    let id = (r & 0xffff) as u16;
+    let header = |flags: u16, qd: u16, an: u16, ns: u16, ar: u16| {
+        let mut h = Vec::with_capacity(64);
+        for v in [id, flags, qd, an, ns, ar] {
+            h.extend_from_slice(&v.to_be_bytes());
+        }
+        h
+    };
+    match n % 8 {
+        // random bytes, random length
+        0 => (0..(r % 600))
+            .map(|i| (r.rotate_left(i % 32) ^ i) as u8)
+            .collect(),
+        // truncated header
+        1 => header(0x0100, 1, 0, 0, 0)[..(r % 12) as usize].to_vec(),
+        // label length running past the end
+        2 => {
+            let mut d = header(0x0100, 1, 0, 0, 0);
+            d.extend_from_slice(&[63, b'a', b'b']);
+            d
+        }
+        // compression loop: the question name points at itself
+        3 => {
+            let mut d = header(0x0100, 1, 0, 0, 0);
+            d.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+            d
+        }
+        // absurd counts
+        4 => {
+            let mut d = header(0x0100, 0xffff, 0xffff, 0xffff, 0xffff);
+            d.extend_from_slice(&[1, b'x', 0, 0, 1, 0, 1]);
+            d
+        }
+        // a response (QR set) to nothing: must never be answered
+        5 => {
+            let mut d = header(0x8180, 1, 0, 0, 0);
+            d.extend_from_slice(&[7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0, 1]);
+            d
+        }
+        // broken OPT: rdata length beyond the datagram
+        6 => {
+            let mut d = header(0x0100, 1, 0, 0, 1);
+            d.extend_from_slice(&[1, b'x', 0, 0, 1, 0, 1]);
+            d.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 15]);
+            d
+        }
+        // a valid query with garbage after it, or a reserved opcode
+        _ => {
+            let flags = if r & 1 == 0 { 0x0100 } else { 0x7900 };
+            let mut d = header(flags, 1, 0, 0, 0);
+            d.extend_from_slice(&[1, b'y', 0, 0, 1, 0, 1]);
+            d.extend((0..(r % 40)).map(|i| i as u8));
+            d
+        }
+    }
 }
