@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# hushd soak: a steady query rate for a long time while the block list is edited every second.
+# Reports queries lost (dnsperf), reloads done, and hushd's RSS over the run. Loopback only;
+# bounded by SOAK_SECS. Uses the same NSD upstream as bench/run.sh.
+#
+# usage: SOAK_SECS=600 SOAK_QPS=2000 bench/soak.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+: "${SOAK_SECS:=600}" "${SOAK_QPS:=2000}" "${RUN:=/tmp/hushd-soak}" "${BENCH_NET:=127.0.54}"
+: "${HUSHD_BIN:=$REPO/target/release/hushd}"
+UPSTREAM_ADDR=$BENCH_NET.1 UPSTREAM_PORT=5300 ADDR=$BENCH_NET.4 PORT=5353
+PY=${PY:-python3}
+rm -rf "$RUN"; mkdir -p "$RUN/upstream" "$RUN/hushd/blocklists"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+            [[ -s $RUN/upstream/nsd.pid ]] && kill "$(cat "$RUN/upstream/nsd.pid")" 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+# upstream: NSD, one wildcard zone
+cat > "$RUN/upstream/soak.test.zone" <<Z
+\$ORIGIN soak.test.
+\$TTL 60
+@    SOA  ns admin 1 3600 600 86400 60
+@    NS   ns
+ns   A    $UPSTREAM_ADDR
+*    A    192.0.2.1
+*    AAAA 2001:db8::1
+Z
+cat > "$RUN/upstream/nsd.conf" <<C
+server:
+  ip-address: $UPSTREAM_ADDR@$UPSTREAM_PORT
+  port: $UPSTREAM_PORT
+  do-ip6: no
+  username: ""
+  chroot: ""
+  zonesdir: "$RUN/upstream"
+  database: ""
+  zonelistfile: "$RUN/upstream/zone.list"
+  xfrdfile: "$RUN/upstream/xfrd.state"
+  xfrdir: "$RUN/upstream"
+  pidfile: "$RUN/upstream/nsd.pid"
+  logfile: "$RUN/upstream/nsd.log"
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: soak.test
+  zonefile: soak.test.zone
+C
+nsd -c "$RUN/upstream/nsd.conf"
+for _ in $(seq 100); do [[ -s $RUN/upstream/nsd.pid ]] && break; sleep 0.05; done
+
+# hushd with a 1000-name list; queries: 2000 names (a short TTL keeps some forwarding going),
+# a quarter of them blocked
+"$PY" - "$RUN" <<'P'
+import sys, random
+run = sys.argv[1]
+random.seed(1)
+with open(f"{run}/hushd/blocklists/soak.txt", "w") as f:
+    f.writelines(f"blocked{i}.soak.test\n" for i in range(1000))
+with open(f"{run}/queries.txt", "w") as f:
+    for _ in range(100000):
+        name = f"blocked{random.randrange(1000)}" if random.random() < 0.25 else f"host{random.randrange(2000)}"
+        f.write(f"{name}.soak.test {'AAAA' if random.random() < 0.2 else 'A'}\n")
+P
+printf 'action = "block"\ndomains_file = "soak.txt"\n' > "$RUN/hushd/blocklists/soak.toml"
+cat > "$RUN/hushd/hushd.toml" <<C
+[server]
+listen = ["$ADDR:$PORT"]
+allow_clients = ["127.0.0.0/8"]
+[upstream]
+servers = ["$UPSTREAM_ADDR:$UPSTREAM_PORT"]
+[metrics]
+listen = "$ADDR:9153"
+C
+"$HUSHD_BIN" --config "$RUN/hushd/hushd.toml" 2> "$RUN/hushd.log" & pids+=($!)
+HUSHD=$!
+for _ in $(seq 100); do grep -q "hushd ready" "$RUN/hushd.log" && break; sleep 0.05; done
+
+rss() { awk '$1 == "VmRSS:" {print $2}' "/proc/$HUSHD/status"; }
+echo "soak: ${SOAK_SECS}s at ${SOAK_QPS} q/s, a list edit every second"
+dnsperf -s "$ADDR" -p "$PORT" -d "$RUN/queries.txt" -Q "$SOAK_QPS" -l "$SOAK_SECS" -c 4 -t 2 \
+  > "$RUN/dnsperf.txt" 2>&1 & pids+=($!)
+PERF=$!
+# RSS is tracked from 10 s in, once the cache and the runtime have warmed up
+rss_first=$(rss); rss_min=; rss_max=; edits=0
+start=$(date +%s)
+while kill -0 "$PERF" 2>/dev/null && (( $(date +%s) - start < SOAK_SECS + 30 )); do
+  sleep 1
+  # an edit as an editor saves it: a new file renamed over the old one
+  { cat "$RUN/hushd/blocklists/soak.txt"; echo "edit$edits.soak.test"; } > "$RUN/hushd/blocklists/.soak.new"
+  mv -f "$RUN/hushd/blocklists/.soak.new" "$RUN/hushd/blocklists/soak.txt"
+  edits=$((edits + 1))
+  r=$(rss)
+  if (( edits >= 10 )); then
+    [[ -z $rss_min ]] && rss_min=$r rss_max=$r
+    (( r < rss_min )) && rss_min=$r; (( r > rss_max )) && rss_max=$r
+  fi
+  (( edits % 60 == 0 )) && echo "  ${edits}s: RSS ${r} kB"
+done
+wait "$PERF" || true
+sleep 1
+reloads=$(grep -c "policy reloaded" "$RUN/hushd.log" || true)
+rejected=$(grep -c "reload rejected" "$RUN/hushd.log" || true)
+grep -E "Queries (sent|completed|lost)|Average Latency" "$RUN/dnsperf.txt"
+echo "edits: $edits, reloads: $reloads, rejected: $rejected"
+echo "RSS kB: at start $rss_first; from 10 s on: min ${rss_min:-NA}, max ${rss_max:-NA}; last $(rss)"
