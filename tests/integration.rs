@@ -304,7 +304,7 @@ async fn list_edits_apply_live_without_failing_a_query() {
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (ok, failed) = background.await.unwrap();
-    assert!(ok > 50, "only {ok} background answers");
+    assert!(ok >= 10, "only {ok} background answers across the reloads");
     assert_eq!(failed, 0, "{failed} queries failed during reloads");
     assert!(hushd.metric(r#"hushd_reloads_total{result="ok"}"#).unwrap() >= 3.0);
 }
