@@ -54,6 +54,18 @@ impl RequestHandler for QueryHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if !crate::udp::question_is_plain(request.queries.as_bytes()) {
+            // see udp::question_is_plain: no reply could echo this question; drop it
+            self.metrics
+                .query(request.protocol(), RecordType::Unknown(0), Outcome::Formerr);
+            return ResponseInfo::from(Header {
+                metadata: crate::answer::response_metadata(
+                    &request.metadata,
+                    ResponseCode::FormErr,
+                ),
+                counts: HeaderCounts::default(),
+            });
+        }
         let answered = match self.answer_locally(request) {
             Step::Answered(answered) => answered,
             Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),

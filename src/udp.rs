@@ -118,6 +118,17 @@ pub fn process(
     if request.metadata.message_type == hickory_proto::op::MessageType::Response {
         return Action::Drop; // never answer an answer: that is how reflection loops start
     }
+    if !question_is_plain(request.queries.as_bytes()) {
+        // Replies echo the question's raw bytes; a pointer in them would point into our own
+        // header and make the reply undecodable. Answer FORMERR without the question.
+        return match formerr_for(datagram) {
+            Some(reply) => {
+                *out = reply;
+                Action::Send
+            }
+            None => Action::Drop,
+        };
+    }
     match handler.limiter.admit(src.ip()) {
         Admit::Yes => {}
         Admit::Drop => {
@@ -203,6 +214,21 @@ fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
     }
 }
 
+/// The question section names its names in full, without compression pointers. The first
+/// question starts right after the header, so a pointer there can only point into the header:
+/// never a real name. (hickory accepts it; the check is ours.)
+pub fn question_is_plain(question: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&len) = question.get(i) {
+        match len {
+            0 => return true,
+            1..=63 => i += usize::from(len) + 1,
+            _ => return false, // a pointer (0xC0) or a reserved label type
+        }
+    }
+    question.is_empty()
+}
+
 /// A FORMERR reply to a datagram that has a DNS header but does not decode, so a client with a
 /// broken query gets an answer instead of a timeout. Nothing for responses or for bytes without
 /// a header.
@@ -221,4 +247,19 @@ fn formerr_for(datagram: &[u8]) -> Option<Vec<u8>> {
     .emit(&mut BinEncoder::new(&mut out))
     .ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_with_pointers_or_cut_short_are_not_plain() {
+        assert!(question_is_plain(b"\x01a\x03com\x00\x00\x01\x00\x01"));
+        assert!(question_is_plain(b"\x00\x00\x01\x00\x01")); // the root
+        assert!(!question_is_plain(b"\xc0\x00\x00\x01\x00\x01")); // pointer into the header
+        assert!(!question_is_plain(b"\x01a\xc0\x0c"));
+        assert!(!question_is_plain(b"\x05ab")); // label runs past the end
+        assert!(!question_is_plain(b"\x41abc\x00")); // reserved label type 0x40
+    }
 }
