@@ -12,7 +12,7 @@ use hickory_proto::{
     op::{Edns, ResponseCode},
     rr::{RData, RecordType, rdata::opt::EdnsOption},
 };
-use support::{Setup, list, query, tcp_client, udp_client, upstream::Upstream, wait_until};
+use support::{Setup, list, query, rcode, tcp_client, udp_client, upstream::Upstream, wait_until};
 
 fn ede(edns: Option<&Edns>) -> Option<(u16, String)> {
     edns?.options().as_ref().iter().find_map(|(_, o)| match o {
@@ -273,12 +273,7 @@ async fn list_edits_apply_live_without_failing_a_query() {
     });
 
     let mut udp = udp_client(dns, None).await;
-    assert_eq!(
-        query(&mut udp, "new.example.", RecordType::A)
-            .await
-            .response_code,
-        ResponseCode::NoError
-    );
+    assert_eq!(rcode(&mut udp, "new.example.").await, ResponseCode::NoError);
 
     setup.write_list("vendor", &list("block", &["old.example", "new.example"]));
     let applied = support::wait_for_rcode(
@@ -339,15 +334,11 @@ async fn a_broken_edit_keeps_the_old_policy_and_says_where() {
     );
     assert!(hushd.log().contains("previous policy stays in force"));
     assert_eq!(
-        query(&mut udp, "blocked.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "blocked.example.").await,
         ResponseCode::NXDomain
     );
     assert_eq!(
-        query(&mut udp, "other.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "other.example.").await,
         ResponseCode::NoError
     );
 
@@ -377,9 +368,7 @@ async fn a_broken_edit_keeps_the_old_policy_and_says_where() {
         hushd.log()
     );
     assert_eq!(
-        query(&mut udp, "blocked.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "blocked.example.").await,
         ResponseCode::NXDomain,
         "{}",
         hushd.log()
@@ -402,15 +391,11 @@ async fn a_broken_edit_keeps_the_old_policy_and_says_where() {
         hushd.log()
     );
     assert_eq!(
-        query(&mut udp, "other.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "other.example.").await,
         ResponseCode::NXDomain
     );
     assert_eq!(
-        query(&mut udp, "blocked.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "blocked.example.").await,
         ResponseCode::NoError
     );
 }
@@ -704,15 +689,13 @@ async fn big_imports_load_from_a_domains_file_and_reload_on_its_edit() {
     let mut udp = udp_client(hushd.dns, None).await;
     for name in ["ads.example.", "x.plain.example."] {
         assert_eq!(
-            query(&mut udp, name, RecordType::A).await.response_code,
+            rcode(&mut udp, name).await,
             ResponseCode::NXDomain,
             "{name}"
         );
     }
     assert_eq!(
-        query(&mut udp, "late.example.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut udp, "late.example.").await,
         ResponseCode::NoError
     );
 
@@ -960,9 +943,7 @@ async fn hostile_datagrams_do_not_disturb_normal_clients() {
     );
     // still serving, and memory flat
     assert_eq!(
-        query(&mut client, "tracking.miui.com.", RecordType::A)
-            .await
-            .response_code,
+        rcode(&mut client, "tracking.miui.com.").await,
         ResponseCode::NXDomain
     );
     let (first, second) = (rss_after_round[0], rss_after_round[1]);

@@ -215,6 +215,14 @@ pub async fn query(
         .unwrap_or_else(|e| panic!("query {name} {qtype}: {e}"))
 }
 
+/// The response code of an A query for `name`.
+pub async fn rcode(
+    client: &mut Client<TokioRuntimeProvider>,
+    name: &str,
+) -> hickory_proto::op::ResponseCode {
+    query(client, name, RecordType::A).await.response_code
+}
+
 /// Asks `name` until the answer has `rcode`; how long that took, or `None` after `timeout`.
 pub async fn wait_for_rcode(
     client: &mut Client<TokioRuntimeProvider>,
@@ -224,7 +232,7 @@ pub async fn wait_for_rcode(
 ) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() < timeout {
-        if query(client, name, RecordType::A).await.response_code == rcode {
+        if self::rcode(client, name).await == rcode {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
