@@ -1018,3 +1018,125 @@ fn hostile_datagram(n: u32, r: u32) -> Vec<u8> {
         }
     }
 }
+
+/// What hushd does not serve gets the RCODE that says so (and ANY gets RFC 8482's answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_and_malformed_queries_get_the_right_error() {
+    use hickory_proto::op::{Message, OpCode, Query};
+    use hickory_proto::rr::DNSClass;
+
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ask = |bytes: Vec<u8>| {
+        let socket = &socket;
+        async move {
+            socket.send_to(&bytes, hushd.dns).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+                .await
+                .expect("no reply")
+                .unwrap();
+            Message::from_vec(&buf[..n]).unwrap()
+        }
+    };
+    let message = |name: &str, qtype: RecordType| {
+        let mut m = Message::query();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(name.parse().unwrap(), qtype));
+        m
+    };
+
+    let mut notify = message("example.", RecordType::SOA);
+    notify.metadata.op_code = OpCode::Notify;
+    assert_eq!(
+        ask(notify.to_vec().unwrap()).await.metadata.response_code,
+        ResponseCode::NotImp
+    );
+
+    let mut chaos = message("version.bind.", RecordType::TXT);
+    chaos.queries[0].set_query_class(DNSClass::CH);
+    assert_eq!(
+        ask(chaos.to_vec().unwrap()).await.metadata.response_code,
+        ResponseCode::NotImp
+    );
+
+    let axfr = message("example.", RecordType::AXFR);
+    assert_eq!(
+        ask(axfr.to_vec().unwrap()).await.metadata.response_code,
+        ResponseCode::NotImp
+    );
+
+    let mut two = message("a.example.", RecordType::A);
+    two.add_query(Query::query("b.example.".parse().unwrap(), RecordType::A));
+    assert_eq!(
+        ask(two.to_vec().unwrap()).await.metadata.response_code,
+        ResponseCode::FormErr
+    );
+
+    let mut v1 = message("a.example.", RecordType::A);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    v1.set_edns(edns);
+    // 16 is BADVERS in an OPT-carrying reply (hickory names the shared code BADSIG)
+    assert_eq!(
+        u16::from(ask(v1.to_vec().unwrap()).await.metadata.response_code),
+        16
+    );
+
+    let any = ask(message("example.", RecordType::ANY).to_vec().unwrap()).await;
+    assert_eq!(any.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(any.answers.len(), 1);
+    assert_eq!(any.answers[0].record_type(), RecordType::HINFO);
+
+    // a header and then nonsense; and a question that is a pointer into the header
+    let mut garbage = message("a.example.", RecordType::A).to_vec().unwrap();
+    garbage.truncate(15);
+    let r = ask(garbage).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(r.queries.is_empty());
+    let mut pointer = message("a.", RecordType::A).to_vec().unwrap();
+    pointer.splice(12..15, [0xc0, 0x00]);
+    let r = ask(pointer).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(r.queries.is_empty());
+    assert!(
+        up.seen.names().is_empty(),
+        "none of these reached upstream: {:?}",
+        up.seen.names()
+    );
+}
+
+/// Past `max_inflight` queries waiting for upstream, new cache misses are shed and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_past_max_inflight_are_shed() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let setup = Setup::new(&[silent.local_addr().unwrap()], "");
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        format!("{config}\n[limits]\nmax_inflight = 2\n"),
+    )
+    .unwrap();
+    let hushd = setup.start();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..10 {
+        let mut m = hickory_proto::op::Message::query();
+        m.add_query(hickory_proto::op::Query::query(
+            format!("w{i}.example.").parse().unwrap(),
+            RecordType::A,
+        ));
+        socket
+            .send_to(&m.to_vec().unwrap(), hushd.dns)
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || hushd
+            .metric(r#"hushd_limited_total{reason="overload"}"#)
+            == Some(8.0)),
+        "{:?}",
+        hushd.metric(r#"hushd_limited_total{reason="overload"}"#)
+    );
+}
