@@ -16,7 +16,7 @@ use hickory_proto::{
 
 use crate::{cache::Answer, policy::BlockResponse};
 
-/// The UDP payload size hushd accepts and offers (DNS Flag Day 2020).
+/// The UDP payload size hushd accepts and offers, to clients and upstream (DNS Flag Day 2020).
 pub const EDNS_PAYLOAD: u16 = 1232;
 /// EDNS option code of an Extended DNS Error (RFC 8914).
 const EDE_OPTION: u16 = 15;

@@ -97,20 +97,21 @@ fn qtype_index(t: RecordType) -> usize {
     QTYPES.iter().position(|q| *q == t).unwrap_or(QTYPES.len())
 }
 
+/// The `rcode` label values, indexed by `rcode_index`.
 const RCODE_LABELS: [&str; 8] = [
     "other", "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "BADVERS",
 ];
 
-fn rcode_label(r: ResponseCode) -> &'static str {
+fn rcode_index(r: ResponseCode) -> usize {
     match r {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => "other",
+        ResponseCode::NoError => 1,
+        ResponseCode::NXDomain => 2,
+        ResponseCode::ServFail => 3,
+        ResponseCode::Refused => 4,
+        ResponseCode::FormErr => 5,
+        ResponseCode::NotImp => 6,
+        ResponseCode::BADVERS => 7,
+        _ => 0,
     }
 }
 
@@ -273,7 +274,7 @@ impl Metrics {
 
     pub fn query(&self, protocol: Protocol, qtype: RecordType, outcome: Outcome) {
         let (p, q) = (protocol_index(protocol), qtype_index(qtype));
-        let o = Outcome::ALL.iter().position(|x| *x == outcome).unwrap_or(0);
+        let o = outcome as usize; // ALL lists the variants in declaration order
         let slot = (p * (QTYPES.len() + 1) + q) * Outcome::ALL.len() + o;
         if let Some(cell) = self.query_handles.get(slot) {
             cell.get_or_init(|| {
@@ -290,10 +291,9 @@ impl Metrics {
     }
 
     pub fn response(&self, rcode: ResponseCode) {
-        let label = rcode_label(rcode);
-        let slot = RCODE_LABELS.iter().position(|l| *l == label).unwrap_or(0);
+        let slot = rcode_index(rcode);
         if let Some(cell) = self.response_handles.get(slot) {
-            cell.get_or_init(|| self.responses.with_label_values(&[label]))
+            cell.get_or_init(|| self.responses.with_label_values(&[RCODE_LABELS[slot]]))
                 .inc();
         }
     }
@@ -392,6 +392,13 @@ mod tests {
             r#"hushd_upstream_errors_total{upstream="127.0.0.1:53"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn outcome_slots_follow_declaration_order() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i, "{o:?}");
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::{net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    answer::{Reply, response_edns, response_metadata},
+    answer::{EDNS_PAYLOAD, Reply, response_edns, response_metadata},
     handler::{Answered, QueryHandler, Step, cached_reply},
     limits::Admit,
     listener,
@@ -47,7 +47,7 @@ pub fn serve(
 
 async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut out = Vec::with_capacity(1232);
+    let mut out = Vec::with_capacity(usize::from(EDNS_PAYLOAD));
     loop {
         let (len, src) = tokio::select! {
             received = socket.recv_from(&mut buf) => match received {

@@ -29,10 +29,8 @@ use self::exchange::UdpExchange;
 use prometheus::{Histogram, IntCounter};
 use thiserror::Error;
 
-use crate::{cache::Answer, config::UpstreamConfig, metrics::Metrics};
+use crate::{answer::EDNS_PAYLOAD, cache::Answer, config::UpstreamConfig, metrics::Metrics};
 
-/// EDNS buffer size offered upstream (DNS Flag Day 2020).
-const EDNS_PAYLOAD: u16 = 1232;
 /// In-flight queries allowed on one upstream connection; hickory's default of 32 would turn a
 /// busy office's burst into "busy" errors.
 const MAX_ACTIVE_PER_CONNECTION: usize = 4096;
