@@ -5,16 +5,13 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, handler::QueryHandler, http, listener, metrics::Metrics, policy::Policy,
-    reload::Reloader, udp,
+    config::Config, handler::QueryHandler, http, limits::TcpConnectionLimiter, listener,
+    metrics::Metrics, policy::Policy, reload::Reloader, tcp::TcpServer, udp,
 };
-
-/// Queued responses per TCP connection (hickory's own default).
-const TCP_RESPONSE_BUFFER: usize = 32;
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)
@@ -36,15 +33,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("cannot set up the upstream resolvers")?;
     let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
-    // TCP through hickory-server; UDP through hushd's own socket loop (see udp.rs for why).
-    let mut server = Server::new(handler.clone());
-    let shutdown = server.shutdown_token().clone();
+    // Both transports have their own loops in front of the same handler: UDP to answer without a
+    // task per datagram (udp.rs), TCP to cap connections at accept (tcp.rs).
+    let shutdown = CancellationToken::new();
     let handler = Arc::new(handler);
+    let tcp_server = Arc::new(TcpServer {
+        handler: handler.clone(),
+        limiter: Arc::new(TcpConnectionLimiter::new(
+            config.limits.max_tcp_connections,
+            config.limits.max_tcp_connections_per_client,
+            config.limits.exempt_clients.clone(),
+        )),
+        idle_timeout: config.server.tcp_idle_timeout,
+    });
     let workers = udp_workers();
     for &addr in &config.server.listen {
         let tcp =
             listener::bind_tcp(addr).with_context(|| format!("cannot listen on {addr} (TCP)"))?;
-        server.register_listener(tcp, config.server.tcp_idle_timeout, TCP_RESPONSE_BUFFER);
+        tokio::spawn(tcp_server.clone().serve(tcp, shutdown.clone()));
         udp::serve(addr, workers, handler.clone(), &shutdown)
             .with_context(|| format!("cannot listen on {addr} (UDP)"))?;
     }
@@ -109,10 +115,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Tell systemd (Type=notify) we serve; outside systemd this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    server
-        .block_until_done()
-        .await
-        .context("DNS server stopped")?;
+    shutdown.cancelled().await;
     Ok(())
 }
 

@@ -38,6 +38,10 @@ pub struct LimitsConfig {
     pub exempt_clients: Vec<IpNetwork>,
     /// Queries waiting for upstream at once; past it new ones are dropped.
     pub max_inflight: usize,
+    /// Open TCP connections at once, from everyone; past it new ones are closed at accept.
+    pub max_tcp_connections: usize,
+    /// Open TCP connections from one client (IPv6 per /56); exempt clients are not capped.
+    pub max_tcp_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +113,8 @@ mod raw {
         pub slip: Option<u32>,
         pub exempt_clients: Option<Vec<Spanned<String>>>,
         pub max_inflight: Option<Spanned<usize>>,
+        pub max_tcp_connections: Option<Spanned<usize>>,
+        pub max_tcp_connections_per_client: Option<Spanned<usize>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -285,24 +291,38 @@ impl Config {
             parse_network,
             &mut |span, m| errors.push(LoadError::at(path, text, span, m)),
         );
-        let max_inflight = match &raw.limits.max_inflight {
-            Some(v) if *v.get_ref() == 0 => {
-                errors.push(LoadError::at(
-                    path,
-                    text,
-                    v.span(),
-                    "max_inflight must be at least 1",
-                ));
-                1
-            }
-            Some(v) => *v.get_ref(),
-            None => 10_000,
-        };
+        let mut at_least_one =
+            |value: &Option<Spanned<usize>>, key: &str, default: usize| match value {
+                Some(v) if *v.get_ref() == 0 => {
+                    errors.push(LoadError::at(
+                        path,
+                        text,
+                        v.span(),
+                        format!("{key} must be at least 1"),
+                    ));
+                    1
+                }
+                Some(v) => *v.get_ref(),
+                None => default,
+            };
+        let max_inflight = at_least_one(&raw.limits.max_inflight, "max_inflight", 10_000);
+        let max_tcp_connections = at_least_one(
+            &raw.limits.max_tcp_connections,
+            "max_tcp_connections",
+            1_000,
+        );
+        let max_tcp_connections_per_client = at_least_one(
+            &raw.limits.max_tcp_connections_per_client,
+            "max_tcp_connections_per_client",
+            32,
+        );
         let limits = LimitsConfig {
             client_qps: raw.limits.client_qps.unwrap_or(500),
             slip: raw.limits.slip.unwrap_or(2),
             exempt_clients,
             max_inflight,
+            max_tcp_connections,
+            max_tcp_connections_per_client,
         };
 
         match upstream {

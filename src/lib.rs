@@ -18,5 +18,6 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod tcp;
 pub mod udp;
 pub mod upstream;

@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     net::IpAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -121,6 +121,84 @@ impl RateLimiter {
     }
 }
 
+/// Caps on open TCP connections, total and per client (IPv4 address or IPv6 /56), checked at
+/// accept. Unlike UDP, TCP holds a socket, a task and buffers for as long as the client likes, so
+/// a few clients could otherwise take every file descriptor. The table only holds clients with
+/// a connection open, so it is bounded by the total cap.
+pub struct TcpConnectionLimiter {
+    max_total: usize,
+    max_per_client: usize,
+    exempt: Vec<IpNetwork>,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    per_client: HashMap<ClientKey, usize>,
+}
+
+/// One open connection's place under the caps; given back when dropped.
+pub struct TcpConnectionSlot {
+    limiter: Arc<TcpConnectionLimiter>,
+    /// `None` for an exempt client, counted in the total only.
+    key: Option<ClientKey>,
+}
+
+impl TcpConnectionLimiter {
+    pub fn new(max_total: usize, max_per_client: usize, exempt: Vec<IpNetwork>) -> Self {
+        Self {
+            max_total,
+            max_per_client,
+            exempt,
+            open: Mutex::new(OpenConnections::default()),
+        }
+    }
+
+    /// A slot for a new connection from `client`, or `None` if a cap is reached.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<TcpConnectionSlot> {
+        let canonical = client.to_canonical();
+        let key =
+            (!self.exempt.iter().any(|n| n.contains(canonical))).then(|| ClientKey::of(client));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.total >= self.max_total {
+            return None;
+        }
+        if let Some(key) = key {
+            let count = open.per_client.entry(key).or_insert(0);
+            if *count >= self.max_per_client {
+                return None;
+            }
+            *count += 1;
+        }
+        open.total += 1;
+        Some(TcpConnectionSlot {
+            limiter: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+impl Drop for TcpConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.limiter.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(key) = self.key
+            && let Some(count) = open.per_client.get_mut(&key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.per_client.remove(&key);
+            }
+        }
+    }
+}
+
 fn shard_of(key: &ClientKey) -> usize {
     let mut h = FxHasher::default();
     key.hash(&mut h);
@@ -185,6 +263,43 @@ mod tests {
         let off = RateLimiter::new(0, 2, vec![]);
         let c: IpAddr = "192.0.2.9".parse().unwrap();
         assert!((0..1000).all(|_| off.admit_at(c, t0) == Admit::Yes));
+    }
+
+    #[test]
+    fn tcp_connections_are_capped_per_client_and_in_total() {
+        let l = Arc::new(TcpConnectionLimiter::new(
+            4,
+            2,
+            vec!["127.0.0.1/32".parse().unwrap()],
+        ));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a1 = l.acquire(a).unwrap();
+        let _a2 = l.acquire(a).unwrap();
+        assert!(l.acquire(a).is_none(), "third from one client");
+        // the same /56 is the same client
+        let v6: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let _b1 = l.acquire(v6).unwrap();
+        let _b2 = l.acquire("2001:db8:0:2::7".parse().unwrap()).unwrap();
+        assert!(l.acquire(v6).is_none());
+        // total reached: even an exempt client waits
+        assert_eq!(l.open(), 4);
+        assert!(l.acquire("127.0.0.1".parse().unwrap()).is_none());
+        // a closed connection gives its place back
+        drop(a1);
+        assert!(l.acquire(a).is_some());
+        let local = l.acquire("127.0.0.1".parse().unwrap());
+        assert!(local.is_some(), "exempt from the per-client cap");
+    }
+
+    #[test]
+    fn a_client_with_no_open_connection_leaves_no_state() {
+        let l = Arc::new(TcpConnectionLimiter::new(10, 1, vec![]));
+        for i in 0..100u32 {
+            let slot = l.acquire(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()));
+            assert!(slot.is_some());
+        }
+        let open = l.open.lock().unwrap();
+        assert_eq!((open.total, open.per_client.len()), (0, 0));
     }
 
     #[test]

@@ -134,6 +134,8 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     upstream_rejected: IntCounterVec,
     limited: IntCounterVec,
+    /// Open TCP connections from clients.
+    pub tcp_connections: IntGauge,
 }
 
 impl Metrics {
@@ -214,13 +216,17 @@ impl Metrics {
         let limited = IntCounterVec::new(
             Opts::new(
                 "hushd_limited_total",
-                "Queries shed: ratelimit (a client over client_qps), overload (max_inflight reached)",
+                "Queries shed: ratelimit (a client over client_qps), overload (max_inflight reached), tcp_limit (a TCP connection closed at accept: max_tcp_connections or max_tcp_connections_per_client reached)",
             ),
             &["reason"],
         )?;
-        for reason in ["ratelimit", "overload"] {
+        for reason in ["ratelimit", "overload", "tcp_limit"] {
             limited.with_label_values(&[reason]);
         }
+        let tcp_connections = IntGauge::new(
+            "hushd_tcp_connections",
+            "TCP connections from clients open now",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("hushd_build_info", "hushd's version, as a label"),
             &["version"],
@@ -243,6 +249,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_rejected.clone()))?;
         registry.register(Box::new(limited.clone()))?;
+        registry.register(Box::new(tcp_connections.clone()))?;
         registry.register(Box::new(build_info))?;
 
         // Both results exist from the start, so `increase()` sees the first error.
@@ -269,6 +276,7 @@ impl Metrics {
             upstream_errors,
             upstream_rejected,
             limited,
+            tcp_connections,
         })
     }
 

@@ -232,7 +232,7 @@ pub fn question_is_plain(question: &[u8]) -> bool {
 /// A FORMERR reply to a datagram that has a DNS header but does not decode, so a client with a
 /// broken query gets an answer instead of a timeout. Nothing for responses or for bytes without
 /// a header.
-fn formerr_for(datagram: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn formerr_for(datagram: &[u8]) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(datagram)).ok()?;
     if header.metadata.message_type == hickory_proto::op::MessageType::Response {
         return None;

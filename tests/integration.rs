@@ -1140,3 +1140,125 @@ async fn queries_past_max_inflight_are_shed() {
         hushd.metric(r#"hushd_limited_total{reason="overload"}"#)
     );
 }
+
+/// A TCP connection to `server` from `source` (any 127.x address).
+async fn tcp_from(source: &str, server: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Sends an A query for `name` on an open connection and reads the answer's RCODE; `None` if
+/// hushd closed the connection instead (or said nothing within 3 s).
+async fn ask_over(stream: &mut tokio::net::TcpStream, name: &str) -> Option<ResponseCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut m = hickory_proto::op::Message::query();
+    m.add_query(hickory_proto::op::Query::query(
+        name.parse().unwrap(),
+        RecordType::A,
+    ));
+    let wire = m.to_vec().unwrap();
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&wire);
+    // A write into a connection the server already closed may still succeed locally: the read
+    // below is what tells.
+    let _ = stream.write_all(&framed).await;
+    let read = async {
+        let len = stream.read_u16().await.ok()?;
+        let mut reply = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut reply).await.ok()?;
+        hickory_proto::op::Message::from_vec(&reply).ok()
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(3), read)
+        .await
+        .ok()??;
+    Some(reply.metadata.response_code)
+}
+
+#[tokio::test]
+async fn tcp_connections_are_capped_in_total_and_per_client() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("lab", &list("block", &["blocked.test"]));
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        format!(
+            "{config}\n[limits]\nexempt_clients = []\nmax_tcp_connections = 3\nmax_tcp_connections_per_client = 2\n"
+        ),
+    )
+    .unwrap();
+    let hushd = setup.start();
+    let blocked = Some(ResponseCode::NXDomain);
+
+    let mut first = tcp_from("127.0.0.1", hushd.dns).await;
+    let mut second = tcp_from("127.0.0.1", hushd.dns).await;
+    assert_eq!(ask_over(&mut first, "blocked.test.").await, blocked);
+    assert_eq!(ask_over(&mut second, "blocked.test.").await, blocked);
+    // a third from the same client is closed at once
+    let mut third = tcp_from("127.0.0.1", hushd.dns).await;
+    assert_eq!(ask_over(&mut third, "blocked.test.").await, None);
+    // another client still gets in, and fills the total
+    let mut neighbour = tcp_from("127.0.0.2", hushd.dns).await;
+    assert_eq!(ask_over(&mut neighbour, "blocked.test.").await, blocked);
+    let mut over_total = tcp_from("127.0.0.3", hushd.dns).await;
+    assert_eq!(ask_over(&mut over_total, "blocked.test.").await, None);
+    assert_eq!(hushd.metric("hushd_tcp_connections"), Some(3.0));
+    assert_eq!(
+        hushd.metric(r#"hushd_limited_total{reason="tcp_limit"}"#),
+        Some(2.0)
+    );
+
+    // a closed connection gives its place back
+    drop(first);
+    let started = Instant::now();
+    let mut again = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        let mut stream = tcp_from("127.0.0.1", hushd.dns).await;
+        again = ask_over(&mut stream, "blocked.test.").await;
+        if again.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(again, blocked);
+    // UDP is not affected by TCP caps
+    let mut udp = udp_client(hushd.dns, Some("127.0.0.3:0".parse().unwrap())).await;
+    assert_eq!(
+        rcode(&mut udp, "blocked.test.").await,
+        ResponseCode::NXDomain
+    );
+}
+
+#[tokio::test]
+async fn idle_and_stalled_tcp_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "tcp_idle_timeout_secs = 1");
+    setup.write_list("lab", &list("block", &["blocked.test"]));
+    let hushd = setup.start();
+
+    // silent from the start; after one answer; and one that sends half a length prefix
+    let mut silent = tcp_from("127.0.0.1", hushd.dns).await;
+    let mut answered = tcp_from("127.0.0.1", hushd.dns).await;
+    assert_eq!(
+        ask_over(&mut answered, "blocked.test.").await,
+        Some(ResponseCode::NXDomain)
+    );
+    let mut stalled = tcp_from("127.0.0.1", hushd.dns).await;
+    stalled.write_all(&[0]).await.unwrap();
+    let started = Instant::now();
+    for stream in [&mut silent, &mut answered, &mut stalled] {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "connection still open after {:?}: {read:?}",
+            started.elapsed()
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(wait_until(Duration::from_secs(2), || hushd
+        .metric("hushd_tcp_connections")
+        == Some(0.0)));
+}
