@@ -1262,3 +1262,34 @@ async fn idle_and_stalled_tcp_connections_are_closed() {
         .metric("hushd_tcp_connections")
         == Some(0.0)));
 }
+
+#[tokio::test]
+async fn upstream_queries_come_from_changing_source_ports() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    // 3000 cache misses: each of the 8 pooled sockets serves 375, so each is replaced once
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let dns = hushd.dns;
+        tasks.push(tokio::spawn(async move {
+            let mut client = udp_client(dns, None).await;
+            for i in 0..500 {
+                let name = format!("p{worker}-{i}.example.");
+                assert_eq!(rcode(&mut client, &name).await, ResponseCode::NoError);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut ports = up.seen.udp_source_ports();
+    assert!(ports.len() >= 3000, "{} queries upstream", ports.len());
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(
+        ports.len() > 12,
+        "only {} distinct source ports: {ports:?}",
+        ports.len()
+    );
+}

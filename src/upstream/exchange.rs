@@ -1,10 +1,13 @@
-//! UDP exchanges with one upstream server over a small pool of long-lived sockets.
+//! UDP exchanges with one upstream server over a small pool of sockets.
 //!
 //! hickory-resolver opens, binds and closes a fresh socket for every UDP query; under a stream
 //! of cache misses those syscalls and its layered futures cost more than the forwarding itself
 //! (profiled: half of hushd's CPU at ~12k misses/s, where Unbound did ~24k). Here each server
 //! gets a few connected sockets, each bound by the kernel to a random source port, with one
-//! receive task that hands each answer to the query waiting for it. An answer is accepted only
+//! receive task that hands each answer to the query waiting for it. A socket is replaced by a
+//! new one (a new random port) after `ROTATE_AFTER_QUERIES` queries or `ROTATE_AFTER`, so a
+//! port seen once is soon worthless to a spoofer, at the cost of one bind per 256 queries;
+//! the old socket lives on until its last waiting query is done. An answer is accepted only
 //! if its ID (random per query) matches an outstanding query *and* its question is the one that
 //! was asked; anything else (late, forged, garbled) is dropped and counted. Truncated answers
 //! are retried over TCP by the caller.
@@ -17,9 +20,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Message, Query},
     rr::{DNSClass, Name, RecordType},
@@ -31,16 +35,50 @@ use tokio::{net::UdpSocket, sync::oneshot};
 /// keep the in-flight table small.
 const SOCKETS: usize = 8;
 const RECV_BUFFER: usize = 65_535;
+/// A socket (its source port) is used for at most this many queries...
+const ROTATE_AFTER_QUERIES: usize = 256;
+/// ...and for at most this long.
+const ROTATE_AFTER: Duration = Duration::from_secs(60);
 
 pub struct UdpExchange {
-    sockets: Vec<Arc<PooledSocket>>,
+    server: SocketAddr,
+    sockets: Vec<ArcSwap<PooledSocket>>,
     next: AtomicUsize,
     edns_payload: u16,
+    rejected: IntCounter,
 }
 
 struct PooledSocket {
     socket: UdpSocket,
     pending: Mutex<HashMap<u16, Pending>>,
+    born: Instant,
+    queries: AtomicUsize,
+}
+
+impl PooledSocket {
+    /// A socket connected to `server` from a kernel-chosen random port, with its receiver.
+    async fn bind(server: SocketAddr, rejected: &IntCounter) -> io::Result<Arc<Self>> {
+        let bind: SocketAddr = if server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = UdpSocket::bind(bind).await?;
+        // connected: the kernel drops datagrams from any other address for us
+        socket.connect(server).await?;
+        let pooled = Arc::new(Self {
+            socket,
+            pending: Mutex::new(HashMap::new()),
+            born: Instant::now(),
+            queries: AtomicUsize::new(0),
+        });
+        tokio::spawn(receive(Arc::downgrade(&pooled), rejected.clone()));
+        Ok(pooled)
+    }
+
+    fn worn_out(&self, used: usize) -> bool {
+        used >= ROTATE_AFTER_QUERIES || self.born.elapsed() >= ROTATE_AFTER
+    }
 }
 
 struct Pending {
@@ -68,28 +106,42 @@ impl UdpExchange {
         edns_payload: u16,
         rejected: IntCounter,
     ) -> io::Result<Self> {
-        let bind: SocketAddr = if server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
         let mut sockets = Vec::with_capacity(SOCKETS);
         for _ in 0..SOCKETS {
-            let socket = UdpSocket::bind(bind).await?;
-            // connected: the kernel drops datagrams from any other address for us
-            socket.connect(server).await?;
-            let pooled = Arc::new(PooledSocket {
-                socket,
-                pending: Mutex::new(HashMap::new()),
-            });
-            tokio::spawn(receive(Arc::downgrade(&pooled), rejected.clone()));
-            sockets.push(pooled);
+            sockets.push(ArcSwap::new(PooledSocket::bind(server, &rejected).await?));
         }
         Ok(Self {
+            server,
             sockets,
             next: AtomicUsize::new(0),
             edns_payload,
+            rejected,
         })
+    }
+
+    /// The socket for the next query, replaced first if it has served its share.
+    async fn socket(&self) -> Arc<PooledSocket> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len();
+        let slot = &self.sockets[index];
+        let pooled = slot.load_full();
+        let used = pooled.queries.fetch_add(1, Ordering::Relaxed);
+        // Exactly one query sees the threshold: it rotates; the others use the socket as is.
+        if used == ROTATE_AFTER_QUERIES || (used < ROTATE_AFTER_QUERIES && pooled.worn_out(used)) {
+            pooled
+                .queries
+                .store(ROTATE_AFTER_QUERIES + 1, Ordering::Relaxed);
+            match PooledSocket::bind(self.server, &self.rejected).await {
+                Ok(fresh) => {
+                    slot.store(fresh.clone());
+                    return fresh;
+                }
+                // out of descriptors, say: the old port is better than no answer
+                Err(e) => {
+                    tracing::warn!(server = %self.server, error = %e, "cannot open a new upstream socket")
+                }
+            }
+        }
+        pooled
     }
 
     /// Sends one query and waits up to `timeout` for its answer.
@@ -99,8 +151,7 @@ impl UdpExchange {
         qtype: RecordType,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.sockets.len();
-        let pooled = &self.sockets[index];
+        let pooled = &self.socket().await;
         let mut query = Query::query(name.clone(), qtype);
         query.set_query_class(DNSClass::IN);
 

@@ -32,10 +32,15 @@ use hickory_server::{
 
 pub const TTL: u32 = 300;
 
+/// What the fixture was asked: names, and the source ports UDP queries came from.
 #[derive(Clone, Default)]
-pub struct Seen(Arc<Mutex<Vec<String>>>);
+pub struct Seen(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<u16>>>);
 
 impl Seen {
+    pub fn udp_source_ports(&self) -> Vec<u16> {
+        self.1.lock().unwrap().clone()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
@@ -85,6 +90,9 @@ impl RequestHandler for Zone {
             .lock()
             .unwrap()
             .push(ascii.trim_end_matches('.').to_string());
+        if request.protocol() == hickory_net::xfer::Protocol::Udp {
+            self.seen.1.lock().unwrap().push(request.src().port());
+        }
 
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
