@@ -79,16 +79,19 @@ impl Reloader {
             return;
         }
         let trigger = self.trigger.clone();
+        let list_dir = dirs[1].clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, EventKind::Access(_)) {
                 return;
             }
-            if event
-                .paths
-                .iter()
-                .any(|p| is_policy_file(p) || p.file_name() == config_file.file_name())
-            {
+            // Only the config file itself and list files in the list folder: other files beside
+            // the config (logs, notes, a `.txt` of anything) must not cost a reload.
+            let relevant = |p: &PathBuf| {
+                p.file_name() == config_file.file_name()
+                    || (is_policy_file(p) && same_dir(p.parent(), &list_dir))
+            };
+            if event.paths.iter().any(relevant) {
                 // Full channel: a reload is already pending, which will see this change too.
                 let _ = trigger.try_send(());
             }
@@ -196,4 +199,21 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
             "changed in the config file; it takes effect after a restart"
         );
     }
+}
+
+/// Whether `dir` (a changed file's folder, as notify reports it) is `watched`. notify reports
+/// paths under the folder as it was given; both may be relative, so compare canonical forms
+/// when they differ.
+fn same_dir(dir: Option<&Path>, watched: &Path) -> bool {
+    let Some(dir) = dir else { return false };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    dir == watched
+        || match (dir.canonicalize(), watched.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
 }

@@ -152,10 +152,8 @@ pub fn process(
             let edns = request.edns.as_ref().map(response_edns);
             let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
             let metadata = response_metadata(&request.metadata, hit.rcode());
-            let sent_fast = request.queries.queries().first().is_some_and(|q| {
-                let question = request.queries.as_bytes();
-                hit.write_wire(metadata, question, q.original(), edns.as_ref(), max, out)
-            });
+            let question = request.queries.as_bytes();
+            let sent_fast = hit.write_wire(metadata, question, edns.as_ref(), max, out);
             if sent_fast {
                 handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
             } else {

@@ -1293,3 +1293,23 @@ async fn upstream_queries_come_from_changing_source_ports() {
         ports.len()
     );
 }
+
+#[tokio::test]
+async fn other_files_beside_the_config_do_not_reload() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("lab", &list("block", &["blocked.test"]));
+    let hushd = setup.start();
+    let reloads = || hushd.metric(r#"hushd_reloads_total{result="ok"}"#).unwrap();
+    let before = reloads();
+    // a log or an output file written next to the config, even a .txt one
+    std::fs::write(setup.dir.path().join("notes.txt"), "x\n").unwrap();
+    std::fs::write(setup.dir.path().join("run.log"), "x\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reloads(), before);
+    // ...while a real list edit still reloads
+    setup.write_list("lab", &list("block", &["blocked.test", "more.test"]));
+    assert!(wait_until(Duration::from_secs(3), || reloads() > before));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reloads(), before + 1.0);
+}

@@ -18,7 +18,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -29,12 +29,17 @@ use hickory_proto::{
     rr::{DNSClass, Name, RecordType},
 };
 use prometheus::IntCounter;
-use tokio::{net::UdpSocket, sync::oneshot};
+use tokio::{
+    net::UdpSocket,
+    sync::{Notify, oneshot},
+};
 
 /// Sockets per upstream server: enough to spread the kernel's per-socket work, few enough to
 /// keep the in-flight table small.
 const SOCKETS: usize = 8;
-const RECV_BUFFER: usize = 65_535;
+/// hushd advertises a 1232-byte EDNS payload upstream; anything bigger is cut, fails to decode
+/// and is rejected like any garbled answer.
+const RECV_BUFFER: usize = 4_096;
 /// A socket (its source port) is used for at most this many queries...
 const ROTATE_AFTER_QUERIES: usize = 256;
 /// ...and for at most this long.
@@ -53,6 +58,10 @@ struct PooledSocket {
     pending: Mutex<HashMap<u16, Pending>>,
     born: Instant,
     queries: AtomicUsize,
+    /// Replaced in the pool: its receiver ends once no query waits on it.
+    retired: AtomicBool,
+    /// Wakes the receiver to check whether it may end.
+    check_retired: Notify,
 }
 
 impl PooledSocket {
@@ -71,6 +80,8 @@ impl PooledSocket {
             pending: Mutex::new(HashMap::new()),
             born: Instant::now(),
             queries: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            check_retired: Notify::new(),
         });
         tokio::spawn(receive(Arc::downgrade(&pooled), rejected.clone()));
         Ok(pooled)
@@ -78,6 +89,21 @@ impl PooledSocket {
 
     fn worn_out(&self, used: usize) -> bool {
         used >= ROTATE_AFTER_QUERIES || self.born.elapsed() >= ROTATE_AFTER
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.check_retired.notify_one();
+    }
+
+    /// Retired, with no query waiting: the socket (and its receiver) can go.
+    fn done(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+            && self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
     }
 }
 
@@ -133,6 +159,7 @@ impl UdpExchange {
             match PooledSocket::bind(self.server, &self.rejected).await {
                 Ok(fresh) => {
                     slot.store(fresh.clone());
+                    pooled.retire();
                     return fresh;
                 }
                 // out of descriptors, say: the old port is better than no answer
@@ -211,6 +238,9 @@ impl Drop for RemoveOnDrop<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         pending.remove(&self.id);
+        if pending.is_empty() && self.pooled.retired.load(Ordering::Acquire) {
+            self.pooled.check_retired.notify_one();
+        }
     }
 }
 
@@ -221,8 +251,12 @@ async fn receive(pooled: std::sync::Weak<PooledSocket>, rejected: IntCounter) {
         let Some(socket) = pooled.upgrade() else {
             return;
         };
+        if socket.done() {
+            return;
+        }
         let received = tokio::select! {
             r = socket.socket.recv(&mut buf) => r,
+            () = socket.check_retired.notified() => continue,
             // wake now and then so a dropped pool ends this task
             () = tokio::time::sleep(Duration::from_secs(5)) => continue,
         };
