@@ -212,19 +212,23 @@ fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
     }
 }
 
-/// The question section names its names in full, without compression pointers. The first
-/// question starts right after the header, so a pointer there can only point into the header:
-/// never a real name. (hickory accepts it; the check is ours.)
+/// The question section names its names in full, without compression pointers, in every
+/// question (a query with several is answered FORMERR, and that reply echoes them all). The
+/// first question starts right after the header, so a pointer there can only point into the
+/// header: never a real name. (hickory accepts it; the check is ours.)
 pub fn question_is_plain(question: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(&len) = question.get(i) {
-        match len {
-            0 => return true,
-            1..=63 => i += usize::from(len) + 1,
-            _ => return false, // a pointer (0xC0) or a reserved label type
+    while i < question.len() {
+        loop {
+            match question.get(i) {
+                Some(0) => break,
+                Some(&len @ 1..=63) => i += usize::from(len) + 1,
+                _ => return false, // a pointer (0xC0), a reserved label type, or cut short
+            }
         }
+        i += 1 + 4; // the root label, then type and class
     }
-    question.is_empty()
+    i == question.len()
 }
 
 /// A FORMERR reply to a datagram that has a DNS header but does not decode, so a client with a
@@ -259,5 +263,13 @@ mod tests {
         assert!(!question_is_plain(b"\x01a\xc0\x0c"));
         assert!(!question_is_plain(b"\x05ab")); // label runs past the end
         assert!(!question_is_plain(b"\x41abc\x00")); // reserved label type 0x40
+        assert!(!question_is_plain(b"\x01a\x00\x00\x01")); // type and class cut short
+        // every question counts, not just the first (found by the request fuzzer)
+        assert!(question_is_plain(
+            b"\x01a\x00\x00\x01\x00\x01\x01b\x00\x00\x01\x00\x01"
+        ));
+        assert!(!question_is_plain(
+            b"\x01a\x00\x00\x01\x00\x01\x01b\xc0\x0c\x00\x01\x00\x01"
+        ));
     }
 }
