@@ -2,12 +2,18 @@
 //!
 //! hickory-server spawns a task per datagram and wraps every reply in a reporting handler; for
 //! a cache hit or a blocked name that costs more than answering. Here each worker owns one
-//! `SO_REUSEPORT` socket (the kernel spreads clients over them), and answers what it can (refused,
-//! blocked, cached) inline in its loop; only a query that must go upstream gets a task. Decoding
+//! `SO_REUSEPORT` socket (the kernel spreads clients over them), takes datagrams in batches
+//! (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop and hands the
+//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. Decoding
 //! and encoding are hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`).
 //! TCP stays on hickory-server.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    io::{self, IoSlice, IoSliceMut},
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    sync::Arc,
+};
 
 use hickory_net::xfer::Protocol;
 use hickory_proto::{
@@ -15,7 +21,8 @@ use hickory_proto::{
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
 use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
-use tokio::{net::UdpSocket, sync::OwnedSemaphorePermit};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio::{io::Interest, net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -28,6 +35,9 @@ use crate::{
 
 /// Larger than any query hushd will answer; a bigger datagram is cut and fails to decode.
 const RECV_BUFFER: usize = 4096;
+/// Datagrams taken from the kernel, and replies handed back, per system call (`recvmmsg`,
+/// `sendmmsg`). Under load the socket queue holds many; at a trickle a batch is one datagram.
+const BATCH: usize = 32;
 
 /// Binds `workers` sockets on `addr` and serves each from its own task.
 pub fn serve(
@@ -46,42 +56,131 @@ pub fn serve(
 }
 
 async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut out = Vec::with_capacity(usize::from(EDNS_PAYLOAD));
+    let mut bufs = vec![[0u8; RECV_BUFFER]; BATCH].into_boxed_slice();
+    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut outs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(usize::from(EDNS_PAYLOAD)))
+        .collect();
+    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
     loop {
-        let (len, src) = tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(received) => received,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; the socket is still fine.
-                    tracing::debug!(error = %e, "udp receive error");
-                    continue;
-                }
-            },
+        let batch = tokio::select! {
+            r = socket.async_io(Interest::READABLE, || receive_batch(&socket, &mut bufs, &mut received)) => r,
             () = shutdown.cancelled() => return,
         };
-        match process(&handler, &buf[..len], src, &mut out) {
-            Action::Drop => {}
-            Action::Send => {
-                if let Err(e) = socket.send_to(&out, src).await {
-                    tracing::debug!(error = %e, %src, "udp send error");
+        if let Err(e) = batch {
+            // ICMP errors from earlier sends surface here; the socket is still fine.
+            tracing::debug!(error = %e, "udp receive error");
+            continue;
+        }
+        dests.clear();
+        for (buf, &(len, src)) in bufs.iter().zip(&received) {
+            let Some(out) = outs.get_mut(dests.len()) else {
+                break;
+            };
+            match process(&handler, &buf[..len], src, out) {
+                Action::Drop => {}
+                Action::Send => dests.push(src),
+                Action::Forward(request, permit) => {
+                    let (socket, handler) = (socket.clone(), handler.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let answered: Answered = handler.forward(&request).await;
+                        handler.count(&request, &answered);
+                        let mut out = Vec::with_capacity(512);
+                        encode(&request, answered.reply, &mut out);
+                        if let Err(e) = socket.send_to(&out, src).await {
+                            tracing::debug!(error = %e, %src, "udp send error");
+                        }
+                    });
                 }
             }
-            Action::Forward(request, permit) => {
-                let (socket, handler) = (socket.clone(), handler.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answered: Answered = handler.forward(&request).await;
-                    handler.count(&request, &answered);
-                    let mut out = Vec::with_capacity(512);
-                    encode(&request, answered.reply, &mut out);
-                    if let Err(e) = socket.send_to(&out, src).await {
-                        tracing::debug!(error = %e, %src, "udp send error");
-                    }
-                });
+        }
+        send_batch(&socket, &outs, &dests).await;
+    }
+}
+
+/// One `recvmmsg`: up to `BATCH` datagrams into `bufs`, their lengths and sources into
+/// `received`. `WouldBlock` when there are none (tokio then waits for readiness).
+fn receive_batch(
+    socket: &UdpSocket,
+    bufs: &mut [[u8; RECV_BUFFER]],
+    received: &mut Vec<(usize, SocketAddr)>,
+) -> io::Result<()> {
+    received.clear();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
+    let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+        bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+    let messages = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    for m in messages {
+        // A datagram with no usable source cannot be answered: kept as port 0, which
+        // `process` drops, so buffers and results stay in step.
+        let src = m
+            .address
+            .as_ref()
+            .and_then(socket_addr)
+            .unwrap_or(UNANSWERABLE);
+        received.push((m.bytes.min(RECV_BUFFER), src));
+    }
+    Ok(())
+}
+
+const UNANSWERABLE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        Some(SocketAddr::V4((*v4).into()))
+    } else {
+        storage
+            .as_sockaddr_in6()
+            .map(|v6| SocketAddr::V6((*v6).into()))
+    }
+}
+
+/// Sends `outs[i]` to `dests[i]` with as few `sendmmsg` calls as the kernel allows. A reply the
+/// kernel refuses (an unreachable client, say) is skipped, not retried.
+async fn send_batch(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) {
+    let mut sent = 0;
+    while sent < dests.len() {
+        let attempt = socket
+            .async_io(Interest::WRITABLE, || {
+                send_some(socket, &outs[sent..dests.len()], &dests[sent..])
+            })
+            .await;
+        match attempt {
+            Ok(n) => sent += n.max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, dest = %dests[sent], "udp send error");
+                sent += 1;
             }
         }
     }
+}
+
+fn send_some(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) -> io::Result<usize> {
+    let slices: Vec<[IoSlice<'_>; 1]> = outs.iter().map(|o| [IoSlice::new(o)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = dests
+        .iter()
+        .map(|&d| Some(SockaddrStorage::from(d)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+    let sent = sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &slices,
+        &addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    Ok(sent.count())
 }
 
 /// What the socket loop does with one datagram.
