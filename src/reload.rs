@@ -128,6 +128,7 @@ impl Reloader {
 
     async fn reload(&mut self) {
         let path = self.running.path.clone();
+        let started = std::time::Instant::now();
         let loaded =
             tokio::task::spawn_blocking(move || -> Result<(Config, Policy), LoadErrors> {
                 let config = Config::load(&path)?;
@@ -159,13 +160,19 @@ impl Reloader {
             policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
             policy.domain_count(),
         );
-        tracing::info!(
-            lists = policy.lists().len(),
-            names = policy.domain_count(),
-            matcher_bytes = policy.heap_bytes(),
-            "policy reloaded"
+        let (lists, names, matcher_bytes) = (
+            policy.lists().len(),
+            policy.domain_count(),
+            policy.heap_bytes(),
         );
         let old = self.policy.swap(Arc::new(policy));
+        tracing::info!(
+            lists,
+            names,
+            matcher_bytes,
+            build_ms = started.elapsed().as_millis() as u64,
+            "policy reloaded"
+        );
         // Freeing a large policy takes long enough to stall a runtime thread.
         tokio::task::spawn_blocking(move || drop(old));
         let dir_changed = config.blocklists.dir != self.running.blocklists.dir;

@@ -286,6 +286,26 @@ impl DomainSetBuilder {
         }
     }
 
+    /// Loads into the CPU cache what inserting `names` will read: each name's first slot, then
+    /// the entry that slot points to. Done for a batch at a time, the cache misses overlap
+    /// instead of queueing up one by one inside `insert`; a 1M-name build spends most of its
+    /// time in those misses.
+    pub fn warm<'n>(&self, names: impl Iterator<Item = &'n [u8]>) {
+        const MAX: usize = 32;
+        let mask = self.slots.len() - 1;
+        let mut first = [0u32; MAX];
+        let mut n = 0;
+        for (slot, name) in first.iter_mut().zip(names) {
+            *slot = self.slots.get(hash(name) & mask);
+            n += 1;
+        }
+        let mut touched = 0u32;
+        for &s in first[..n].iter().filter(|&&s| s != 0) {
+            touched = touched.wrapping_add(u32::from(self.entries.at(s as usize - 1)[0]));
+        }
+        std::hint::black_box(touched);
+    }
+
     pub fn build(self) -> DomainSet {
         DomainSet {
             entries: self.entries,

@@ -140,26 +140,40 @@ impl Policy {
         let mut lists: Vec<ListMeta> = Vec::with_capacity(files.len());
         let mut errors = Vec::new();
         let mut full = false;
+        let mut batch = NameBatch::default();
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
             let rank = file.action.rank();
             let mut distinct = 0;
+            let mut insert = |batch: &mut NameBatch| {
+                builder.warm(batch.names());
+                for name in batch.names() {
+                    let outcome = builder.insert(name, tag, |old: Tag| {
+                        rank > lists.get(usize::from(old)).map_or(0, |l| l.action.rank())
+                    });
+                    match outcome {
+                        Some(matcher::Inserted::Kept(t)) if t == tag => {}
+                        Some(_) => distinct += 1,
+                        None => full = true,
+                    }
+                }
+                batch.clear();
+            };
             let mut add = |name: &[u8]| {
-                let outcome = builder.insert(name, tag, |old: Tag| {
-                    rank > lists.get(usize::from(old)).map_or(0, |l| l.action.rank())
-                });
-                match outcome {
-                    Some(matcher::Inserted::Kept(t)) if t == tag => {}
-                    Some(_) => distinct += 1,
-                    None => full = true,
+                batch.push(name);
+                if batch.is_full() {
+                    insert(&mut batch);
                 }
             };
             for d in &file.domains {
                 add(d.as_bytes());
             }
-            if let Some(path) = &file.domains_file
-                && let Err(e) = lists::read_domains_file(path, &mut add)
-            {
+            let read = match &file.domains_file {
+                Some(path) => lists::read_domains_file(path, &mut add),
+                None => Ok(()),
+            };
+            insert(&mut batch);
+            if let Err(e) = read {
                 errors.extend(e.0);
             }
             lists.push(ListMeta {
@@ -324,5 +338,37 @@ mod tests {
         .unwrap();
         assert_eq!(p.lists()[0].block_response, BlockResponse::Null);
         assert_eq!(p.lists()[1].block_response, BlockResponse::Refused);
+    }
+}
+
+/// Names waiting to go into the matcher together (see `DomainSetBuilder::warm`).
+#[derive(Default)]
+struct NameBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl NameBatch {
+    const SIZE: usize = 16;
+
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn is_full(&self) -> bool {
+        self.ends.len() >= Self::SIZE
+    }
+
+    fn names(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.bytes[start..end])
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
     }
 }
