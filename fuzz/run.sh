@@ -6,7 +6,7 @@
 #
 # Without TARGETs every target `cargo fuzz list` knows is run. Defaults: 600 seconds each, the
 # address sanitizer. Each target runs as ONE libFuzzer process (no -jobs/-workers), pinned to
-# CPU 0 with taskset where there is one, so the other core stays free.
+# CPU 0 (or $FUZZ_CPU) with taskset where there is one, so the other core stays free.
 #
 # Corpora: the committed seeds in fuzz/corpus/TARGET are only read; what fuzzing finds goes to
 # fuzz/work/TARGET (gitignored), which later runs start from. Crash reproducers go to
@@ -62,9 +62,11 @@ for t in "${targets[@]}"; do
     cargo fuzz build "${fuzz_opts[@]}" "$t"
 done
 
+# FUZZ_CPU picks the core (default 0), so two runs can go side by side on a quiet machine.
+cpu="${FUZZ_CPU:-0}"
 pin=()
-if command -v taskset >/dev/null && taskset -c 0 true 2>/dev/null; then
-    pin=(taskset -c 0)
+if command -v taskset >/dev/null && taskset -c "$cpu" true 2>/dev/null; then
+    pin=(taskset -c "$cpu")
 fi
 
 mkdir -p work/logs
