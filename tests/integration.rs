@@ -728,12 +728,7 @@ async fn big_imports_load_from_a_domains_file_and_reload_on_its_edit() {
 async fn a_flooding_client_is_limited_while_its_neighbour_is_served() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    std::fs::write(
-        setup.config_path(),
-        format!("{config}\n[limits]\nclient_qps = 200\n"),
-    )
-    .unwrap();
+    setup.append_config("[limits]\nclient_qps = 200");
     let hushd = setup.start();
     let dns = hushd.dns;
 
@@ -880,12 +875,7 @@ async fn hostile_datagrams_do_not_disturb_normal_clients() {
     // Some random datagrams are valid queries for new names, and their answers are cached: a
     // small cache is full after the first round, so the second shows whether anything
     // *unbounded* grows.
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    std::fs::write(
-        setup.config_path(),
-        format!("{config}\n[cache]\nsize = 500\n"),
-    )
-    .unwrap();
+    setup.append_config("[cache]\nsize = 500");
     let hushd = setup.start();
     let dns = hushd.dns;
     let total: u32 = std::env::var("HUSHD_HOSTILE_DATAGRAMS")
@@ -1124,12 +1114,7 @@ async fn unsupported_and_malformed_queries_get_the_right_error() {
 async fn queries_past_max_inflight_are_shed() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let setup = Setup::new(&[silent.local_addr().unwrap()], "");
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    std::fs::write(
-        setup.config_path(),
-        format!("{config}\n[limits]\nmax_inflight = 2\n"),
-    )
-    .unwrap();
+    setup.append_config("[limits]\nmax_inflight = 2");
     let hushd = setup.start();
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for i in 0..10 {
@@ -1191,14 +1176,7 @@ async fn tcp_connections_are_capped_in_total_and_per_client() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
     setup.write_list("lab", &list("block", &["blocked.test"]));
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    std::fs::write(
-        setup.config_path(),
-        format!(
-            "{config}\n[limits]\nexempt_clients = []\nmax_tcp_connections = 3\nmax_tcp_connections_per_client = 2\n"
-        ),
-    )
-    .unwrap();
+    setup.append_config("[limits]\nexempt_clients = []\nmax_tcp_connections = 3\nmax_tcp_connections_per_client = 2");
     let hushd = setup.start();
     let blocked = Some(ResponseCode::NXDomain);
 

@@ -64,6 +64,12 @@ impl Setup {
         self.dir.path().join("hushd.toml")
     }
 
+    /// Appends `toml` (whole sections, such as `[limits]\nclient_qps = 200`) to the config.
+    pub fn append_config(&self, toml: &str) {
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(self.config_path(), format!("{config}\n{toml}\n")).unwrap();
+    }
+
     pub fn list_path(&self, name: &str) -> PathBuf {
         self.dir
             .path()
