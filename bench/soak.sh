@@ -84,7 +84,8 @@ dnsperf -s "$ADDR" -p "$PORT" -d "$RUN/queries.txt" -Q "$SOAK_QPS" -l "$SOAK_SEC
   > "$RUN/dnsperf.txt" 2>&1 & pids+=($!)
 PERF=$!
 # RSS is tracked from 10 s in, once the cache and the runtime have warmed up
-rss_first=$(rss); rss_min=; rss_max=; edits=0
+# and separately over the second half, to tell warm-up from growth.
+rss_first=$(rss); rss_min=; rss_max=; half_min=; half_max=; edits=0
 start=$(date +%s)
 while kill -0 "$PERF" 2>/dev/null && (( $(date +%s) - start < SOAK_SECS + 30 )); do
   sleep 1
@@ -97,6 +98,10 @@ while kill -0 "$PERF" 2>/dev/null && (( $(date +%s) - start < SOAK_SECS + 30 ));
     [[ -z $rss_min ]] && rss_min=$r rss_max=$r
     (( r < rss_min )) && rss_min=$r; (( r > rss_max )) && rss_max=$r
   fi
+  if (( edits >= SOAK_SECS / 2 )); then
+    [[ -z $half_min ]] && half_min=$r half_max=$r
+    (( r < half_min )) && half_min=$r; (( r > half_max )) && half_max=$r
+  fi
   (( edits % 60 == 0 )) && echo "  ${edits}s: RSS ${r} kB"
 done
 wait "$PERF" || true
@@ -105,4 +110,4 @@ reloads=$(grep -c "policy reloaded" "$RUN/hushd.log" || true)
 rejected=$(grep -c "reload rejected" "$RUN/hushd.log" || true)
 grep -E "Queries (sent|completed|lost)|Average Latency" "$RUN/dnsperf.txt"
 echo "edits: $edits, reloads: $reloads, rejected: $rejected"
-echo "RSS kB: at start $rss_first; from 10 s on: min ${rss_min:-NA}, max ${rss_max:-NA}; last $(rss)"
+echo "RSS kB: at start $rss_first; from 10 s on: min ${rss_min:-NA}, max ${rss_max:-NA}; second half: min ${half_min:-NA}, max ${half_max:-NA}; last $(rss)"

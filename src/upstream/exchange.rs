@@ -60,6 +60,9 @@ struct PooledSocket {
     queries: AtomicUsize,
     /// Replaced in the pool: its receiver ends once no query waits on it.
     retired: AtomicBool,
+    /// Its receiver has ended; set under the `pending` lock, which a query holds to register,
+    /// so a query that picked this socket just before it was replaced never waits on it.
+    closed: AtomicBool,
     /// Wakes the receiver to check whether it may end.
     check_retired: Notify,
 }
@@ -81,6 +84,7 @@ impl PooledSocket {
             born: Instant::now(),
             queries: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             check_retired: Notify::new(),
         });
         tokio::spawn(receive(Arc::downgrade(&pooled), rejected.clone()));
@@ -96,14 +100,14 @@ impl PooledSocket {
         self.check_retired.notify_one();
     }
 
-    /// Retired, with no query waiting: the socket (and its receiver) can go.
-    fn done(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
-            && self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
+    /// Retired, with no query waiting: marks it closed, and its receiver can end.
+    fn close_if_done(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let done = self.retired.load(Ordering::Acquire) && pending.is_empty();
+        if done {
+            self.closed.store(true, Ordering::Release);
+        }
+        done
     }
 }
 
@@ -178,29 +182,43 @@ impl UdpExchange {
         qtype: RecordType,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
-        let pooled = &self.socket().await;
         let mut query = Query::query(name.clone(), qtype);
         query.set_query_class(DNSClass::IN);
 
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut pending = pooled.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let id = loop {
-                // hickory draws message IDs from a CSPRNG
-                let id = Message::query().metadata.id;
-                if !pending.contains_key(&id) {
-                    break id;
+        let mut reply = Some(tx);
+        let (pooled, id) = loop {
+            let pooled = self.socket().await;
+            let registered = {
+                let mut pending = pooled.pending.lock().unwrap_or_else(|p| p.into_inner());
+                // A socket whose receiver has just ended was replaced: its slot holds the new one.
+                if pooled.closed.load(Ordering::Acquire) {
+                    None
+                } else {
+                    let id = loop {
+                        // hickory draws message IDs from a CSPRNG
+                        let id = Message::query().metadata.id;
+                        if !pending.contains_key(&id) {
+                            break id;
+                        }
+                    };
+                    reply.take().map(|reply| {
+                        pending.insert(
+                            id,
+                            Pending {
+                                query: query.clone(),
+                                reply,
+                            },
+                        );
+                        id
+                    })
                 }
             };
-            pending.insert(
-                id,
-                Pending {
-                    query: query.clone(),
-                    reply: tx,
-                },
-            );
-            id
+            if let Some(id) = registered {
+                break (pooled, id);
+            }
         };
+        let pooled = &pooled;
         // Whatever happens from here, the entry must not outlive this call.
         let _cleanup = RemoveOnDrop { pooled, id };
 
@@ -251,7 +269,7 @@ async fn receive(pooled: std::sync::Weak<PooledSocket>, rejected: IntCounter) {
         let Some(socket) = pooled.upgrade() else {
             return;
         };
-        if socket.done() {
+        if socket.close_if_done() {
             return;
         }
         let received = tokio::select! {
