@@ -9,6 +9,7 @@
 //! TCP stays on hickory-server.
 
 use std::{
+    cell::RefCell,
     io::{self, IoSlice, IoSliceMut},
     net::SocketAddr,
     os::fd::AsRawFd,
@@ -99,6 +100,16 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
     }
 }
 
+thread_local! {
+    /// The kernel's message headers for `sendmmsg`, made once per worker thread and reused:
+    /// they hold raw pointers, so they cannot live in the (`Send`) worker future. `sendmmsg`
+    /// sets every field it uses on each call. `recvmmsg` gets fresh headers each batch: nix
+    /// does not reset the address length the kernel wrote into them, and one thread serves
+    /// both IPv4 and IPv6 sockets.
+    static SEND_HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
+        RefCell::new(MultiHeaders::preallocate(BATCH, None));
+}
+
 /// One `recvmmsg`: up to `BATCH` datagrams into `bufs`, their lengths and sources into
 /// `received`. `WouldBlock` when there are none (tokio then waits for readiness).
 fn receive_batch(
@@ -107,9 +118,13 @@ fn receive_batch(
     received: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
     received.clear();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
-    let mut slices: Vec<[IoSliceMut<'_>; 1]> =
-        bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut bufs = bufs.iter_mut();
+    let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+        [IoSliceMut::new(
+            bufs.next().map_or(&mut [][..], |b| &mut b[..]),
+        )]
+    });
     let messages = recvmmsg(
         socket.as_raw_fd(),
         &mut headers,
@@ -166,21 +181,22 @@ async fn send_batch(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) 
 }
 
 fn send_some(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) -> io::Result<usize> {
-    let slices: Vec<[IoSlice<'_>; 1]> = outs.iter().map(|o| [IoSlice::new(o)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = dests
-        .iter()
-        .map(|&d| Some(SockaddrStorage::from(d)))
-        .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
-    let sent = sendmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        &slices,
-        &addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )?;
-    Ok(sent.count())
+    let n = dests.len().min(outs.len()).min(BATCH);
+    let slices: [[IoSlice<'_>; 1]; BATCH] =
+        std::array::from_fn(|i| [IoSlice::new(outs.get(i).map_or(&[][..], |o| &o[..]))]);
+    let addrs: [Option<SockaddrStorage>; BATCH] =
+        std::array::from_fn(|i| dests.get(i).map(|&d| SockaddrStorage::from(d)));
+    SEND_HEADERS.with_borrow_mut(|headers| {
+        let sent = sendmmsg(
+            socket.as_raw_fd(),
+            headers,
+            &slices[..n],
+            &addrs[..n],
+            [],
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(sent.count())
+    })
 }
 
 /// What the socket loop does with one datagram.
