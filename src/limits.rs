@@ -85,8 +85,7 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return Admit::Yes;
         }
-        let canonical = client.to_canonical();
-        if self.exempt.iter().any(|n| n.contains(canonical)) {
+        if is_exempt(&self.exempt, client) {
             return Admit::Yes;
         }
         let mut key = ClientKey::of(client);
@@ -157,9 +156,7 @@ impl TcpConnectionLimiter {
 
     /// A slot for a new connection from `client`, or `None` if a cap is reached.
     pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<TcpConnectionSlot> {
-        let canonical = client.to_canonical();
-        let key =
-            (!self.exempt.iter().any(|n| n.contains(canonical))).then(|| ClientKey::of(client));
+        let key = (!is_exempt(&self.exempt, client)).then(|| ClientKey::of(client));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.total >= self.max_total {
             return None;
@@ -197,6 +194,12 @@ impl Drop for TcpConnectionSlot {
             }
         }
     }
+}
+
+/// Whether `client` (an IPv4-mapped IPv6 address counts as IPv4) is in `exempt`.
+fn is_exempt(exempt: &[IpNetwork], client: IpAddr) -> bool {
+    let client = client.to_canonical();
+    exempt.iter().any(|n| n.contains(client))
 }
 
 fn shard_of(key: &ClientKey) -> usize {

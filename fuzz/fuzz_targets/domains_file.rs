@@ -15,18 +15,10 @@ use std::{
 
 use hushd::{
     diagnostic::LoadError,
-    policy::lists::{check_domain, normalize_domain, read_domains_file},
+    policy::lists::{HOSTS_BOILERPLATE, check_domain, normalize_domain, read_domains_file},
 };
 use libfuzzer_sys::fuzz_target;
 
-const HOSTS_BOILERPLATE: [&str; 6] = [
-    "localhost",
-    "localhost.localdomain",
-    "local",
-    "broadcasthost",
-    "ip6-localhost",
-    "ip6-loopback",
-];
 /// `read_domains_file` stops after this many bad names.
 const MAX_ERRORS: usize = 100;
 

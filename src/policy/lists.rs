@@ -126,7 +126,7 @@ pub fn count_lines(path: &Path) -> usize {
 }
 
 /// Names that hosts-format files map to themselves; importing them would block the host.
-const HOSTS_BOILERPLATE: [&str; 6] = [
+pub const HOSTS_BOILERPLATE: [&str; 6] = [
     "localhost",
     "localhost.localdomain",
     "local",

@@ -91,8 +91,8 @@ impl PooledSocket {
         Ok(pooled)
     }
 
-    fn worn_out(&self, used: usize) -> bool {
-        used >= ROTATE_AFTER_QUERIES || self.born.elapsed() >= ROTATE_AFTER
+    fn too_old(&self) -> bool {
+        self.born.elapsed() >= ROTATE_AFTER
     }
 
     fn retire(&self) {
@@ -156,7 +156,7 @@ impl UdpExchange {
         let pooled = slot.load_full();
         let used = pooled.queries.fetch_add(1, Ordering::Relaxed);
         // Exactly one query sees the threshold: it rotates; the others use the socket as is.
-        if used == ROTATE_AFTER_QUERIES || (used < ROTATE_AFTER_QUERIES && pooled.worn_out(used)) {
+        if used == ROTATE_AFTER_QUERIES || (used < ROTATE_AFTER_QUERIES && pooled.too_old()) {
             pooled
                 .queries
                 .store(ROTATE_AFTER_QUERIES + 1, Ordering::Relaxed);
