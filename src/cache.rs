@@ -16,19 +16,7 @@ use hickory_proto::{
 };
 use quick_cache::{Equivalent, sync::Cache as QuickCache};
 
-use crate::config::CacheConfig;
-
-/// An answer as upstream gave it, ready to be cached and replayed.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub rcode: ResponseCode,
-    pub answers: Vec<Record>,
-    pub authorities: Vec<Record>,
-    pub additionals: Vec<Record>,
-    /// How long the answer may be reused: the smallest record TTL, or the negative TTL (RFC 2308).
-    /// `None` when it must not be cached (a negative answer without an SOA).
-    pub ttl: Option<u32>,
-}
+use crate::{answer::Answer, config::CacheConfig};
 
 /// A cached answer, kept only in wire form: a few hundred bytes where hickory's `Record`s took
 /// about a kilobyte per answer (measured with heaptrack under the bench's query mix). UDP hits

@@ -12,10 +12,20 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{
-    diagnostic::{LoadError, LoadErrors},
-    policy::BlockResponse,
-};
+use crate::diagnostic::{LoadError, LoadErrors};
+
+/// The answer a blocked lookup gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockResponse {
+    /// NXDOMAIN with an RFC 8914 Extended DNS Error 15 (Blocked) naming the list.
+    #[default]
+    Nxdomain,
+    /// 0.0.0.0 for A, :: for AAAA, NODATA for other types.
+    Null,
+    /// REFUSED, with the same Extended DNS Error.
+    Refused,
+}
 
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]

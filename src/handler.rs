@@ -27,12 +27,13 @@ use hickory_server::{
 use tokio::sync::Semaphore;
 
 use crate::{
-    answer::Reply,
-    cache::{Answer, Cache, Hit},
+    answer::Answer,
+    cache::{Cache, Hit},
     config::Config,
     limits::RateLimiter,
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
+    reply::Reply,
     upstream::{Upstream, UpstreamSetupError},
 };
 
@@ -54,15 +55,12 @@ impl RequestHandler for QueryHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        if !crate::udp::question_is_plain(request.queries.as_bytes()) {
-            // see udp::question_is_plain: no reply could echo this question; drop it
+        if !crate::wire::question_is_plain(request.queries.as_bytes()) {
+            // see wire::question_is_plain: no reply could echo this question; drop it
             self.metrics
                 .query(request.protocol(), RecordType::Unknown(0), Outcome::Formerr);
             return ResponseInfo::from(Header {
-                metadata: crate::answer::response_metadata(
-                    &request.metadata,
-                    ResponseCode::FormErr,
-                ),
+                metadata: crate::reply::response_metadata(&request.metadata, ResponseCode::FormErr),
                 counts: HeaderCounts::default(),
             });
         }

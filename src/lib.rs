@@ -18,6 +18,8 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod reload;
+pub mod reply;
 pub mod tcp;
 pub mod udp;
 pub mod upstream;
+pub mod wire;

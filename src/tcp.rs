@@ -114,7 +114,7 @@ impl TcpServer {
             header
         });
         let Ok(request) = Request::from_bytes(bytes, src, Protocol::Tcp) else {
-            if let Some(reply) = header.as_ref().and_then(|h| crate::udp::formerr_for(h)) {
+            if let Some(reply) = header.as_ref().and_then(|h| crate::wire::formerr_for(h)) {
                 let _ = responses.send(SerialMessage::new(reply, src));
             }
             return;

@@ -16,7 +16,7 @@ use hickory_proto::{
     rr::{LowerName, RData, Record, RecordType, rdata::A},
 };
 use hushd::{
-    cache::Answer,
+    answer::Answer,
     config::Config,
     handler::QueryHandler,
     metrics::Metrics,

@@ -17,6 +17,7 @@ use self::{
     lists::ListFile,
     matcher::{DomainSet, DomainSetBuilder, NameKey, Tag},
 };
+pub use crate::config::BlockResponse;
 use crate::{
     config::Config,
     diagnostic::{LoadError, LoadErrors},
@@ -53,19 +54,6 @@ impl Action {
             Self::Allow => 2,
         }
     }
-}
-
-/// The answer a blocked lookup gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockResponse {
-    /// NXDOMAIN with an RFC 8914 Extended DNS Error 15 (Blocked) naming the list.
-    #[default]
-    Nxdomain,
-    /// 0.0.0.0 for A, :: for AAAA, NODATA for other types.
-    Null,
-    /// REFUSED, with the same Extended DNS Error.
-    Refused,
 }
 
 /// A list as the policy keeps it; the names themselves are in the shared `DomainSet`.

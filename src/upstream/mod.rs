@@ -29,7 +29,7 @@ use self::exchange::UdpExchange;
 use prometheus::{Histogram, IntCounter};
 use thiserror::Error;
 
-use crate::{answer::EDNS_PAYLOAD, cache::Answer, config::UpstreamConfig, metrics::Metrics};
+use crate::{answer::Answer, config::UpstreamConfig, metrics::Metrics, wire::EDNS_PAYLOAD};
 
 /// In-flight queries allowed on one upstream connection; hickory's default of 32 would turn a
 /// busy office's burst into "busy" errors.
