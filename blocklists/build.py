@@ -81,8 +81,8 @@ ACTION_TEXT = {
         '# Shipped with action = "log" (audit only): hushd forwards these lookups as normal and',
         '# logs and counts each match (hushd_list_matches_total{{list="{vendor}",action="log"}}),',
         "# so a fresh install gathers evidence without breaking any device. Before you change",
-        '# it to "block", read the commented {vendor} entries in allow.toml: names whose',
-        "# block is reported to break updates, push, sign-in or certificate checks.",
+        '# it to "block", look for commented {vendor} entries in allow.toml: names whose block',
+        "# is reported to break updates, push, sign-in or sync (no entry: no report found).",
     ],
 }
 
