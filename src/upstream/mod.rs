@@ -163,6 +163,7 @@ impl Upstream {
             }
             let attempt_budget = budget.min(self.attempt_timeout);
             let started = Instant::now();
+            let failures_before = server.failures.load(Ordering::Relaxed);
             match self.attempt(server, &query, attempt_budget).await {
                 Attempt::Answer(answer) => {
                     server.answered(started);
@@ -178,7 +179,7 @@ impl Upstream {
                     server.errors.inc();
                     // Cut short by the query's deadline, the server did not get a fair try.
                     if attempt_budget == self.attempt_timeout {
-                        self.back_off(server);
+                        self.back_off(server, failures_before);
                     }
                     tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
                 }
@@ -216,13 +217,25 @@ impl Upstream {
         }
     }
 
-    fn back_off(&self, server: &Server) {
-        let failures = server
+    /// Counts a failure of an attempt that started when the server had `failures_before`
+    /// failures in a row. Attempts that were under way together when a server went down fail
+    /// together: only the first of them counts, so one outage under load is one failure (a
+    /// 0.5 s back-off), not a hundred (30 s).
+    fn back_off(&self, server: &Server, failures_before: u32) {
+        let failures = failures_before.saturating_add(1);
+        if server
             .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        let until = self.now_ms() + backoff(failures).as_millis() as u64;
-        server.down_until.store(until, Ordering::Relaxed);
+            .compare_exchange(
+                failures_before,
+                failures,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            let until = self.now_ms() + backoff(failures).as_millis() as u64;
+            server.down_until.store(until, Ordering::Relaxed);
+        }
     }
 
     fn now_ms(&self) -> u64 {
