@@ -241,3 +241,22 @@ async fn a_cname_chain_to_no_data_is_cached_for_the_negative_ttl() {
     query(&mut udp, "cname-nodata.example.", RecordType::A).await;
     assert_eq!(up.seen.count("cname-nodata.example"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_failure_neither_beats_nor_replaces_a_stale_answer() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "short.example.", RecordType::A).await;
+    assert_eq!(addresses(&r), ["192.0.2.4"]); // TTL 1 s
+    up.answer_with(Some(ResponseCode::ServFail));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // RFC 8767: upstream cannot resolve it, so the expired answer is served, and stays at hand
+    for _ in 0..2 {
+        let r = query(&mut udp, "short.example.", RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&r), ["192.0.2.4"]);
+    }
+    assert!(up.seen.count("short.example") >= 2, "upstream was asked");
+}

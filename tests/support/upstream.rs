@@ -13,7 +13,8 @@
 //!   (an incomplete chain: a client that chases it asks for `tc-target.<zone>`)
 //! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
 //!
-//! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead.
+//! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead, and
+//! `answer_with` switches a running one to that.
 //! It records every name it is asked (and which came over TCP), so a test can tell what reached
 //! upstream.
 
@@ -83,7 +84,7 @@ impl Seen {
 struct Zone {
     seen: Seen,
     /// Answer everything with this rcode.
-    rcode: Option<ResponseCode>,
+    rcode: Arc<Mutex<Option<ResponseCode>>>,
 }
 
 fn soa_for(name: &Name) -> Record {
@@ -148,7 +149,8 @@ impl RequestHandler for Zone {
                 .append_domain(&name.base_name())
                 .unwrap()
         };
-        if let Some(rcode) = self.rcode {
+        let forced = *self.rcode.lock().unwrap();
+        if let Some(rcode) = forced {
             meta.response_code = rcode;
         } else if first.as_deref() == Some("servfail") {
             meta.response_code = ResponseCode::ServFail;
@@ -242,6 +244,7 @@ impl RequestHandler for Zone {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Seen,
+    rcode: Arc<Mutex<Option<ResponseCode>>>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -270,9 +273,10 @@ impl Upstream {
             }
         };
         let seen = Seen::default();
+        let rcode = Arc::new(Mutex::new(rcode));
         let mut server = Server::new(Zone {
             seen: seen.clone(),
-            rcode,
+            rcode: rcode.clone(),
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 32);
@@ -283,8 +287,14 @@ impl Upstream {
         Self {
             addr,
             seen,
+            rcode,
             shutdown,
         }
+    }
+
+    /// From now on answer everything with `rcode` (`None`: as scripted).
+    pub fn answer_with(&self, rcode: Option<ResponseCode>) {
+        *self.rcode.lock().unwrap() = rcode;
     }
 
     pub fn stop(&self) {
