@@ -171,6 +171,9 @@ impl Upstream {
                 }
                 Attempt::RcodeFailure(rcode) => {
                     server.answered(started);
+                    // counted as a failed attempt (what the metric has always meant), but the
+                    // server stays in the rotation
+                    server.errors.inc();
                     tracing::debug!(upstream = %server.addr, %name, %qtype, %rcode, "upstream could not resolve the name");
                     failed_rcode = Some(rcode);
                 }
