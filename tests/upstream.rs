@@ -55,6 +55,7 @@ async fn a_name_every_upstream_servfails_costs_one_query_per_server_until_servfa
         assert_eq!(r.response_code, ResponseCode::ServFail);
     }
     let asked = one.seen.count("servfail.example") + two.seen.count("servfail.example");
+    eprintln!("5 client queries for a name both servers SERVFAIL: {asked} upstream queries");
     assert!(
         asked <= 2,
         "5 client queries cost {asked} upstream queries within servfail_ttl"
@@ -189,6 +190,7 @@ async fn a_closed_port_fails_over_at_once_where_a_silent_server_costs_its_timeou
     let silent = first_query(silent.local_addr().unwrap()).await;
     // ICMP port unreachable fails the waiting query without waiting out the attempt timeout
     let closed = first_query(closed_port()).await;
+    eprintln!("first query behind a closed port: {closed:?}; behind a silent server: {silent:?}");
     assert!(
         closed * 4 < silent,
         "closed port {closed:?}, silent server {silent:?}"
