@@ -264,3 +264,30 @@ async fn a_resolution_failure_neither_beats_nor_replaces_a_stale_answer() {
     }
     assert!(up.seen.count("short.example") >= 2, "upstream was asked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_used_up_the_whole_deadline_is_backed_off_too() {
+    let up = Upstream::start().await;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let setup = Setup::new(&[silent.local_addr().unwrap(), up.addr], "");
+    // one attempt may take the whole query budget
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let config = config.replace("attempt_timeout_ms = 1000", "attempt_timeout_ms = 2000");
+    std::fs::write(setup.config_path(), config).unwrap();
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    let r = query(&mut udp, "d1.example.", RecordType::A).await;
+    assert_eq!(
+        r.response_code,
+        ResponseCode::ServFail,
+        "the silent server took it all"
+    );
+    let started = Instant::now();
+    let r = query(&mut udp, "d2.example.", RecordType::A).await;
+    assert_eq!(addresses(&r), ["192.0.2.1"]);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the silent server was asked again: {:?}",
+        started.elapsed()
+    );
+}

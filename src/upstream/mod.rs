@@ -75,7 +75,10 @@ enum Attempt {
     /// The server answered, but could not resolve the name.
     RcodeFailure(ResponseCode),
     /// The server (or the path to it) failed: it is backed off.
-    ServerFailure(String),
+    ServerFailure {
+        error: String,
+        timed_out: bool,
+    },
     /// hushd could not ask (no free ID, say): neither the server's fault nor the name's.
     Local(String),
 }
@@ -85,14 +88,23 @@ impl Attempt {
         match classified {
             Classified::Answer(answer) => Self::Answer(answer),
             Classified::RcodeFailure(rcode) => Self::RcodeFailure(rcode),
-            Classified::Truncated => Self::ServerFailure("truncated over TCP".into()),
-            Classified::Garbled(why) => Self::ServerFailure(why.into()),
+            Classified::Truncated => Self::ServerFailure {
+                error: "truncated over TCP".into(),
+                timed_out: false,
+            },
+            Classified::Garbled(why) => Self::ServerFailure {
+                error: why.into(),
+                timed_out: false,
+            },
         }
     }
 
     fn of_error(e: &ExchangeError) -> Self {
         if e.is_server_failure() {
-            Self::ServerFailure(e.to_string())
+            Self::ServerFailure {
+                error: e.to_string(),
+                timed_out: matches!(e, ExchangeError::Timeout(_)),
+            }
         } else {
             Self::Local(e.to_string())
         }
@@ -177,11 +189,13 @@ impl Upstream {
                     tracing::debug!(upstream = %server.addr, %name, %qtype, %rcode, "upstream could not resolve the name");
                     failed_rcode = Some(rcode);
                 }
-                Attempt::ServerFailure(error) => {
+                Attempt::ServerFailure { error, timed_out } => {
                     last_error = format!("{}: {error}", server.addr);
                     server.errors.inc();
-                    // Cut short by the query's deadline, the server did not get a fair try.
-                    if attempt_budget == self.attempt_timeout {
+                    // A server whose attempt the query's deadline cut to less than half its
+                    // attempt time did not get a fair try; with at least half, it did (and with
+                    // attempt_timeout_ms = timeout_ms the first attempt is always a little short).
+                    if !timed_out || attempt_budget >= self.attempt_timeout / 2 {
                         self.back_off(server, failures_before);
                     }
                     tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
