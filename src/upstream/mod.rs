@@ -159,12 +159,16 @@ impl Upstream {
             .partition(|s| s.down_until.load(Ordering::Relaxed) <= now);
         let healthy = up.len();
         let mut failed_rcode = None;
+        let mut asked_again = false;
         let mut last_error = String::from("no upstream servers");
         for (i, server) in up.into_iter().chain(down).enumerate() {
-            // A server in back-off is woken only when no server has answered at all: a name
-            // that healthy servers cannot resolve is no reason to wait on a dead one.
-            if failed_rcode.is_some() && i >= healthy {
-                break;
+            // After a failure rcode one more healthy server is asked, once: a name that fails
+            // on two is unlikely to resolve on a third, and a server in back-off is no better.
+            if failed_rcode.is_some() {
+                if asked_again || i >= healthy {
+                    break;
+                }
+                asked_again = true;
             }
             let budget = deadline.saturating_duration_since(Instant::now());
             if budget.is_zero() {
