@@ -15,3 +15,22 @@ pub struct Answer {
     /// `None` when it must not be cached (a negative answer without an SOA).
     pub ttl: Option<u32>,
 }
+
+impl Answer {
+    /// A resolution failure (RFC 9520): every server asked answered, but with SERVFAIL, REFUSED
+    /// or the like. It carries no records; the cache keeps it for `servfail_ttl`, so a name that
+    /// fails does not send a query upstream for every client retry.
+    pub fn resolution_failure() -> Self {
+        Self {
+            rcode: ResponseCode::ServFail,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            ttl: None,
+        }
+    }
+
+    pub fn is_resolution_failure(&self) -> bool {
+        self.rcode == ResponseCode::ServFail
+    }
+}

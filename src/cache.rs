@@ -118,6 +118,11 @@ impl Cache {
     }
 
     fn clamp(&self, answer: &Answer) -> Option<u32> {
+        if answer.is_resolution_failure() {
+            // RFC 9520: kept briefly, so clients retrying a failing name do not each cost
+            // upstream queries; whatever TTL came with it does not apply
+            return Some(self.config.servfail_ttl);
+        }
         let ttl = answer.ttl?;
         let ttl = match answer.rcode {
             ResponseCode::NoError if !answer.answers.is_empty() => {
@@ -325,6 +330,7 @@ mod tests {
             negative_max_ttl: 60,
             serve_stale_secs: 86_400,
             stale_after: std::time::Duration::from_millis(1800),
+            servfail_ttl: 5,
         }
     }
 
@@ -415,12 +421,17 @@ mod tests {
     }
 
     #[test]
-    fn failures_and_zero_ttls_are_not_cached() {
+    fn resolution_failures_are_kept_for_servfail_ttl_other_rcodes_and_zero_ttls_not_at_all() {
         let c = Cache::new(&config());
-        let mut fail = positive(100);
-        fail.rcode = ResponseCode::ServFail;
-        assert_eq!(c.insert(key(), RecordType::A, &fail), None);
-        assert_eq!(c.insert(key(), RecordType::A, &positive(0)), None);
+        let failure = Answer::resolution_failure();
+        assert_eq!(c.insert(key(), RecordType::A, &failure), Some(5));
+        let hit = c.get(&key(), RecordType::A).unwrap();
+        assert_eq!(hit.rcode(), ResponseCode::ServFail);
+        assert!(hit.answer().answers.is_empty());
+        let mut refused = positive(100);
+        refused.rcode = ResponseCode::Refused;
+        assert_eq!(c.insert(key(), RecordType::AAAA, &refused), None);
+        assert_eq!(c.insert(key(), RecordType::MX, &positive(0)), None);
     }
 
     #[test]

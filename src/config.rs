@@ -94,6 +94,9 @@ pub struct CacheConfig {
     /// With a stale answer at hand, how long to wait for upstream before serving it: about the
     /// client's own retry timer (RFC 8767's "client response timer").
     pub stale_after: Duration,
+    /// How long a resolution failure (every server answered SERVFAIL, REFUSED...) is kept, in
+    /// seconds (RFC 9520 §3.2: at least 1, at most 300).
+    pub servfail_ttl: u32,
 }
 
 /// Serde shapes of the file. Values that need checking are `Spanned` so an error can point at them.
@@ -167,8 +170,13 @@ mod raw {
         pub negative_max_ttl: Option<u32>,
         pub serve_stale_secs: Option<u32>,
         pub stale_after_ms: Option<u64>,
+        pub servfail_ttl: Option<Spanned<u32>>,
     }
 }
+
+/// RFC 9520 §3.2: a resolution failure is cached for at least 1 s and at most 5 min.
+const SERVFAIL_TTL_RANGE: std::ops::RangeInclusive<u32> = 1..=300;
+const DEFAULT_SERVFAIL_TTL: u32 = 5;
 
 pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:5353", "[::1]:5353"];
 /// Without `allow_clients` only the host itself is served: hushd is never an open resolver by default.
@@ -284,6 +292,19 @@ impl Config {
             negative_max_ttl: raw.cache.negative_max_ttl.unwrap_or(3_600),
             serve_stale_secs: raw.cache.serve_stale_secs.unwrap_or(86_400),
             stale_after: Duration::from_millis(raw.cache.stale_after_ms.unwrap_or(1_800)),
+            servfail_ttl: match &raw.cache.servfail_ttl {
+                Some(v) if !SERVFAIL_TTL_RANGE.contains(v.get_ref()) => {
+                    errors.push(LoadError::at(
+                        path,
+                        text,
+                        v.span(),
+                        "servfail_ttl must be between 1 and 300 (RFC 9520)",
+                    ));
+                    DEFAULT_SERVFAIL_TTL
+                }
+                Some(v) => *v.get_ref(),
+                None => DEFAULT_SERVFAIL_TTL,
+            },
         };
         if cache.min_ttl > cache.max_ttl {
             errors.push(LoadError::File {
@@ -468,6 +489,20 @@ mod tests {
         );
         assert!(lines[2].contains(":3:32:"), "{}", lines[2]);
         assert!(lines[3].contains(":5:12:"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn servfail_ttl_defaults_to_five_seconds_and_stays_within_rfc_9520() {
+        assert_eq!(parse(MINIMAL).unwrap().cache.servfail_ttl, 5);
+        let with = |v: &str| parse(&format!("{MINIMAL}[cache]\nservfail_ttl = {v}\n"));
+        assert_eq!(with("300").unwrap().cache.servfail_ttl, 300);
+        for bad in ["0", "301"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(":4:16: servfail_ttl must be between 1 and 300"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

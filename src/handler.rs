@@ -242,6 +242,9 @@ impl QueryHandler {
         };
         let Some(stale) = self.cache.get_stale(qname, qtype) else {
             return match self.resolve_and_cache(qname.clone(), qtype).await {
+                Ok(answer) if answer.is_resolution_failure() => {
+                    done(Reply::forwarded(meta, edns, answer), Outcome::Servfail)
+                }
                 Ok(answer) => done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded),
                 Err(()) => done(
                     Reply::new(meta, edns, ResponseCode::ServFail),
@@ -258,7 +261,10 @@ impl QueryHandler {
             async move { handler.resolve_and_cache(qname, qtype).await }
         });
         match tokio::time::timeout(self.cache.stale_after(), refresh).await {
-            Ok(Ok(Ok(answer))) => done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded),
+            // a resolution failure is a failure: the stale answer is better (RFC 8767)
+            Ok(Ok(Ok(answer))) if !answer.is_resolution_failure() => {
+                done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded)
+            }
             _ => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
         }
     }
@@ -267,7 +273,15 @@ impl QueryHandler {
     async fn resolve_and_cache(&self, qname: LowerName, qtype: RecordType) -> Result<Answer, ()> {
         match self.upstream.resolve(&qname, qtype).await {
             Ok(answer) => {
-                self.cache.insert(qname, qtype, &answer);
+                // A resolution failure must not push out an answer kept for serving stale.
+                let keep_stale = answer.is_resolution_failure()
+                    && self
+                        .cache
+                        .get_stale(&qname, qtype)
+                        .is_some_and(|h| h.rcode() != ResponseCode::ServFail);
+                if !keep_stale {
+                    self.cache.insert(qname, qtype, &answer);
+                }
                 Ok(answer)
             }
             Err(e) => {

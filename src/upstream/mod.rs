@@ -1,13 +1,22 @@
 //! Forwarding to the upstream resolvers.
 //!
-//! Each upstream server is asked over UDP through hushd's socket pool (`exchange`), and over
-//! TCP through a `hickory-resolver` of its own (cache off: hushd's `Cache` is the only one) when
-//! the UDP answer is truncated. hushd knows which server answered, times it, and fails over
-//! itself: servers are tried in config order, one that just failed is skipped for a back-off
-//! period (so a dead first server does not add its timeout to every query), and the whole
-//! lookup has one deadline after which the client gets SERVFAIL.
+//! Each server is asked over UDP through hushd's socket pool (`udp`), and again over a TCP
+//! connection of hushd's own (`tcp`) when the UDP reply is truncated; both sit behind one
+//! `Exchange`, and one classifier (`classify`) judges every reply. hushd knows which server
+//! answered, times it, and fails over itself:
+//!
+//! - servers are tried in config order; one that failed (timeout, ICMP unreachable, a garbled
+//!   or mismatched reply) is skipped for a back-off period (0.5 s, doubling to 30 s), so a dead
+//!   first server does not add its timeout to every query;
+//! - a SERVFAIL, REFUSED or other failure rcode is a failure of the name, not of the server:
+//!   the next healthy server is asked, the server is not backed off, and if no server resolves
+//!   the name the result is a resolution failure (RFC 9520) that the cache keeps briefly;
+//! - the whole lookup has one deadline, after which the client gets SERVFAIL.
 
+mod classify;
 mod exchange;
+mod tcp;
+mod udp;
 
 use std::{
     net::SocketAddr,
@@ -15,25 +24,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hickory_net::{DnsError, NetError, runtime::TokioRuntimeProvider};
 use hickory_proto::{
-    op::{Message, ResponseCode},
-    rr::{Name, RData, RecordType},
+    op::{Query, ResponseCode},
+    rr::{DNSClass, Name, RecordType},
 };
-use hickory_resolver::{
-    TokioResolver,
-    config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
-};
-
-use self::exchange::UdpExchange;
 use prometheus::{Histogram, IntCounter};
 use thiserror::Error;
 
+use self::{
+    classify::{Classified, classify},
+    exchange::{Exchange, ExchangeError},
+    tcp::TcpExchange,
+    udp::UdpExchange,
+};
 use crate::{answer::Answer, config::UpstreamConfig, metrics::Metrics, wire::EDNS_PAYLOAD};
 
-/// In-flight queries allowed on one upstream connection; hickory's default of 32 would turn a
-/// busy office's burst into "busy" errors.
-const MAX_ACTIVE_PER_CONNECTION: usize = 4096;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
@@ -53,14 +59,56 @@ pub struct Upstream {
 
 struct Server {
     addr: SocketAddr,
-    udp: UdpExchange,
-    /// TCP only: for answers too big for UDP.
-    tcp: TokioResolver,
+    udp: Exchange,
+    /// For answers too big for UDP.
+    tcp: Exchange,
     duration: Histogram,
     errors: IntCounter,
     failures: AtomicU32,
     /// Milliseconds since `Upstream::epoch` until which this server is skipped.
     down_until: AtomicU64,
+}
+
+/// How one attempt at one server ended.
+enum Attempt {
+    Answer(Answer),
+    /// The server answered, but could not resolve the name.
+    RcodeFailure(ResponseCode),
+    /// The server (or the path to it) failed: it is backed off.
+    ServerFailure {
+        error: String,
+        timed_out: bool,
+    },
+    /// hushd could not ask (no free ID, say): neither the server's fault nor the name's.
+    Local(String),
+}
+
+impl Attempt {
+    fn of(classified: Classified) -> Self {
+        match classified {
+            Classified::Answer(answer) => Self::Answer(answer),
+            Classified::RcodeFailure(rcode) => Self::RcodeFailure(rcode),
+            Classified::Truncated => Self::ServerFailure {
+                error: "truncated over TCP".into(),
+                timed_out: false,
+            },
+            Classified::Garbled(why) => Self::ServerFailure {
+                error: why.into(),
+                timed_out: false,
+            },
+        }
+    }
+
+    fn of_error(e: &ExchangeError) -> Self {
+        if e.is_server_failure() {
+            Self::ServerFailure {
+                error: e.to_string(),
+                timed_out: matches!(e, ExchangeError::Timeout(_)),
+            }
+        } else {
+            Self::Local(e.to_string())
+        }
+    }
 }
 
 impl Upstream {
@@ -76,9 +124,8 @@ impl Upstream {
                 .map_err(|e| UpstreamSetupError(format!("{addr}: cannot open UDP sockets: {e}")))?;
             servers.push(Server {
                 addr,
-                udp,
-                tcp: tcp_resolver(addr, config.attempt_timeout)
-                    .map_err(|e| UpstreamSetupError(format!("{addr}: {e}")))?,
+                udp: Exchange::Udp(udp),
+                tcp: Exchange::Tcp(TcpExchange::new(addr, EDNS_PAYLOAD)),
                 duration,
                 errors,
                 failures: AtomicU32::new(0),
@@ -97,75 +144,119 @@ impl Upstream {
         self.servers.iter().map(|s| s.addr)
     }
 
+    /// An answer (NOERROR, NXDOMAIN, or a resolution failure when every server asked answered
+    /// SERVFAIL, REFUSED or the like), or an error when no server answered in time.
     pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Result<Answer, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.try_servers(name, qtype)).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-        }
-    }
+        let deadline = Instant::now() + self.timeout;
+        let mut query = Query::query(name.clone(), qtype);
+        query.set_query_class(DNSClass::IN);
 
-    async fn try_servers(&self, name: &Name, qtype: RecordType) -> Result<Answer, UpstreamError> {
         let now = self.now_ms();
         // Healthy servers in config order, then the ones in back-off as a last resort.
         let (up, down): (Vec<&Server>, Vec<&Server>) = self
             .servers
             .iter()
             .partition(|s| s.down_until.load(Ordering::Relaxed) <= now);
+        let healthy = up.len();
+        let mut failed_rcode = None;
+        let mut asked_again = false;
         let mut last_error = String::from("no upstream servers");
-        for server in up.into_iter().chain(down) {
+        for (i, server) in up.into_iter().chain(down).enumerate() {
+            // After a failure rcode one more healthy server is asked, once: a name that fails
+            // on two is unlikely to resolve on a third, and a server in back-off is no better.
+            if failed_rcode.is_some() {
+                if asked_again || i >= healthy {
+                    break;
+                }
+                asked_again = true;
+            }
+            let budget = deadline.saturating_duration_since(Instant::now());
+            if budget.is_zero() {
+                if failed_rcode.is_none() {
+                    return Err(UpstreamError::Timeout(self.timeout));
+                }
+                break;
+            }
+            let attempt_budget = budget.min(self.attempt_timeout);
             let started = Instant::now();
-            let result =
-                tokio::time::timeout(self.attempt_timeout, self.exchange(server, name, qtype))
-                    .await;
-            match result {
-                Ok(Ok(answer)) => {
-                    server.duration.observe(started.elapsed().as_secs_f64());
-                    server.failures.store(0, Ordering::Relaxed);
-                    server.down_until.store(0, Ordering::Relaxed);
+            let failures_before = server.failures.load(Ordering::Relaxed);
+            match self.attempt(server, &query, attempt_budget).await {
+                Attempt::Answer(answer) => {
+                    server.answered(started);
                     return Ok(answer);
                 }
-                Ok(Err(e)) => last_error = format!("{}: {e}", server.addr),
-                Err(_) => {
-                    last_error = format!(
-                        "{}: no answer within {:?}",
-                        server.addr, self.attempt_timeout
-                    )
+                Attempt::RcodeFailure(rcode) => {
+                    server.answered(started);
+                    // counted as a failed attempt (what the metric has always meant), but the
+                    // server stays in the rotation
+                    server.errors.inc();
+                    tracing::debug!(upstream = %server.addr, %name, %qtype, %rcode, "upstream could not resolve the name");
+                    failed_rcode = Some(rcode);
+                }
+                Attempt::ServerFailure { error, timed_out } => {
+                    last_error = format!("{}: {error}", server.addr);
+                    server.errors.inc();
+                    // A server whose attempt the query's deadline cut to less than half its
+                    // attempt time did not get a fair try; with at least half, it did (and with
+                    // attempt_timeout_ms = timeout_ms the first attempt is always a little short).
+                    if !timed_out || attempt_budget >= self.attempt_timeout / 2 {
+                        self.back_off(server, failures_before);
+                    }
+                    tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
+                }
+                Attempt::Local(error) => {
+                    last_error = format!("{}: {error}", server.addr);
+                    tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "cannot ask upstream");
                 }
             }
-            server.errors.inc();
-            self.back_off(server);
-            tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
+        }
+        if failed_rcode.is_some() {
+            return Ok(Answer::resolution_failure());
+        }
+        if Instant::now() >= deadline {
+            return Err(UpstreamError::Timeout(self.timeout));
         }
         Err(UpstreamError::Failed(last_error))
     }
 
-    /// One attempt at one server: UDP, then TCP if the answer was truncated.
-    async fn exchange(
-        &self,
-        server: &Server,
-        name: &Name,
-        qtype: RecordType,
-    ) -> Result<Answer, String> {
-        let message = server
-            .udp
-            .query(name, qtype, self.attempt_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        if message.metadata.truncation {
-            return classify(server.tcp.lookup(name.clone(), qtype).await)
-                .map_err(|e| e.to_string());
+    /// One attempt at one server within `budget`: UDP, then TCP if the reply was truncated.
+    async fn attempt(&self, server: &Server, query: &Query, budget: Duration) -> Attempt {
+        let deadline = Instant::now() + budget;
+        let reply = match server.udp.exchange(query, budget).await {
+            Ok(reply) => reply,
+            Err(e) => return Attempt::of_error(&e),
+        };
+        match classify(reply, query) {
+            Classified::Truncated => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match server.tcp.exchange(query, left).await {
+                    Ok(reply) => Attempt::of(classify(reply, query)),
+                    Err(e) => Attempt::of_error(&e),
+                }
+            }
+            classified => Attempt::of(classified),
         }
-        answer_of(message)
     }
 
-    fn back_off(&self, server: &Server) {
-        let failures = server
+    /// Counts a failure of an attempt that started when the server had `failures_before`
+    /// failures in a row. Attempts that were under way together when a server went down fail
+    /// together: only the first of them counts, so one outage under load is one failure (a
+    /// 0.5 s back-off), not a hundred (30 s).
+    fn back_off(&self, server: &Server, failures_before: u32) {
+        let failures = failures_before.saturating_add(1);
+        if server
             .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        let backoff = Duration::from_millis(500u64 << failures.min(6)).min(MAX_BACKOFF);
-        let until = self.now_ms() + backoff.as_millis() as u64;
-        server.down_until.store(until, Ordering::Relaxed);
+            .compare_exchange(
+                failures_before,
+                failures,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            let until = self.now_ms() + backoff(failures).as_millis() as u64;
+            server.down_until.store(until, Ordering::Relaxed);
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -173,91 +264,38 @@ impl Upstream {
     }
 }
 
-/// A resolver that asks `addr` over TCP only.
-fn tcp_resolver(addr: SocketAddr, timeout: Duration) -> Result<TokioResolver, NetError> {
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = addr.port();
-    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-    ns.connections = vec![tcp];
-    let mut builder = TokioResolver::builder_with_config(
-        ResolverConfig::from_parts(None, vec![], vec![ns]),
-        TokioRuntimeProvider::default(),
-    );
-    let opts = builder.options_mut();
-    opts.cache_size = 0;
-    opts.attempts = 0; // one try per server: failover is ours
-    opts.timeout = timeout;
-    opts.num_concurrent_reqs = 1;
-    opts.max_active_requests = MAX_ACTIVE_PER_CONNECTION;
-    opts.preserve_intermediates = true; // keep CNAME chains (RFC 1034 §4.3.2)
-    opts.use_hosts_file = ResolveHosts::Never;
-    opts.edns_payload_len = EDNS_PAYLOAD;
-    builder.build()
+impl Server {
+    /// The server replied: it is healthy, whatever it said about the name.
+    fn answered(&self, started: Instant) {
+        self.duration.observe(started.elapsed().as_secs_f64());
+        self.failures.store(0, Ordering::Relaxed);
+        self.down_until.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How long a server is skipped after its `failures`-th failure in a row (1 or more).
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF)
 }
 
 #[derive(Debug, Error)]
 #[error("{0}")]
 pub struct UpstreamSetupError(String);
 
-/// A UDP answer as an answer to cache and send, or the failure that makes us try the next
-/// server. NXDOMAIN and NODATA are answers; SERVFAIL, REFUSED and the like are failures.
-fn answer_of(message: Message) -> Result<Answer, String> {
-    let rcode = message.metadata.response_code;
-    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
-        return Err(format!("upstream answered {rcode}"));
-    }
-    let ttl = if message.answers.is_empty() || rcode == ResponseCode::NXDomain {
-        // RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM); none without an SOA
-        message.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-            _ => None,
-        })
-    } else {
-        message.answers.iter().map(|r| r.ttl).min()
-    };
-    Ok(Answer {
-        rcode,
-        answers: message.answers,
-        authorities: message.authorities,
-        additionals: message.additionals,
-        ttl,
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// An upstream result as an answer to cache and send, or the error that makes us try the next
-/// server. NXDOMAIN and NODATA are answers, not failures.
-fn classify(
-    result: Result<hickory_resolver::lookup::Lookup, NetError>,
-) -> Result<Answer, NetError> {
-    match result {
-        Ok(lookup) => {
-            let answers = lookup.answers().to_vec();
-            let ttl = answers.iter().map(|r| r.ttl).min();
-            Ok(Answer {
-                rcode: ResponseCode::NoError,
-                answers,
-                authorities: lookup.authorities().to_vec(),
-                additionals: lookup.additionals().to_vec(),
-                ttl,
-            })
-        }
-        Err(NetError::Dns(DnsError::NoRecordsFound(no_records))) => {
-            let rcode = no_records.response_code;
-            if !matches!(rcode, ResponseCode::NXDomain | ResponseCode::NoError) {
-                return Err(NetError::Dns(DnsError::ResponseCode(rcode)));
-            }
-            Ok(Answer {
-                rcode,
-                answers: Vec::new(),
-                authorities: no_records
-                    .soa
-                    .map(|soa| soa.into_record_of_rdata())
-                    .into_iter()
-                    .collect(),
-                additionals: Vec::new(),
-                ttl: no_records.negative_ttl,
-            })
-        }
-        Err(e) => Err(e),
+    #[test]
+    fn backoff_starts_at_half_a_second_and_doubles_to_thirty() {
+        let ms = |n| backoff(n).as_millis();
+        assert_eq!(ms(1), 500);
+        assert_eq!(ms(2), 1_000);
+        assert_eq!(ms(3), 2_000);
+        assert_eq!(ms(7), 30_000);
+        assert_eq!(ms(u32::MAX), 30_000);
     }
 }

@@ -6,9 +6,17 @@
 //! - `big.<zone>` TXT: enough TXT records to overflow a 512- or 1232-byte UDP answer
 //! - `short.<zone>`: A 192.0.2.4 with a TTL of 1 s
 //! - `slow.<zone>`: A 192.0.2.3, after 1.5 s
+//! - `servfail.<zone>`, `refused.<zone>`: SERVFAIL, REFUSED
+//! - `cname-nodata.<zone>`: CNAME (TTL 300) to `nodata-target.<zone>`, which has no data:
+//!   NOERROR with an SOA whose negative TTL is 2 s
+//! - `tc.<zone>`: over UDP an empty answer with TC=1; over TCP only a CNAME to `tc-target.<zone>`
+//!   (an incomplete chain: a client that chases it asks for `tc-target.<zone>`)
 //! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
 //!
-//! It records every name it is asked, so a test can tell what reached upstream.
+//! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead, and
+//! `answer_with` switches a running one to that.
+//! It records every name it is asked (and which came over TCP), so a test can tell what reached
+//! upstream.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -32,11 +40,31 @@ use hickory_server::{
 
 pub const TTL: u32 = 300;
 
-/// What the fixture was asked: names, and the source ports UDP queries came from.
+/// What the fixture was asked: names, the source ports UDP queries came from, and the names
+/// asked over TCP.
 #[derive(Clone, Default)]
-pub struct Seen(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<u16>>>);
+pub struct Seen(
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<u16>>>,
+    Arc<Mutex<Vec<String>>>,
+);
 
 impl Seen {
+    /// How many times `name` was asked over TCP.
+    pub fn tcp_count(&self, name: &str) -> usize {
+        self.2
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    /// Every query, over either protocol.
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
     pub fn udp_source_ports(&self) -> Vec<u16> {
         self.1.lock().unwrap().clone()
     }
@@ -55,9 +83,15 @@ impl Seen {
 
 struct Zone {
     seen: Seen,
+    /// Answer everything with this rcode.
+    rcode: Arc<Mutex<Option<ResponseCode>>>,
 }
 
 fn soa_for(name: &Name) -> Record {
+    soa_with_negative_ttl(name, 60)
+}
+
+fn soa_with_negative_ttl(name: &Name, minimum: u32) -> Record {
     let zone = name.base_name();
     Record::from_rdata(
         zone,
@@ -69,7 +103,7 @@ fn soa_for(name: &Name) -> Record {
             3600,
             600,
             86400,
-            60,
+            minimum,
         )),
     )
 }
@@ -90,8 +124,15 @@ impl RequestHandler for Zone {
             .lock()
             .unwrap()
             .push(ascii.trim_end_matches('.').to_string());
-        if request.protocol() == hickory_net::xfer::Protocol::Udp {
+        let udp = request.protocol() == hickory_net::xfer::Protocol::Udp;
+        if udp {
             self.seen.1.lock().unwrap().push(request.src().port());
+        } else {
+            self.seen
+                .2
+                .lock()
+                .unwrap()
+                .push(ascii.trim_end_matches('.').to_string());
         }
 
         let mut meta = Metadata::response_from_request(&request.metadata);
@@ -102,7 +143,37 @@ impl RequestHandler for Zone {
             .iter()
             .next()
             .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase());
-        if name.iter().any(|l| l.eq_ignore_ascii_case(b"nx")) {
+        let in_zone = |label: &str| {
+            Name::from_ascii(label)
+                .unwrap()
+                .append_domain(&name.base_name())
+                .unwrap()
+        };
+        let forced = *self.rcode.lock().unwrap();
+        if let Some(rcode) = forced {
+            meta.response_code = rcode;
+        } else if first.as_deref() == Some("servfail") {
+            meta.response_code = ResponseCode::ServFail;
+        } else if first.as_deref() == Some("refused") {
+            meta.response_code = ResponseCode::Refused;
+        } else if first.as_deref() == Some("cname-nodata") {
+            answers.push(Record::from_rdata(
+                name.clone(),
+                TTL,
+                RData::CNAME(CNAME(in_zone("nodata-target"))),
+            ));
+            soa.push(soa_with_negative_ttl(&name, 2));
+        } else if first.as_deref() == Some("tc") {
+            if udp {
+                meta.truncation = true;
+            } else {
+                answers.push(Record::from_rdata(
+                    name.clone(),
+                    TTL,
+                    RData::CNAME(CNAME(in_zone("tc-target"))),
+                ));
+            }
+        } else if name.iter().any(|l| l.eq_ignore_ascii_case(b"nx")) {
             meta.response_code = ResponseCode::NXDomain;
             soa.push(soa_for(&name));
         } else if first.as_deref() == Some("cname") {
@@ -173,16 +244,40 @@ impl RequestHandler for Zone {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Seen,
+    rcode: Arc<Mutex<Option<ResponseCode>>>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
     pub async fn start() -> Self {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::start_with(None).await
+    }
+
+    /// A server that answers every query with `rcode` (SERVFAIL, REFUSED...).
+    pub async fn answering(rcode: ResponseCode) -> Self {
+        Self::start_with(Some(rcode)).await
+    }
+
+    async fn start_with(rcode: Option<ResponseCode>) -> Self {
+        // The kernel's free UDP port may be taken for TCP (tests run in parallel): try another.
+        let mut attempts = 0..100;
+        let (udp, addr, tcp) = loop {
+            assert!(
+                attempts.next().is_some(),
+                "no port free for both UDP and TCP"
+            );
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                break (udp, addr, tcp);
+            }
+        };
         let seen = Seen::default();
-        let mut server = Server::new(Zone { seen: seen.clone() });
+        let rcode = Arc::new(Mutex::new(rcode));
+        let mut server = Server::new(Zone {
+            seen: seen.clone(),
+            rcode: rcode.clone(),
+        });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 32);
         let shutdown = server.shutdown_token().clone();
@@ -192,8 +287,14 @@ impl Upstream {
         Self {
             addr,
             seen,
+            rcode,
             shutdown,
         }
+    }
+
+    /// From now on answer everything with `rcode` (`None`: as scripted).
+    pub fn answer_with(&self, rcode: Option<ResponseCode>) {
+        *self.rcode.lock().unwrap() = rcode;
     }
 
     pub fn stop(&self) {
