@@ -72,7 +72,7 @@ impl RequestHandler for QueryHandler {
             Step::Answered(answered) => answered,
             Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),
             Step::Forward => match self.inflight.clone().try_acquire_owned() {
-                Ok(_permit) => self.forward(request).await,
+                Ok(permit) => self.forward(request, permit).await,
                 Err(_) => {
                     // TCP clients do not retry quickly, so tell them now rather than drop
                     self.metrics.limited("overload");
@@ -231,13 +231,14 @@ impl QueryHandler {
     /// Clients asking the same question at once share one upstream lookup (`inflight`). With an
     /// expired answer at hand, serve it when upstream fails or is slow (RFC 8767).
     ///
-    /// Permits (`max_inflight`): the caller holds one for this client's wait (the listener takes
-    /// it), and the lookup holds one of its own for as long as it runs, whoever still waits on
-    /// it. So a flood of one name holds at most `max_inflight` waiting clients (the rest are
-    /// shed) and costs one upstream query; a refresh that outlives its client stays counted; and
-    /// the map of lookups is bounded by the permits. A lookup that finds no permit left is not
-    /// started: its clients get the stale answer or SERVFAIL, counted as `overload`.
-    pub async fn forward(&self, request: &Request) -> Answered {
+    /// `permit` is this client's `max_inflight` permit, taken by the listener. A client that
+    /// starts a lookup hands it to the lookup, which keeps it until it ends, even after the
+    /// client has been given a stale answer; a client that joins a running lookup holds its own
+    /// while it waits. So a unique miss counts once, as before lookups were shared; a refresh
+    /// that outlives its client stays counted; a flood of one name holds at most `max_inflight`
+    /// waiting clients (the rest are shed) and costs one upstream query; and the map of lookups
+    /// never holds more than `max_inflight` entries.
+    pub async fn forward(&self, request: &Request, permit: OwnedSemaphorePermit) -> Answered {
         let meta = &request.metadata;
         let edns = request.edns.as_ref();
         let Ok(info) = request.request_info() else {
@@ -269,20 +270,12 @@ impl QueryHandler {
             name: qname.clone(),
             qtype,
         };
-        let mut lookup = match self.lookups.join(key) {
-            Joined::Follower(lookup) => lookup,
+        let (mut lookup, _waiting) = match self.lookups.join(key) {
+            Joined::Follower(lookup) => (lookup, Some(permit)),
             Joined::Leader(lookup, finish) => {
-                match self.inflight.clone().try_acquire_owned() {
-                    // Its own task: no waiter's going away can cancel it.
-                    Ok(permit) => {
-                        drop(tokio::spawn(self.clone().resolve_and_cache(finish, permit)))
-                    }
-                    Err(_) => {
-                        self.metrics.limited("overload");
-                        finish.publish(None);
-                    }
-                }
-                lookup
+                // Its own task: no waiter's going away can cancel it.
+                tokio::spawn(self.clone().resolve_and_cache(finish, permit));
+                (lookup, None)
             }
         };
         let answer = match &stale {

@@ -225,6 +225,48 @@ async fn after_the_first_stale_wait_clients_get_the_stale_answer_at_once() {
     );
 }
 
+/// A refresh that goes on after its client got the stale answer still holds its `max_inflight`
+/// permit: with `max_inflight = 1`, a miss for another name meanwhile is shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_outlives_its_client_counts_in_max_inflight() {
+    let up = Switch::start().await;
+    let setup = setup_with_upstream_timeout(up.addr, 3000);
+    setup.append_config("[cache]\nstale_after_ms = 300\n\n[limits]\nmax_inflight = 1");
+    let hushd = setup.start();
+    let mut udp = udp_client_once(hushd.dns).await;
+    let r = query(&mut udp, "short.example.", RecordType::A).await;
+    assert_eq!(r.answers[0].ttl, 1);
+    up.switch_off();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let asked = Instant::now();
+    assert_stale(&query(&mut udp, "short.example.", RecordType::A).await);
+
+    // the refresh runs until ~3 s after `asked`
+    let overload = r#"hushd_limited_total{reason="overload"}"#;
+    assert_eq!(hushd.metric(overload), Some(0.0));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut m = Message::query();
+    m.add_query(hickory_proto::op::Query::query(
+        "other.example.".parse().unwrap(),
+        RecordType::A,
+    ));
+    socket
+        .send_to(&m.to_vec().unwrap(), hushd.dns)
+        .await
+        .unwrap();
+    assert!(
+        support::wait_until(Duration::from_secs(1), || hushd.metric(overload)
+            == Some(1.0)),
+        "{:?}",
+        hushd.metric(overload)
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
 /// An expired answer is served stale only `serve_stale_secs` past its TTL; after that the client
 /// gets SERVFAIL when upstream cannot answer, even within a failure-recheck period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
