@@ -45,8 +45,8 @@ pub struct QueryHandler {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
-    /// `max_inflight`: one permit per client query waiting for upstream, taken by the listener,
-    /// and one per upstream lookup running (see `forward`).
+    /// `max_inflight`: one permit per client query waiting for upstream, taken by the listener;
+    /// a client that starts an upstream lookup hands its permit on to it (see `forward`).
     pub inflight: Arc<Semaphore>,
     /// Upstream lookups running, one per question, shared by the clients that wait for it.
     pub lookups: Arc<Lookups>,
@@ -228,7 +228,7 @@ impl QueryHandler {
     }
 
     /// The second part, for a query `answer_locally` passed on: ask upstream, cache, reply.
-    /// Clients asking the same question at once share one upstream lookup (`inflight`). With an
+    /// Clients asking the same question at once share one upstream lookup (`lookups`). With an
     /// expired answer at hand, serve it when upstream fails or is slow (RFC 8767).
     ///
     /// `permit` is this client's `max_inflight` permit, taken by the listener. A client that
