@@ -100,6 +100,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 metrics
                     .cache_entries
                     .set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+                metrics
+                    .cache_bytes
+                    .set(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
             }
         });
     }

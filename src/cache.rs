@@ -1,12 +1,15 @@
 //! The answer cache. It holds upstream answers only and knows nothing of the policy: blocking is
 //! decided before the cache is consulted, so a reload never needs a flush and a cached answer can
-//! never leak a name that a new list blocks. It is bounded (S3-FIFO eviction by quick_cache),
-//! and looked up with a borrowed key, so a hit allocates nothing.
+//! never leak a name that a new list blocks. It is bounded (S3-FIFO eviction by quick_cache) in
+//! answers and in bytes, and looked up with a borrowed key, so a hit allocates nothing.
 
 use std::{
     hash::{Hash, Hasher},
-    sync::Arc,
-    time::Instant,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use hickory_proto::{
@@ -14,7 +17,10 @@ use hickory_proto::{
     rr::{LowerName, Name, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
-use quick_cache::{Equivalent, sync::Cache as QuickCache};
+use quick_cache::{
+    DefaultHashBuilder, Equivalent, OptionsBuilder, Weighter,
+    sync::{Cache as QuickCache, DefaultLifecycle},
+};
 
 use crate::{answer::Answer, config::CacheConfig};
 
@@ -37,6 +43,19 @@ pub struct Entry {
     question_len: u16,
     /// Where each record's TTL field is in `wire`.
     ttl_at: Box<[u16]>,
+    /// When a refresh of this answer last failed, in milliseconds after `stored`, plus one; 0 if
+    /// none has. Atomic so the refresh can note it through the shared `Arc`, lock-free.
+    failed_at: AtomicU64,
+    /// The cache's running total of entry bytes: this entry adds its `bytes()` when made and takes
+    /// them back when the last reference to it goes, so the total is what answers really hold,
+    /// including evicted ones a reply in progress still reads.
+    ledger: Arc<AtomicU64>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.ledger.fetch_sub(self.bytes(), Ordering::Relaxed);
+    }
 }
 
 type Key = (LowerName, RecordType);
@@ -58,9 +77,48 @@ impl Equivalent<Key> for KeyRef<'_> {
     }
 }
 
+type Entries =
+    QuickCache<Key, Arc<Entry>, ByBytes, DefaultHashBuilder, DefaultLifecycle<Key, Arc<Entry>>>;
+
 pub struct Cache {
-    entries: Option<QuickCache<Key, Arc<Entry>>>,
+    entries: Option<Entries>,
+    /// Bytes held by entries, see `Entry::ledger`.
+    bytes: Arc<AtomicU64>,
     config: CacheConfig,
+}
+
+/// quick_cache's weight of an entry: its bytes, but never less than `floor`, which is
+/// `max_bytes / size`. quick_cache bounds only the total weight, so that one bound keeps both
+/// limits: the entries' bytes stay within `max_bytes`, and no more than `size` entries fit.
+#[derive(Clone)]
+struct ByBytes {
+    floor: u64,
+}
+
+impl Weighter<Key, Arc<Entry>> for ByBytes {
+    fn weight(&self, _key: &Key, entry: &Arc<Entry>) -> u64 {
+        weight(entry.bytes(), self.floor)
+    }
+}
+
+fn weight(bytes: u64, floor: u64) -> u64 {
+    bytes.max(floor)
+}
+
+/// The weight a small answer counts for, so that `size` of them fill `max_bytes`.
+fn weight_floor(max_bytes: u64, size: u64) -> u64 {
+    max_bytes.div_ceil(size.max(1)).max(1)
+}
+
+/// Each quick_cache shard holds an equal part of the byte budget and refuses an answer heavier
+/// than its part: enough shards for concurrency, but each big enough for 16 of the largest
+/// (64 KB) answers.
+fn shards(max_bytes: u64) -> usize {
+    const SHARD_BYTES: u64 = 1 << 20;
+    let most = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+    usize::try_from(max_bytes / SHARD_BYTES)
+        .unwrap_or(usize::MAX)
+        .clamp(1, most)
 }
 
 /// A fresh cached answer and its age.
@@ -74,11 +132,45 @@ pub struct Hit {
 /// TTL of a stale answer (RFC 8767 §4 recommends 30 s): clients come back soon for a fresh one.
 pub const STALE_TTL: u32 = 30;
 
+/// RFC 8767 §4's "failure recheck": after a refresh failed, its stale answer is served at once,
+/// without asking upstream again, for this long (the RFC suggests 30 s). Otherwise every client
+/// would wait `stale_after` for an upstream that is known to be down.
+pub const FAILURE_RECHECK: Duration = Duration::from_secs(30);
+
+/// An answer rather than a failure (SERVFAIL, REFUSED): only such an answer replaces one that
+/// can still be served stale (RFC 8767 §4).
+pub fn replaces_stale(answer: &Answer) -> bool {
+    replaces_stale_rcode(answer.rcode)
+}
+
+/// Only real answers (NOERROR, NXDOMAIN) are worth serving stale or replacing a stale one.
+fn replaces_stale_rcode(rcode: ResponseCode) -> bool {
+    matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain)
+}
+
 impl Cache {
     pub fn new(config: &CacheConfig) -> Self {
-        let entries = (config.size > 0).then(|| QuickCache::new(config.size as usize));
+        let entries = (config.size > 0).then(|| {
+            let options = OptionsBuilder::new()
+                .estimated_items_capacity(usize::try_from(config.size).unwrap_or(usize::MAX))
+                .weight_capacity(config.max_bytes)
+                .shards(shards(config.max_bytes))
+                .build();
+            // Only fails for values the builder's setters already rule out.
+            #[allow(clippy::expect_used)]
+            let options = options.expect("valid cache options");
+            QuickCache::with_options(
+                options,
+                ByBytes {
+                    floor: weight_floor(config.max_bytes, config.size),
+                },
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            )
+        });
         Self {
             entries,
+            bytes: Arc::new(AtomicU64::new(0)),
             config: config.clone(),
         }
     }
@@ -105,6 +197,10 @@ impl Cache {
         let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         let stale = age >= entry.ttl;
+        if stale && !replaces_stale_rcode(entry.rcode) {
+            // a resolution failure past its servfail_ttl is gone, not something to fall back on
+            return None;
+        }
         (age < entry.ttl.saturating_add(max_stale)).then_some(Hit { entry, age, stale })
     }
 
@@ -112,9 +208,26 @@ impl Cache {
     pub fn insert(&self, name: LowerName, qtype: RecordType, answer: &Answer) -> Option<u32> {
         let entries = self.entries.as_ref()?;
         let ttl = self.clamp(answer)?;
-        let entry = Entry::encode(&name, qtype, answer, ttl, self.config.min_ttl)?;
+        let entry = Entry::encode(&name, qtype, answer, ttl, self.config.min_ttl, &self.bytes)?;
         entries.insert((name, qtype), Arc::new(entry));
         Some(ttl)
+    }
+
+    /// Notes that a refresh of the expired answer for the question failed, which starts its
+    /// `FAILURE_RECHECK` period. A fresh answer (one that replaced it meanwhile) is left alone.
+    pub fn refresh_failed(&self, name: &LowerName, qtype: RecordType) {
+        let Some(entry) = self
+            .entries
+            .as_ref()
+            .and_then(|e| e.peek(&KeyRef(name, qtype)))
+        else {
+            return;
+        };
+        let age = entry.stored.elapsed();
+        if age.as_secs() >= u64::from(entry.ttl) {
+            let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX - 1);
+            entry.failed_at.store(ms + 1, Ordering::Relaxed);
+        }
     }
 
     fn clamp(&self, answer: &Answer) -> Option<u32> {
@@ -134,12 +247,17 @@ impl Cache {
         (ttl > 0).then_some(ttl)
     }
 
-    pub fn stale_after(&self) -> std::time::Duration {
+    pub fn stale_after(&self) -> Duration {
         self.config.stale_after
     }
 
     pub fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, QuickCache::len)
+    }
+
+    /// Bytes the cached answers hold (about: see `Entry::bytes`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -155,6 +273,7 @@ impl Entry {
         answer: &Answer,
         ttl: u32,
         min_ttl: u32,
+        ledger: &Arc<AtomicU64>,
     ) -> Option<Self> {
         let mut m = Message::response(0, OpCode::Query);
         m.add_query(Query::query(Name::from(name.clone()), qtype));
@@ -185,7 +304,7 @@ impl Entry {
             let rdlength = decoder.read_u16().ok()?.unverified();
             decoder.read_slice(usize::from(rdlength)).ok()?;
         }
-        Some(Self {
+        let entry = Self {
             rcode: answer.rcode,
             stored: Instant::now(),
             ttl,
@@ -194,8 +313,37 @@ impl Entry {
             wire: bytes.get(HEADER_LEN..)?.into(),
             question_len,
             ttl_at: ttl_at.into(),
-        })
+            failed_at: AtomicU64::new(0),
+            ledger: ledger.clone(),
+        };
+        ledger.fetch_add(entry.bytes(), Ordering::Relaxed);
+        Some(entry)
     }
+
+    /// About what this answer costs in memory: the entry, its wire bytes and TTL offsets, and the
+    /// cache's slot for it (the key, whose name's heap part, if any, is at most the question
+    /// again, and the `Arc`'s counts and quick_cache's bookkeeping). Fixed once made, as
+    /// quick_cache requires of a weight.
+    fn bytes(&self) -> u64 {
+        const SLOT: usize = size_of::<Key>() + size_of::<Arc<Entry>>() + 32;
+        (size_of::<Self>()
+            + SLOT
+            + self.wire.len()
+            + usize::from(self.question_len)
+            + self.ttl_at.len() * size_of::<u16>()) as u64
+    }
+
+    /// Within the failure-recheck period of a failed refresh.
+    fn rechecking(&self) -> bool {
+        let now = u64::try_from(self.stored.elapsed().as_millis()).unwrap_or(u64::MAX);
+        within_recheck(self.failed_at.load(Ordering::Relaxed), now)
+    }
+}
+
+/// `failed_at` is 0 (no failure) or the failure's time plus one, `now` the time; both in
+/// milliseconds after the entry was stored.
+fn within_recheck(failed_at: u64, now: u64) -> bool {
+    failed_at != 0 && now.saturating_sub(failed_at - 1) < FAILURE_RECHECK.as_millis() as u64
 }
 
 const HEADER_LEN: usize = 12;
@@ -259,6 +407,16 @@ impl Hit {
         self.entry.rcode
     }
 
+    /// Past its TTL (only `Cache::get_stale` returns such hits).
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Stale, and a refresh failed less than `FAILURE_RECHECK` ago: serve it without asking.
+    pub fn rechecking(&self) -> bool {
+        self.stale && self.entry.rechecking()
+    }
+
     /// Writes the whole reply to `out`: `metadata` for the header, the client's own question
     /// bytes (so its letter case is echoed), the cached records with their TTLs brought up to
     /// date, then `edns`' OPT. Returns false, leaving `out` to be discarded, when the reply
@@ -306,12 +464,6 @@ impl Hit {
         }
         out.len() <= max_size
     }
-
-    /// Bytes this entry holds (without the key).
-    #[cfg(test)]
-    fn entry_bytes(&self) -> usize {
-        size_of::<Entry>() + self.entry.wire.len() + self.entry.ttl_at.len() * 2
-    }
 }
 
 #[cfg(test)]
@@ -325,11 +477,12 @@ mod tests {
     fn config() -> CacheConfig {
         CacheConfig {
             size: 100,
+            max_bytes: 1 << 20,
             min_ttl: 0,
             max_ttl: 300,
             negative_max_ttl: 60,
             serve_stale_secs: 86_400,
-            stale_after: std::time::Duration::from_millis(1800),
+            stale_after: Duration::from_millis(1800),
             servfail_ttl: 5,
         }
     }
@@ -384,7 +537,10 @@ mod tests {
         ));
         c.insert(key(), RecordType::A, &answer);
         let mut hit = c.get(&key(), RecordType::A).unwrap();
-        assert!(hit.entry_bytes() < 200, "{} bytes", hit.entry_bytes());
+        // with the key and the slot counted, still far below the ~1 KB of hickory `Record`s
+        let bytes = hit.entry.bytes();
+        assert!(bytes < 400, "{bytes} bytes");
+        assert_eq!(c.bytes(), bytes);
         hit.age = 7; // as if stored 7 s ago
 
         // the client's question, in its own letter case (hickory's encoder would lower it)
@@ -435,11 +591,28 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_resolution_failure_is_never_served_stale() {
+        let c = Cache::new(&CacheConfig {
+            servfail_ttl: 1,
+            ..config()
+        });
+        let mut fail = positive(100);
+        fail.rcode = ResponseCode::ServFail;
+        fail.answers.clear();
+        fail.ttl = None;
+        assert_eq!(c.insert(key(), RecordType::A, &fail), Some(1));
+        assert!(c.get(&key(), RecordType::A).is_some());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(c.get(&key(), RecordType::A).is_none());
+        assert!(c.get_stale(&key(), RecordType::A).is_none());
+    }
+
+    #[test]
     fn expired_answers_are_served_stale_with_a_short_ttl_within_the_limit() {
         let c = Cache::new(&config());
         c.insert(key(), RecordType::A, &positive(1));
         assert!(c.get_stale(&key(), RecordType::A).is_some_and(|h| !h.stale));
-        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::thread::sleep(Duration::from_millis(1100));
         assert!(c.get(&key(), RecordType::A).is_none());
         let stale = c.get_stale(&key(), RecordType::A).unwrap();
         assert!(stale.stale);
@@ -460,5 +633,120 @@ mod tests {
         });
         assert_eq!(c.insert(key(), RecordType::A, &positive(100)), None);
         assert!(c.get(&key(), RecordType::A).is_none());
+    }
+
+    /// 30 TXT records of ~93 bytes for `name`: about 3 KB, like an answer that came over TCP.
+    fn big(name: &str) -> Answer {
+        let name = Name::from_str(name).unwrap();
+        let answers = (0..30)
+            .map(|i| {
+                let text = format!("{i:02}-{}", "x".repeat(90));
+                Record::from_rdata(
+                    name.clone(),
+                    300,
+                    RData::TXT(hickory_proto::rr::rdata::TXT::new(vec![text])),
+                )
+            })
+            .collect();
+        Answer {
+            answers,
+            ..positive(300)
+        }
+    }
+
+    #[test]
+    fn an_entry_weighs_its_bytes_but_at_least_its_share_of_the_budget() {
+        assert_eq!(weight_floor(64 << 20, 10_000), 6711);
+        assert_eq!(weight_floor(100, 1_000), 1);
+        assert_eq!(weight_floor(100, 0), 100);
+        assert_eq!(weight(3_000, 6_711), 6_711);
+        assert_eq!(weight(30_000, 6_711), 30_000);
+        assert_eq!(shards(200_000), 1);
+        assert!(shards(64 << 20) >= 1);
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_size_answers_nor_max_bytes() {
+        let c = Cache::new(&CacheConfig {
+            size: 100,
+            max_bytes: 100_000,
+            ..config()
+        });
+        // small answers: the count is the limit
+        for i in 0..300 {
+            let name = LowerName::from_str(&format!("n{i}.example.")).unwrap();
+            c.insert(name, RecordType::A, &positive(300));
+        }
+        assert!((50..=100).contains(&c.len()), "{} entries", c.len());
+        assert!(c.bytes() < 100_000 / 2, "{} bytes", c.bytes());
+
+        // big answers: the bytes are (a new cache, as S3-FIFO would keep the small ones above)
+        let c = Cache::new(&CacheConfig {
+            size: 100,
+            max_bytes: 100_000,
+            ..config()
+        });
+        for i in 0..300 {
+            let name = format!("big{i}.example.");
+            let answer = big(&name);
+            c.insert(
+                LowerName::from_str(&name).unwrap(),
+                RecordType::TXT,
+                &answer,
+            );
+        }
+        assert!(c.bytes() <= 100_000, "{} bytes", c.bytes());
+        assert!(c.bytes() > 100_000 / 2, "{} bytes", c.bytes());
+        assert!(c.len() < 40, "{} entries", c.len());
+    }
+
+    #[test]
+    fn the_byte_total_follows_replacements_and_the_last_reference() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::TXT, &big("a.example."));
+        let one = c.bytes();
+        assert!(one > 3_000, "{one}");
+        let hit = c.get(&key(), RecordType::TXT).unwrap();
+        c.insert(key(), RecordType::TXT, &big("a.example."));
+        // the replaced answer is still read by `hit`
+        assert_eq!(c.bytes(), 2 * one);
+        drop(hit);
+        assert_eq!(c.bytes(), one);
+        c.insert(key(), RecordType::TXT, &positive(300));
+        assert!(c.bytes() < one / 5, "{}", c.bytes());
+    }
+
+    #[test]
+    fn the_failure_recheck_period_runs_30_s_from_the_failure() {
+        assert!(!within_recheck(0, 10));
+        assert!(within_recheck(1, 0));
+        assert!(within_recheck(5_001, 34_999));
+        assert!(!within_recheck(5_001, 35_000));
+    }
+
+    #[test]
+    fn a_failed_refresh_marks_only_an_expired_answer() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, &positive(300));
+        c.refresh_failed(&key(), RecordType::A);
+        assert!(!c.get_stale(&key(), RecordType::A).unwrap().rechecking());
+        assert_eq!(
+            c.get(&key(), RecordType::A)
+                .unwrap()
+                .entry
+                .failed_at
+                .load(Ordering::Relaxed),
+            0
+        );
+
+        c.insert(key(), RecordType::AAAA, &positive(1));
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(!c.get_stale(&key(), RecordType::AAAA).unwrap().rechecking());
+        c.refresh_failed(&key(), RecordType::AAAA);
+        let stale = c.get_stale(&key(), RecordType::AAAA).unwrap();
+        assert!(stale.is_stale() && stale.rechecking());
+        // a fresh answer replaces the mark with it
+        c.insert(key(), RecordType::AAAA, &positive(1));
+        assert!(!c.get_stale(&key(), RecordType::AAAA).unwrap().rechecking());
     }
 }

@@ -86,6 +86,9 @@ pub struct BlocklistsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     pub size: u64,
+    /// What the cached answers may take in memory, about, in bytes: an answer that came over TCP
+    /// can be ~64 KB, so `size` alone does not bound the cache's memory.
+    pub max_bytes: u64,
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub negative_max_ttl: u32,
@@ -165,6 +168,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Cache {
         pub size: Option<u64>,
+        pub max_bytes: Option<Spanned<u64>>,
         pub min_ttl: Option<u32>,
         pub max_ttl: Option<u32>,
         pub negative_max_ttl: Option<u32>,
@@ -181,6 +185,10 @@ const DEFAULT_SERVFAIL_TTL: u32 = 5;
 pub const DEFAULT_LISTEN: [&str; 2] = ["127.0.0.1:5353", "[::1]:5353"];
 /// Without `allow_clients` only the host itself is served: hushd is never an open resolver by default.
 pub const DEFAULT_ALLOW_CLIENTS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+/// `[cache] max_bytes`: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+/// The largest DNS message (over TCP): a smaller byte budget could never hold such an answer.
+pub const MIN_CACHE_BYTES: u64 = 64 << 10;
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9153";
 /// The host itself (monitoring, benchmarks) is never rate-limited.
 pub const DEFAULT_EXEMPT_CLIENTS: [&str; 2] = ["127.0.0.1/32", "::1/128"];
@@ -285,8 +293,22 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let dir = base.join(raw.blocklists.dir.as_deref().unwrap_or("blocklists"));
 
+        let max_bytes = match &raw.cache.max_bytes {
+            Some(v) if *v.get_ref() < MIN_CACHE_BYTES => {
+                errors.push(LoadError::at(
+                    path,
+                    text,
+                    v.span(),
+                    format!("max_bytes must be at least {MIN_CACHE_BYTES} (one answer of the largest size)"),
+                ));
+                MIN_CACHE_BYTES
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_CACHE_BYTES,
+        };
         let cache = CacheConfig {
             size: raw.cache.size.unwrap_or(10_000),
+            max_bytes,
             min_ttl: raw.cache.min_ttl.unwrap_or(0),
             max_ttl: raw.cache.max_ttl.unwrap_or(86_400),
             negative_max_ttl: raw.cache.negative_max_ttl.unwrap_or(3_600),
@@ -538,6 +560,21 @@ mod tests {
         assert_eq!(c.limits.client_qps, 0);
         assert!(c.limits.exempt_clients.is_empty());
         assert!(parse(&format!("[limits]\nmax_inflight = 0\n{MINIMAL}")).is_err());
+    }
+
+    #[test]
+    fn cache_bytes_default_to_64_mib_and_must_fit_one_large_answer() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cache.max_bytes, 64 << 20);
+        let c = parse(&format!("[cache]\nmax_bytes = 200000\n{MINIMAL}")).unwrap();
+        assert_eq!(c.cache.max_bytes, 200_000);
+        let err = parse(&format!("[cache]\nmax_bytes = 1000\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2:13: max_bytes must be at least 65536"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,18 +18,19 @@ use async_trait::async_trait;
 use hickory_net::runtime::Time;
 use hickory_proto::{
     op::{Header, HeaderCounts, OpCode, ResponseCode},
-    rr::{DNSClass, LowerName, RecordType},
+    rr::{DNSClass, RecordType},
 };
 use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     answer::Answer,
-    cache::{Cache, Hit},
+    cache::{Cache, Hit, replaces_stale},
     config::Config,
+    inflight::{Finish, Joined, LookupKey, Lookups},
     limits::RateLimiter,
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
@@ -44,8 +45,11 @@ pub struct QueryHandler {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
-    /// One permit per query waiting for upstream (`max_inflight`).
+    /// `max_inflight`: one permit per client query waiting for upstream, taken by the listener;
+    /// a client that starts an upstream lookup hands its permit on to it (see `forward`).
     pub inflight: Arc<Semaphore>,
+    /// Upstream lookups running, one per question, shared by the clients that wait for it.
+    pub lookups: Arc<Lookups>,
 }
 
 #[async_trait]
@@ -68,7 +72,7 @@ impl RequestHandler for QueryHandler {
             Step::Answered(answered) => answered,
             Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),
             Step::Forward => match self.inflight.clone().try_acquire_owned() {
-                Ok(_permit) => self.forward(request).await,
+                Ok(permit) => self.forward(request, permit).await,
                 Err(_) => {
                     // TCP clients do not retry quickly, so tell them now rather than drop
                     self.metrics.limited("overload");
@@ -134,6 +138,7 @@ impl QueryHandler {
                 config.limits.exempt_clients.clone(),
             )),
             inflight: Arc::new(Semaphore::new(config.limits.max_inflight)),
+            lookups: Arc::new(Lookups::new()),
             metrics,
         })
     }
@@ -223,7 +228,17 @@ impl QueryHandler {
     }
 
     /// The second part, for a query `answer_locally` passed on: ask upstream, cache, reply.
-    pub async fn forward(&self, request: &Request) -> Answered {
+    /// Clients asking the same question at once share one upstream lookup (`lookups`). With an
+    /// expired answer at hand, serve it when upstream fails or is slow (RFC 8767).
+    ///
+    /// `permit` is this client's `max_inflight` permit, taken by the listener. A client that
+    /// starts a lookup hands it to the lookup, which keeps it until it ends, even after the
+    /// client has been given a stale answer; a client that joins a running lookup holds its own
+    /// while it waits. So a unique miss counts once, as before lookups were shared; a refresh
+    /// that outlives its client stays counted; a flood of one name holds at most `max_inflight`
+    /// waiting clients (the rest are shed) and costs one upstream query; and the map of lookups
+    /// never holds more than `max_inflight` entries.
+    pub async fn forward(&self, request: &Request, permit: OwnedSemaphorePermit) -> Answered {
         let meta = &request.metadata;
         let edns = request.edns.as_ref();
         let Ok(info) = request.request_info() else {
@@ -240,55 +255,90 @@ impl QueryHandler {
             outcome,
             qtype,
         };
-        let Some(stale) = self.cache.get_stale(qname, qtype) else {
-            return match self.resolve_and_cache(qname.clone(), qtype).await {
-                Ok(answer) if answer.is_resolution_failure() => {
-                    done(Reply::forwarded(meta, edns, answer), Outcome::Servfail)
-                }
-                Ok(answer) => done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded),
-                Err(()) => done(
-                    Reply::new(meta, edns, ResponseCode::ServFail),
-                    Outcome::Servfail,
-                ),
-            };
-        };
-        // RFC 8767: with an expired answer at hand, wait for upstream only about as long as the
-        // client will; past that, or if upstream fails, serve the stale answer. The lookup goes
-        // on in its own task, so its answer still refreshes the cache.
-        let refresh = tokio::spawn({
-            let handler = self.clone();
-            let qname = qname.clone();
-            async move { handler.resolve_and_cache(qname, qtype).await }
-        });
-        match tokio::time::timeout(self.cache.stale_after(), refresh).await {
-            // a resolution failure is a failure: the stale answer is better (RFC 8767)
-            Ok(Ok(Ok(answer))) if !answer.is_resolution_failure() => {
-                done(Reply::forwarded(meta, edns, answer), Outcome::Forwarded)
+        let stale = self.cache.get_stale(qname, qtype);
+        if let Some(hit) = &stale {
+            if !hit.is_stale() {
+                // a lookup that ended since `answer_locally` missed has cached it
+                return done(Reply::forwarded(meta, edns, hit.answer()), Outcome::Cached);
             }
-            _ => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
+            if hit.rechecking() {
+                // a refresh failed moments ago: upstream is not asked again yet (RFC 8767 §4)
+                return done(Reply::forwarded(meta, edns, hit.answer()), Outcome::Stale);
+            }
+        }
+        let key = LookupKey {
+            name: qname.clone(),
+            qtype,
+        };
+        let (mut lookup, _waiting) = match self.lookups.join(key) {
+            Joined::Follower(lookup) => (lookup, Some(permit)),
+            Joined::Leader(lookup, finish) => {
+                // Its own task: no waiter's going away can cancel it.
+                tokio::spawn(self.clone().resolve_and_cache(finish, permit));
+                (lookup, None)
+            }
+        };
+        let answer = match &stale {
+            None => lookup.result().await.flatten(),
+            // RFC 8767: with an expired answer at hand, wait for upstream only about as long as
+            // the client will, counted from the lookup's start so that clients joining it late
+            // do not each wait the whole period again.
+            Some(_) => {
+                let deadline = lookup.started() + self.cache.stale_after();
+                tokio::time::timeout_at(deadline.into(), lookup.result())
+                    .await
+                    .ok()
+                    .flatten()
+                    .flatten()
+            }
+        };
+        match (answer, stale) {
+            (Some(answer), stale) if stale.is_none() || replaces_stale(&answer) => {
+                // a resolution failure (RFC 9520) reaches the client as the SERVFAIL it is
+                let outcome = if answer.is_resolution_failure() {
+                    Outcome::Servfail
+                } else {
+                    Outcome::Forwarded
+                };
+                done(
+                    Reply::forwarded(meta, edns, Arc::unwrap_or_clone(answer)),
+                    outcome,
+                )
+            }
+            (_, Some(stale)) => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
+            _ => done(
+                Reply::new(meta, edns, ResponseCode::ServFail),
+                Outcome::Servfail,
+            ),
         }
     }
 
-    /// Asks upstream and caches what it says; `Err` (logged) when no upstream answered.
-    async fn resolve_and_cache(&self, qname: LowerName, qtype: RecordType) -> Result<Answer, ()> {
-        match self.upstream.resolve(&qname, qtype).await {
+    /// The lookup `finish` stands for, run in a task of its own holding `_permit`: asks
+    /// upstream, caches what it says and hands it to every waiter. When no upstream answers
+    /// (logged), an expired answer for the question enters its failure-recheck period.
+    async fn resolve_and_cache(
+        self,
+        finish: Finish<LookupKey, Option<Arc<Answer>>>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let LookupKey { name, qtype } = finish.key().clone();
+        let answer = match self.upstream.resolve(&name, qtype).await {
             Ok(answer) => {
-                // A resolution failure must not push out an answer kept for serving stale.
-                let keep_stale = answer.is_resolution_failure()
-                    && self
-                        .cache
-                        .get_stale(&qname, qtype)
-                        .is_some_and(|h| h.rcode() != ResponseCode::ServFail);
-                if !keep_stale {
-                    self.cache.insert(qname, qtype, &answer);
+                if !replaces_stale(&answer) && self.cache.get_stale(&name, qtype).is_some() {
+                    // a failure must not replace an answer that can still be served stale
+                    self.cache.refresh_failed(&name, qtype);
+                } else {
+                    self.cache.insert(name, qtype, &answer);
                 }
-                Ok(answer)
+                Some(Arc::new(answer))
             }
             Err(e) => {
-                tracing::debug!(%qname, %qtype, error = %e, "no upstream answer");
-                Err(())
+                tracing::debug!(qname = %name, %qtype, error = %e, "no upstream answer");
+                self.cache.refresh_failed(&name, qtype);
+                None
             }
-        }
+        };
+        finish.publish(answer);
     }
 
     pub fn count(&self, request: &Request, answered: &Answered) {

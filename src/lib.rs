@@ -13,6 +13,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod handler;
 pub mod http;
+pub mod inflight;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

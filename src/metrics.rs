@@ -130,6 +130,7 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
     upstream_duration: prometheus::HistogramVec,
     upstream_errors: IntCounterVec,
     upstream_rejected: IntCounterVec,
@@ -189,6 +190,10 @@ impl Metrics {
         let cache_misses =
             IntCounter::new("hushd_cache_misses_total", "Queries not found in the cache")?;
         let cache_entries = IntGauge::new("hushd_cache_entries", "Answers held in the cache")?;
+        let cache_bytes = IntGauge::new(
+            "hushd_cache_bytes",
+            "Memory held by cached answers, in bytes (about)",
+        )?;
         let upstream_duration = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "hushd_upstream_duration_seconds",
@@ -245,6 +250,7 @@ impl Metrics {
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(cache_misses.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_rejected.clone()))?;
@@ -272,6 +278,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_entries,
+            cache_bytes,
             upstream_duration,
             upstream_errors,
             upstream_rejected,

@@ -85,8 +85,7 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
                 Action::Forward(request, permit) => {
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::spawn(async move {
-                        let _permit = permit;
-                        let answered: Answered = handler.forward(&request).await;
+                        let answered: Answered = handler.forward(&request, permit).await;
                         handler.count(&request, &answered);
                         let mut out = Vec::with_capacity(512);
                         encode(&request, answered.reply, &mut out);
