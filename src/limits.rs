@@ -13,6 +13,8 @@ use std::{
 use ipnetwork::IpNetwork;
 use rustc_hash::FxHasher;
 
+use crate::clients::{ClientMarks, ClientTable};
+
 const SHARDS: usize = 64;
 /// Clients tracked at once; past it, idle buckets are dropped, and if none is idle the
 /// newcomers share one bucket (so a spoofed-source flood cannot grow the table).
@@ -60,7 +62,7 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     slip: u32,
-    exempt: Vec<IpNetwork>,
+    exempt: ClientTable,
     shards: Vec<Mutex<HashMap<ClientKey, Bucket>>>,
 }
 
@@ -72,7 +74,7 @@ impl RateLimiter {
             // one second's worth of burst on top of the rate
             burst: rate.max(1.0),
             slip,
-            exempt,
+            exempt: exempt_table(&exempt),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
@@ -85,7 +87,7 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return Admit::Yes;
         }
-        if is_exempt(&self.exempt, client) {
+        if self.exempt.lookup(client).exempt {
             return Admit::Yes;
         }
         let mut key = ClientKey::of(client);
@@ -127,7 +129,7 @@ impl RateLimiter {
 pub struct TcpConnectionLimiter {
     max_total: usize,
     max_per_client: usize,
-    exempt: Vec<IpNetwork>,
+    exempt: ClientTable,
     open: Mutex<OpenConnections>,
 }
 
@@ -149,14 +151,14 @@ impl TcpConnectionLimiter {
         Self {
             max_total,
             max_per_client,
-            exempt,
+            exempt: exempt_table(&exempt),
             open: Mutex::new(OpenConnections::default()),
         }
     }
 
     /// A slot for a new connection from `client`, or `None` if a cap is reached.
     pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<TcpConnectionSlot> {
-        let key = (!is_exempt(&self.exempt, client)).then(|| ClientKey::of(client));
+        let key = (!self.exempt.lookup(client).exempt).then(|| ClientKey::of(client));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.total >= self.max_total {
             return None;
@@ -196,10 +198,12 @@ impl Drop for TcpConnectionSlot {
     }
 }
 
-/// Whether `client` (an IPv4-mapped IPv6 address counts as IPv4) is in `exempt`.
-fn is_exempt(exempt: &[IpNetwork], client: IpAddr) -> bool {
-    let client = client.to_canonical();
-    exempt.iter().any(|n| n.contains(client))
+/// `exempt_clients` as a prefix table. Read at start, so each limiter keeps its own; it joins
+/// the policy's table (one lookup for both) once the limits reload with the policy.
+fn exempt_table(exempt: &[IpNetwork]) -> ClientTable {
+    ClientTable::builder()
+        .mark(exempt, ClientMarks::EXEMPT)
+        .build()
 }
 
 fn shard_of(key: &ClientKey) -> usize {
