@@ -1,6 +1,7 @@
-//! Bounded work: a per-client rate limit (token bucket per IPv4 address or IPv6 /56) with
-//! "slip", and a cap on queries waiting for upstream. A flood from one client is shed while its
-//! neighbours are served, and no amount of traffic can make hushd hold unbounded state.
+//! Bounded work: a per-client rate limit (token bucket per IPv4 address or IPv6 /56, for UDP
+//! and TCP queries alike) with "slip", and caps on TCP connections. A flood from one client is
+//! shed while its neighbours are served, and no amount of traffic can make hushd hold
+//! unbounded state.
 
 use std::{
     collections::HashMap,
@@ -26,9 +27,10 @@ pub enum Admit {
     Yes,
     /// Over its rate: drop silently.
     Drop,
-    /// Over its rate, but every `slip`-th such query gets an empty TC=1 answer, so a real
-    /// client that happens to be limited retries over TCP (which is not limited), while a
-    /// spoofed flood gains no amplification.
+    /// Over its rate, but every `slip`-th such query gets an empty TC=1 answer (UDP only), so
+    /// a real client that happens to be limited retries over TCP, while a spoofed flood gains no
+    /// amplification. TCP queries draw on the same bucket: the retry gets through once the
+    /// client's rate allows.
     Slip,
 }
 
