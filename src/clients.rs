@@ -62,14 +62,15 @@ impl ClientTableBuilder {
     pub fn mark(mut self, nets: &[IpNetwork], marks: ClientMarks) -> Self {
         for &net in nets {
             match canonical(net) {
-                Net::V4(n) => {
+                Some(Net::V4(n)) => {
                     let own = self.table.v4.entry(n).or_default();
                     *own = own.union(marks);
                 }
-                Net::V6(n) => {
+                Some(Net::V6(n)) => {
                     let own = self.table.v6.entry(n).or_default();
                     *own = own.union(marks);
                 }
+                None => {}
             }
         }
         self
@@ -119,20 +120,22 @@ enum Net {
 }
 
 /// The network with its host bits cleared; an IPv4-mapped IPv6 network (`::ffff:0:0/96` and
-/// longer) as the IPv4 network it is.
-fn canonical(net: IpNetwork) -> Net {
+/// longer) as the IPv4 network it is. `None` only for a prefix length ipnetwork would not
+/// have accepted.
+fn canonical(net: IpNetwork) -> Option<Net> {
     match net {
-        IpNetwork::V4(n) => Net::V4(v4(n.ip(), n.prefix())),
+        IpNetwork::V4(n) => Ipv4Net::new(n.ip(), n.prefix())
+            .ok()
+            .map(|n| Net::V4(n.trunc())),
         IpNetwork::V6(n) => match n.ip().to_ipv4_mapped() {
-            Some(mapped) if n.prefix() >= 96 => Net::V4(v4(mapped, n.prefix() - 96)),
-            _ => Net::V6(Ipv6Net::new(n.ip(), n.prefix()).unwrap_or_default().trunc()),
+            Some(mapped) if n.prefix() >= 96 => Ipv4Net::new(mapped, n.prefix() - 96)
+                .ok()
+                .map(|n| Net::V4(n.trunc())),
+            _ => Ipv6Net::new(n.ip(), n.prefix())
+                .ok()
+                .map(|n| Net::V6(n.trunc())),
         },
     }
-}
-
-fn v4(ip: std::net::Ipv4Addr, prefix: u8) -> Ipv4Net {
-    // ipnetwork already checked the length; the default (0.0.0.0/0) is unreachable
-    Ipv4Net::new(ip, prefix).unwrap_or_default().trunc()
 }
 
 #[cfg(test)]
