@@ -159,13 +159,13 @@ async fn tcp_queries_count_against_the_client_rate_limit() {
         answered += 1;
     }
     assert!(
-        (40..200).contains(&answered),
+        (40..300).contains(&answered),
         "{answered} of 400 answered at client_qps = 50"
     );
     let limited = hushd
         .metric(r#"hushd_limited_total{reason="ratelimit"}"#)
         .unwrap_or(0.0);
-    assert!(limited >= 200.0, "{limited} counted as rate limited");
+    assert!(limited >= 100.0, "{limited} counted as rate limited");
 }
 
 /// A question with a compression pointer gets FORMERR over TCP as over UDP, at once, and the
