@@ -73,7 +73,7 @@ pub enum Admission {
 impl QueryHandler {
     /// Admission, in this order: (1) a header that is a query, else silence (never answer an
     /// answer: that is how reflection loops start); (2) the source's rate limit; (3) decoding,
-    /// FORMERR only to an allowed source; (4) `allow_clients`. No I/O and no policy work.
+    /// FORMERR only to an allowed source; (4) `allow_clients`. No I/O, no list or cache work.
     pub fn admit(&self, message: &[u8], src: SocketAddr, protocol: Protocol) -> Admission {
         if src.port() == 0 {
             return Admission::Drop; // cannot be answered: a spoofed or broken source
