@@ -133,6 +133,47 @@ async fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
     assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
 }
 
+/// One connection cannot make hushd take on unbounded work: of 40 pipelined slow lookups, at
+/// most 16 are waiting for upstream at once (and more than one is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_connection_has_a_bounded_number_of_queries_in_flight() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let defaults: String = config
+        .lines()
+        .filter(|l| !l.contains("timeout_ms"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(setup.config_path(), defaults).unwrap();
+    let hushd = setup.start();
+    let mut stream = tcp_from("127.0.0.1", hushd.dns).await;
+    let messages: Vec<Vec<u8>> = (0..40u16)
+        .map(|id| query_bytes(id, &format!("slow.n{id}.example.")))
+        .collect();
+    stream.write_all(&framed(&messages)).await.unwrap();
+    // well inside the first 1.5 s round
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut asked = up.seen.names();
+    asked.sort();
+    asked.dedup();
+    assert!(
+        (2..=16).contains(&asked.len()),
+        "{} lookups upstream at once: {asked:?}",
+        asked.len()
+    );
+    // and all of them are answered in the end
+    let mut answered = 0;
+    while answered < messages.len()
+        && read_message(&mut stream, Duration::from_secs(5))
+            .await
+            .is_some()
+    {
+        answered += 1;
+    }
+    assert_eq!(answered, messages.len());
+}
+
 /// The per-client rate limit holds over TCP too: 400 pipelined queries from a client limited
 /// to 50 a second are not all answered, and the rest are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
