@@ -1,29 +1,32 @@
-//! `QueryHandler`: hushd's one `RequestHandler`. Every query takes the same straight path:
+//! `QueryHandler`: what hushd does with a query, whichever transport brought it. Every query
+//! takes the same straight path:
 //!
+//! 0. **admit** (`admit`): a header that is a query, the source's rate limit, decoding (FORMERR
+//!    only to an allowed source), `allow_clients` (REFUSED); nothing goes back before the rate
+//!    limit has counted the source.
 //! 1. **validate**: one question, a standard query, EDNS version 0, class IN; else FORMERR,
 //!    NOTIMP or BADVERS, before any work is spent on it.
-//! 2. **policy** (`Policy::decide`): client access, then the lists. It comes before the cache so
-//!    that a list edit applies to the very next query even for names already cached, and so the
-//!    cache never needs flushing on reload.
+//! 2. **policy** (`Policy::decide`): the lists. It comes before the cache so that a list edit
+//!    applies to the very next query even for names already cached, and so the cache never
+//!    needs flushing on reload.
 //! 3. **cache**: answers upstream gave earlier, TTLs counted down.
-//! 4. **upstream**: forward, with failover and one deadline; SERVFAIL when it runs out.
-//! 5. **reply**: built by `answer`, sent by hickory (which truncates UDP with TC=1).
+//! 4. **upstream**: a place among `max_inflight` (else SERVFAIL), then forward, with failover
+//!    and one deadline; SERVFAIL when it runs out.
+//! 5. **reply**: built by `reply.rs`, encoded by `encode` for either transport (UDP truncated
+//!    with TC=1).
 //!
-//! Nothing here returns an error to hickory or panics: every failure becomes an RCODE and a count.
+//! Nothing here panics: every failure becomes an RCODE and a count.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use hickory_net::runtime::Time;
+use hickory_net::xfer::Protocol;
 use hickory_proto::{
-    op::{Header, HeaderCounts, OpCode, ResponseCode},
+    op::{Header, HeaderCounts, MessageType, OpCode, ResponseCode},
     rr::{DNSClass, RecordType},
+    serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
-use hickory_server::{
-    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
-};
+use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
@@ -31,11 +34,12 @@ use crate::{
     cache::{Cache, Hit, replaces_stale},
     config::Config,
     inflight::{Finish, Joined, LookupKey, Lookups},
-    limits::RateLimiter,
+    limits::{Admit, RateLimiter},
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
     reply::Reply,
     upstream::{Upstream, UpstreamSetupError},
+    wire::{formerr_for, question_is_plain},
 };
 
 #[derive(Clone)]
@@ -52,46 +56,141 @@ pub struct QueryHandler {
     pub lookups: Arc<Lookups>,
 }
 
-#[async_trait]
-impl RequestHandler for QueryHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+/// What admission makes of a message before any answering work, the same for UDP and TCP.
+/// The order is the defence: nothing goes back to a source before its rate is checked, and a
+/// source outside `allow_clients` gets nothing but REFUSED to a well-formed query, so neither
+/// a spoofed source nor an outsider can make hushd reflect unmetered traffic.
+pub enum Admission {
+    /// Nothing goes back: no header, a response, over the rate limit, or not a well-formed query
+    /// from outside `allow_clients`.
+    Drop,
+    /// A header-only FORMERR, for an admitted client whose message does not decode.
+    Formerr(Vec<u8>),
+    /// Over the rate limit, and this one gets an empty TC=1 answer (UDP only).
+    Slip(Box<Request>),
+    /// A well-formed query from outside `allow_clients`: REFUSED, counted as `refused`.
+    Refuse(Box<Request>),
+    /// Admitted: to be answered.
+    Query(Box<Request>),
+}
+
+impl QueryHandler {
+    /// Admission, in this order: (1) a header that is a query, else silence (never answer an
+    /// answer: that is how reflection loops start); (2) the source's rate limit; (3) decoding,
+    /// FORMERR only to an allowed source; (4) `allow_clients`. No I/O, no list or cache work.
+    pub fn admit(&self, message: &[u8], src: SocketAddr, protocol: Protocol) -> Admission {
+        if src.port() == 0 {
+            return Admission::Drop; // cannot be answered: a spoofed or broken source
+        }
+        let Ok(header) = Header::read(&mut BinDecoder::new(message)) else {
+            return Admission::Drop;
+        };
+        if header.metadata.message_type == MessageType::Response {
+            return Admission::Drop;
+        }
+
+        let rate = self.limiter.admit(src.ip());
+        if rate != Admit::Yes {
+            self.metrics.limited("ratelimit");
+        }
+        // Over TCP the source is proven by the handshake and TC=1 would only send the client
+        // back to TCP: a limited TCP query is dropped like a limited datagram.
+        if rate == Admit::Drop || (rate == Admit::Slip && protocol != Protocol::Udp) {
+            return Admission::Drop;
+        }
+
+        let allowed = self.policy.load().allows(src.ip());
+        let decoded = Request::from_bytes(message.to_vec(), src, protocol)
+            .ok()
+            // a reply echoes the question's bytes; see wire::question_is_plain
+            .filter(|r| question_is_plain(r.queries.as_bytes()));
+        let Some(request) = decoded else {
+            if !allowed || rate == Admit::Slip {
+                return Admission::Drop;
+            }
+            return match formerr_for(message) {
+                Some(reply) => {
+                    self.metrics
+                        .query(protocol, RecordType::Unknown(0), Outcome::Formerr);
+                    self.metrics.response(ResponseCode::FormErr);
+                    Admission::Formerr(reply)
+                }
+                None => Admission::Drop,
+            };
+        };
+        let request = Box::new(request);
+        if rate == Admit::Slip {
+            return Admission::Slip(request);
+        }
+        if !allowed {
+            let well_formed =
+                request.metadata.op_code == OpCode::Query && request.queries.len() == 1;
+            return if well_formed {
+                Admission::Refuse(request)
+            } else {
+                Admission::Drop
+            };
+        }
+        Admission::Query(request)
+    }
+
+    /// REFUSED, for a query `admit` found outside `allow_clients`.
+    pub fn refused(&self, request: &Request) -> Answered {
+        let qtype = request
+            .request_info()
+            .map_or(RecordType::Unknown(0), |i| i.query.query_type());
+        Answered {
+            reply: Reply::new(
+                &request.metadata,
+                request.edns.as_ref(),
+                ResponseCode::Refused,
+            ),
+            outcome: Outcome::Refused,
+            qtype,
+        }
+    }
+
+    /// A place among the `max_inflight` queries waiting for upstream, or, when they are all
+    /// taken, the SERVFAIL the client gets instead (counted as `overload`).
+    ///
+    /// One behaviour for UDP and TCP, and SERVFAIL rather than silence: the queue is full
+    /// because upstream is slow or down, and a client that hears nothing retries the same
+    /// query after its timeout, adding load just when there is the most; SERVFAIL sends a stub
+    /// to its next server at once. It is no bigger than the query and only goes to a source
+    /// that passed admission (rate limit and `allow_clients`), so it reflects nothing; over TCP
+    /// silence would leave the query hanging on the connection.
+    pub fn reserve_upstream(
         &self,
         request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        if !crate::wire::question_is_plain(request.queries.as_bytes()) {
-            // see wire::question_is_plain: no reply could echo this question; drop it
-            self.metrics
-                .query(request.protocol(), RecordType::Unknown(0), Outcome::Formerr);
-            return ResponseInfo::from(Header {
-                metadata: crate::reply::response_metadata(&request.metadata, ResponseCode::FormErr),
-                counts: HeaderCounts::default(),
-            });
-        }
-        let answered = match self.answer_locally(request) {
-            Step::Answered(answered) => answered,
-            Step::Cached(hit, qtype) => cached_reply(request, &hit, qtype),
-            Step::Forward => match self.inflight.clone().try_acquire_owned() {
-                Ok(permit) => self.forward(request, permit).await,
-                Err(_) => {
-                    // TCP clients do not retry quickly, so tell them now rather than drop
-                    self.metrics.limited("overload");
-                    let reply = Reply::new(
-                        &request.metadata,
-                        request.edns.as_ref(),
-                        ResponseCode::ServFail,
-                    );
-                    Answered {
-                        reply,
-                        outcome: Outcome::Servfail,
-                        qtype: RecordType::Unknown(0),
-                    }
-                }
-            },
-        };
-        self.count(request, &answered);
-        send(request, response_handle, answered.reply).await
+    ) -> Result<OwnedSemaphorePermit, Box<Answered>> {
+        self.inflight.clone().try_acquire_owned().map_err(|_| {
+            self.metrics.limited("overload");
+            let qtype = request
+                .request_info()
+                .map_or(RecordType::Unknown(0), |i| i.query.query_type());
+            Box::new(Answered {
+                reply: Reply::new(
+                    &request.metadata,
+                    request.edns.as_ref(),
+                    ResponseCode::ServFail,
+                ),
+                outcome: Outcome::Servfail,
+                qtype,
+            })
+        })
     }
+}
+
+/// The empty TC=1 answer a rate-limited client gets every `slip`-th time, so a real client
+/// retries over TCP while a spoofed flood gains nothing.
+pub fn slip_reply(request: &Request) -> Reply {
+    let mut reply = Reply::new(
+        &request.metadata,
+        request.edns.as_ref(),
+        ResponseCode::NoError,
+    );
+    reply.metadata.truncation = true;
+    reply
 }
 
 /// A finished answer: the reply and how the query ended, for the metrics.
@@ -358,32 +457,39 @@ impl QueryHandler {
     }
 }
 
-async fn send<R: ResponseHandler>(
-    request: &Request,
-    mut response_handle: R,
-    reply: Reply,
-) -> ResponseInfo {
+/// Encodes `reply` into `out`: the one reply path of both transports. Over UDP it is
+/// truncated (TC=1) to what the client can take: its EDNS size as capped by hushd, or 512
+/// bytes without EDNS (RFC 1035 §4.2.1); over TCP only the 64 KiB frame limits it.
+pub fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
+    out.clear();
+    let max_size = match request.protocol() {
+        Protocol::Udp => reply.edns.as_ref().map_or(512, |e| e.max_payload()),
+        _ => u16::MAX,
+    };
     let mut builder = MessageResponseBuilder::from_message_request(request);
     if let Some(edns) = &reply.edns {
         builder.edns(edns);
     }
+    let metadata = reply.metadata;
     let response = builder.build(
-        reply.metadata,
+        metadata,
         reply.answers.iter(),
         reply.authorities.iter(),
         [],
         reply.additionals.iter(),
     );
-    match response_handle.send_response(response).await {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::debug!(error = %e, src = %request.src(), "cannot send response");
-            let mut metadata = reply.metadata;
-            metadata.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            })
-        }
+    let mut encoder = BinEncoder::new(out);
+    encoder.set_max_size(max_size);
+    if response.destructive_emit(&mut encoder).is_err() {
+        // Could not encode even a truncated reply: tell the client the server failed.
+        out.clear();
+        let mut metadata = metadata;
+        metadata.response_code = ResponseCode::ServFail;
+        let header = Header {
+            metadata,
+            counts: HeaderCounts::default(),
+        };
+        let mut encoder = BinEncoder::new(out);
+        let _ = header.emit(&mut encoder);
     }
 }

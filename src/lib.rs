@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod app;
 pub mod cache;
+pub mod clients;
 pub mod config;
 pub mod diagnostic;
 pub mod handler;

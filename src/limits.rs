@@ -1,6 +1,7 @@
-//! Bounded work: a per-client rate limit (token bucket per IPv4 address or IPv6 /56) with
-//! "slip", and a cap on queries waiting for upstream. A flood from one client is shed while its
-//! neighbours are served, and no amount of traffic can make hushd hold unbounded state.
+//! Bounded work: a per-client rate limit (token bucket per IPv4 address or IPv6 /56, for UDP
+//! and TCP queries alike) with "slip", and caps on TCP connections. A flood from one client is
+//! shed while its neighbours are served, and no amount of traffic can make hushd hold
+//! unbounded state.
 
 use std::{
     collections::HashMap,
@@ -13,6 +14,8 @@ use std::{
 use ipnetwork::IpNetwork;
 use rustc_hash::FxHasher;
 
+use crate::clients::{ClientMarks, ClientTable};
+
 const SHARDS: usize = 64;
 /// Clients tracked at once; past it, idle buckets are dropped, and if none is idle the
 /// newcomers share one bucket (so a spoofed-source flood cannot grow the table).
@@ -24,9 +27,10 @@ pub enum Admit {
     Yes,
     /// Over its rate: drop silently.
     Drop,
-    /// Over its rate, but every `slip`-th such query gets an empty TC=1 answer, so a real
-    /// client that happens to be limited retries over TCP (which is not limited), while a
-    /// spoofed flood gains no amplification.
+    /// Over its rate, but every `slip`-th such query gets an empty TC=1 answer (UDP only), so
+    /// a real client that happens to be limited retries over TCP, while a spoofed flood gains no
+    /// amplification. TCP queries draw on the same bucket: the retry gets through once the
+    /// client's rate allows.
     Slip,
 }
 
@@ -60,7 +64,7 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     slip: u32,
-    exempt: Vec<IpNetwork>,
+    exempt: ClientTable,
     shards: Vec<Mutex<HashMap<ClientKey, Bucket>>>,
 }
 
@@ -72,7 +76,7 @@ impl RateLimiter {
             // one second's worth of burst on top of the rate
             burst: rate.max(1.0),
             slip,
-            exempt,
+            exempt: exempt_table(&exempt),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
@@ -85,7 +89,7 @@ impl RateLimiter {
         if self.rate <= 0.0 {
             return Admit::Yes;
         }
-        if is_exempt(&self.exempt, client) {
+        if self.exempt.lookup(client).exempt {
             return Admit::Yes;
         }
         let mut key = ClientKey::of(client);
@@ -127,7 +131,7 @@ impl RateLimiter {
 pub struct TcpConnectionLimiter {
     max_total: usize,
     max_per_client: usize,
-    exempt: Vec<IpNetwork>,
+    exempt: ClientTable,
     open: Mutex<OpenConnections>,
 }
 
@@ -149,14 +153,14 @@ impl TcpConnectionLimiter {
         Self {
             max_total,
             max_per_client,
-            exempt,
+            exempt: exempt_table(&exempt),
             open: Mutex::new(OpenConnections::default()),
         }
     }
 
     /// A slot for a new connection from `client`, or `None` if a cap is reached.
     pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<TcpConnectionSlot> {
-        let key = (!is_exempt(&self.exempt, client)).then(|| ClientKey::of(client));
+        let key = (!self.exempt.lookup(client).exempt).then(|| ClientKey::of(client));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.total >= self.max_total {
             return None;
@@ -196,10 +200,12 @@ impl Drop for TcpConnectionSlot {
     }
 }
 
-/// Whether `client` (an IPv4-mapped IPv6 address counts as IPv4) is in `exempt`.
-fn is_exempt(exempt: &[IpNetwork], client: IpAddr) -> bool {
-    let client = client.to_canonical();
-    exempt.iter().any(|n| n.contains(client))
+/// `exempt_clients` as a prefix table. Read at start, so each limiter keeps its own; it joins
+/// the policy's table (one lookup for both) once the limits reload with the policy.
+fn exempt_table(exempt: &[IpNetwork]) -> ClientTable {
+    ClientTable::builder()
+        .mark(exempt, ClientMarks::EXEMPT)
+        .build()
 }
 
 fn shard_of(key: &ClientKey) -> usize {

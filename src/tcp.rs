@@ -1,31 +1,40 @@
 //! The TCP listener: hushd's own accept loop, so connections can be capped (total and per
-//! client) before they cost anything; hickory-server's `register_listener` takes the whole
-//! listener and has no such hook. Past the accept everything is hickory's: `TcpStream` frames
-//! the messages, `TimeoutStream` closes idle connections (RFC 7766), and each query goes through
-//! `QueryHandler`'s `RequestHandler` implementation with a hickory `ResponseHandle`, just as
-//! hickory-server's own TCP loop would call it.
+//! client) before they cost anything (hickory-server's `register_listener` takes the whole
+//! listener and has no such hook), and its own connection loop, so pipelined queries are
+//! answered concurrently. hickory's `TcpStream` writes only while it is polled for the next
+//! query, so a connection that pauses reading (at its pipeline cap, or after the client
+//! half-closes) would stop writing too; here a reader and a writer share the connection, and
+//! the framing is tokio-util's length-delimited codec. Each query goes through the same
+//! admission, answer and reply path as UDP (`QueryHandler::admit`, `answer_locally`, `encode`).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
-use hickory_net::{
-    BufDnsStreamHandle, DnsStreamHandle,
-    runtime::{TokioTime, iocompat::AsyncIoTokioAsStd},
-    tcp::TcpStream,
-    xfer::Protocol,
+use futures_util::{SinkExt, StreamExt};
+use hickory_net::xfer::Protocol;
+use hickory_server::server::Request;
+use tokio::{
+    net::{
+        TcpListener,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
-use hickory_proto::op::{MessageType, SerialMessage};
-use hickory_server::server::{Request, RequestHandler, ResponseHandle, TimeoutStream};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{
+    bytes::Bytes,
+    codec::{FramedRead, FramedWrite, LengthDelimitedCodec},
+    sync::CancellationToken,
+};
 
 use crate::{
-    handler::QueryHandler,
+    handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode},
     limits::{TcpConnectionLimiter, TcpConnectionSlot},
     metrics::Metrics,
 };
 
-/// Responses queued per connection before the handler waits for the client to read them.
+/// Queries of one connection being answered at once. Bounded so one client cannot make hushd
+/// hold unbounded tasks; past it the connection's reading pauses.
+const MAX_PIPELINED: usize = 16;
+/// Answers queued per connection before their senders wait for the client to read them.
 const RESPONSE_BUFFER: usize = 32;
 
 pub struct TcpServer {
@@ -71,7 +80,9 @@ impl TcpServer {
         }
     }
 
-    /// One client connection: queries are answered in order, as hickory-server does.
+    /// One client connection: a reader that admits and answers queries as they come, and a
+    /// writer that sends the answers in the order they are ready (RFC 7766 §6.2.1.1), so a
+    /// slow upstream lookup does not hold up the queries behind it.
     async fn connection(
         &self,
         stream: tokio::net::TcpStream,
@@ -80,51 +91,124 @@ impl TcpServer {
     ) {
         let metrics: &Metrics = &self.handler.metrics;
         metrics.tcp_connections.inc();
-        let (framed, mut responses) = TcpStream::from_stream_with_buffer_size(
-            AsyncIoTokioAsStd(stream),
-            src,
-            RESPONSE_BUFFER,
+        let (read, write) = stream.into_split();
+        let (replies, queue) = mpsc::channel(RESPONSE_BUFFER);
+        tokio::join!(
+            self.read_queries(read, src, replies),
+            write_replies(write, queue, self.idle_timeout),
         );
-        let mut messages = TimeoutStream::new(framed, self.idle_timeout);
-        while let Some(message) = messages.next().await {
-            let message = match message {
-                Ok(message) => message,
-                Err(e) => {
-                    // idle timeout, a reset, or a length prefix promising more than arrives
-                    tracing::debug!(%src, error = %e, "TCP connection closed");
-                    break;
-                }
-            };
-            self.query(message, src, &mut responses).await;
-        }
         metrics.tcp_connections.dec();
     }
 
+    /// Reads queries until the client closes, goes idle or stops reading its answers; then
+    /// waits for the answers still coming from upstream (each bounded by upstream's deadline).
+    async fn read_queries(&self, read: OwnedReadHalf, src: SocketAddr, replies: Replies) {
+        let mut frames = FramedRead::new(read, dns_framing());
+        let pipeline = Arc::new(Semaphore::new(MAX_PIPELINED));
+        loop {
+            // At the cap, reading pauses: the client's queries wait in its own socket buffer.
+            let Ok(permit) = pipeline.clone().acquire_owned().await else {
+                break;
+            };
+            // The timeout covers a whole message, so one stalled mid-message is closed too.
+            let frame = tokio::select! {
+                frame = tokio::time::timeout(self.idle_timeout, frames.next()) => frame,
+                () = replies.closed() => break, // the writer gave up on the client
+            };
+            let message = match frame {
+                Ok(Some(Ok(message))) => message,
+                Ok(None) => break, // closed by the client
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(%src, error = %e, "TCP connection closed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(%src, "TCP connection idle, closed");
+                    break;
+                }
+            };
+            self.query(&message, src, &replies, permit).await;
+        }
+        let _ = pipeline.acquire_many(MAX_PIPELINED as u32).await;
+        // `replies` drops here: the writer sends what is queued, then closes.
+    }
+
+    /// One query, through the same admission, local answer and upstream reservation as UDP.
+    /// Only an upstream lookup gets a task (holding `permit`, the connection's pipeline slot).
     async fn query(
         &self,
-        message: SerialMessage,
+        message: &[u8],
         src: SocketAddr,
-        responses: &mut BufDnsStreamHandle,
+        replies: &Replies,
+        permit: OwnedSemaphorePermit,
     ) {
-        let (bytes, _) = message.into_parts();
-        // The header alone is enough for a FORMERR, should the rest not decode.
-        let mut header = [0u8; 12];
-        let header = bytes.get(..12).map(|h| {
-            header.copy_from_slice(h);
-            header
-        });
-        let Ok(request) = Request::from_bytes(bytes, src, Protocol::Tcp) else {
-            if let Some(reply) = header.as_ref().and_then(|h| crate::wire::formerr_for(h)) {
-                let _ = responses.send(SerialMessage::new(reply, src));
+        let handler = &self.handler;
+        let request = match handler.admit(message, src, Protocol::Tcp) {
+            Admission::Drop | Admission::Slip(_) => return,
+            Admission::Formerr(reply) => {
+                let _ = replies.send(reply).await;
+                return;
             }
-            return;
+            Admission::Refuse(request) => {
+                let answered = handler.refused(&request);
+                return send(handler, &request, answered, replies).await;
+            }
+            Admission::Query(request) => request,
         };
-        if request.metadata.message_type == MessageType::Response {
-            return; // never answer an answer
-        }
-        let response = ResponseHandle::new(src, responses.clone(), Protocol::Tcp);
-        self.handler
-            .handle_request::<_, TokioTime>(&request, response)
-            .await;
+        let answered = match handler.answer_locally(&request) {
+            Step::Answered(answered) => answered,
+            Step::Cached(hit, qtype) => cached_reply(&request, &hit, qtype),
+            Step::Forward => match handler.reserve_upstream(&request) {
+                Ok(upstream) => {
+                    let (handler, replies) = (handler.clone(), replies.clone());
+                    tokio::spawn(async move {
+                        // the connection's place for this query; `upstream` passes to the lookup
+                        let _pipelined = permit;
+                        let answered = handler.forward(&request, upstream).await;
+                        send(&handler, &request, answered, &replies).await;
+                    });
+                    return;
+                }
+                Err(overloaded) => *overloaded,
+            },
+        };
+        send(handler, &request, answered, replies).await;
     }
+}
+
+/// Answers on their way to the connection's writer, encoded.
+type Replies = mpsc::Sender<Vec<u8>>;
+
+/// Counts `answered` and queues it for the client; a client gone by then is no error.
+async fn send(handler: &QueryHandler, request: &Request, answered: Answered, replies: &Replies) {
+    handler.count(request, &answered);
+    let mut out = Vec::with_capacity(512);
+    encode(request, answered.reply, &mut out);
+    let _ = replies.send(out).await;
+}
+
+/// Writes the answers as they come, flushing when none is waiting. A client that stops
+/// reading is given up on after the idle timeout: dropping `queue` tells the reader.
+async fn write_replies(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>, idle: Duration) {
+    let mut frames = FramedWrite::new(write, dns_framing());
+    while let Some(reply) = queue.recv().await {
+        let written: Result<std::io::Result<()>, _> = tokio::time::timeout(idle, async {
+            frames.feed(Bytes::from(reply)).await?;
+            while let Ok(more) = queue.try_recv() {
+                frames.feed(Bytes::from(more)).await?;
+            }
+            SinkExt::<Bytes>::flush(&mut frames).await
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            break;
+        }
+    }
+}
+
+/// DNS over TCP framing: each message after its length in two bytes (RFC 1035 §4.2.2).
+fn dns_framing() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(2)
+        .new_codec()
 }

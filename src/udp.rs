@@ -6,7 +6,7 @@
 //! (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop and hands the
 //! replies back in one `sendmmsg`; only a query that must go upstream gets a task. Decoding
 //! and encoding are hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`).
-//! TCP stays on hickory-server.
+//! Admission and the reply path are the handler's, shared with TCP.
 
 use std::{
     cell::RefCell,
@@ -17,22 +17,17 @@ use std::{
 };
 
 use hickory_net::xfer::Protocol;
-use hickory_proto::{
-    op::{Header, HeaderCounts, ResponseCode},
-    serialize::binary::{BinEncodable, BinEncoder},
-};
-use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
+use hickory_server::server::Request;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::{io::Interest, net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    handler::{Answered, QueryHandler, Step, cached_reply},
-    limits::Admit,
+    handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode, slip_reply},
     listener,
     metrics::Outcome,
-    reply::{Reply, response_edns, response_metadata},
-    wire::{EDNS_PAYLOAD, formerr_for, question_is_plain},
+    reply::{response_edns, response_metadata},
+    wire::EDNS_PAYLOAD,
 };
 
 /// Larger than any query hushd will answer; a bigger datagram is cut and fails to decode.
@@ -209,120 +204,54 @@ pub enum Action {
     Forward(Box<Request>, OwnedSemaphorePermit),
 }
 
-/// Everything hushd does with a datagram before any waiting: decode, rate limit, policy,
-/// cache; the reply, if one is ready, is written to `out`. No I/O, so the request path is
-/// fuzzed through this very function.
+/// Everything hushd does with a datagram before any waiting, in this order: admission
+/// (`QueryHandler::admit`: header, rate limit, decoding, `allow_clients`), then the local
+/// answer (validation, policy, cache), then a place among the queries waiting for upstream.
+/// The reply, if one is ready, is written to `out`. No I/O, so the request path is fuzzed
+/// through this very function.
 pub fn process(
     handler: &QueryHandler,
     datagram: &[u8],
     src: SocketAddr,
     out: &mut Vec<u8>,
 ) -> Action {
-    if src.port() == 0 {
-        return Action::Drop; // cannot be answered; a spoofed or broken source
-    }
-    let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
-        return match formerr_for(datagram) {
-            Some(reply) => {
-                *out = reply;
-                Action::Send
-            }
-            None => Action::Drop,
-        };
-    };
-    if request.metadata.message_type == hickory_proto::op::MessageType::Response {
-        return Action::Drop; // never answer an answer: that is how reflection loops start
-    }
-    if !question_is_plain(request.queries.as_bytes()) {
-        // Replies echo the question's raw bytes; a pointer in them would point into our own
-        // header and make the reply undecodable. Answer FORMERR without the question.
-        return match formerr_for(datagram) {
-            Some(reply) => {
-                *out = reply;
-                Action::Send
-            }
-            None => Action::Drop,
-        };
-    }
-    match handler.limiter.admit(src.ip()) {
-        Admit::Yes => {}
-        Admit::Drop => {
-            handler.metrics.limited("ratelimit");
-            return Action::Drop;
-        }
-        Admit::Slip => {
-            handler.metrics.limited("ratelimit");
-            let mut reply = Reply::new(
-                &request.metadata,
-                request.edns.as_ref(),
-                ResponseCode::NoError,
-            );
-            reply.metadata.truncation = true;
-            encode(&request, reply, out);
+    let request = match handler.admit(datagram, src, Protocol::Udp) {
+        Admission::Drop => return Action::Drop,
+        Admission::Formerr(reply) => {
+            *out = reply;
             return Action::Send;
         }
-    }
-    match handler.answer_locally(&request) {
+        Admission::Slip(request) => {
+            encode(&request, slip_reply(&request), out);
+            return Action::Send;
+        }
+        Admission::Refuse(request) => {
+            let answered = handler.refused(&request);
+            handler.count(&request, &answered);
+            encode(&request, answered.reply, out);
+            return Action::Send;
+        }
+        Admission::Query(request) => request,
+    };
+    let answered = match handler.answer_locally(&request) {
         Step::Cached(hit, qtype) => {
             let edns = request.edns.as_ref().map(response_edns);
             let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
             let metadata = response_metadata(&request.metadata, hit.rcode());
             let question = request.queries.as_bytes();
-            let sent_fast = hit.write_wire(metadata, question, edns.as_ref(), max, out);
-            if sent_fast {
+            if hit.write_wire(metadata, question, edns.as_ref(), max, out) {
                 handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
-            } else {
-                let answered = cached_reply(&request, &hit, qtype);
-                handler.count(&request, &answered);
-                encode(&request, answered.reply, out);
+                return Action::Send;
             }
-            Action::Send
+            cached_reply(&request, &hit, qtype)
         }
-        Step::Answered(answered) => {
-            handler.count(&request, &answered);
-            encode(&request, answered.reply, out);
-            Action::Send
-        }
-        Step::Forward => match handler.inflight.clone().try_acquire_owned() {
-            Ok(permit) => Action::Forward(Box::new(request), permit),
-            Err(_) => {
-                // upstream is saturated: shed, the client will retry
-                handler.metrics.limited("overload");
-                Action::Drop
-            }
+        Step::Answered(answered) => answered,
+        Step::Forward => match handler.reserve_upstream(&request) {
+            Ok(permit) => return Action::Forward(request, permit),
+            Err(overloaded) => *overloaded,
         },
-    }
-}
-
-/// Encodes `reply` into `out`, truncated (TC=1) to what the client can take over UDP: its EDNS
-/// size as capped by hushd, or 512 bytes without EDNS (RFC 1035 §4.2.1).
-fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
-    out.clear();
-    let max_size = reply.edns.as_ref().map_or(512, |e| e.max_payload());
-    let mut builder = MessageResponseBuilder::from_message_request(request);
-    if let Some(edns) = &reply.edns {
-        builder.edns(edns);
-    }
-    let metadata = reply.metadata;
-    let response = builder.build(
-        metadata,
-        reply.answers.iter(),
-        reply.authorities.iter(),
-        [],
-        reply.additionals.iter(),
-    );
-    let mut encoder = BinEncoder::new(out);
-    encoder.set_max_size(max_size);
-    if response.destructive_emit(&mut encoder).is_err() {
-        // Could not encode even a truncated reply: tell the client the server failed.
-        out.clear();
-        let mut metadata = metadata;
-        metadata.response_code = ResponseCode::ServFail;
-        let header = Header {
-            metadata,
-            counts: HeaderCounts::default(),
-        };
-        let mut encoder = BinEncoder::new(out);
-        let _ = header.emit(&mut encoder);
-    }
+    };
+    handler.count(&request, &answered);
+    encode(&request, answered.reply, out);
+    Action::Send
 }

@@ -1163,16 +1163,26 @@ async fn unsupported_and_malformed_queries_get_the_right_error() {
     );
 }
 
-/// Past `max_inflight` queries waiting for upstream, new cache misses are shed and counted.
+/// Past `max_inflight` queries waiting for upstream, new cache misses are shed: SERVFAIL at
+/// once (over UDP as over TCP), counted as `overload`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_past_max_inflight_are_shed() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let setup = Setup::new(&[silent.local_addr().unwrap()], "");
     setup.append_config("[limits]\nmax_inflight = 2");
+    // the two that get through wait 5 s for the silent upstream, holding their places
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        config.replace("\ntimeout_ms = 2000", "\ntimeout_ms = 5000"),
+    )
+    .unwrap();
     let hushd = setup.start();
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
     for i in 0..10 {
         let mut m = hickory_proto::op::Message::query();
+        m.metadata.id = i;
         m.add_query(hickory_proto::op::Query::query(
             format!("w{i}.example.").parse().unwrap(),
             RecordType::A,
@@ -1182,12 +1192,34 @@ async fn queries_past_max_inflight_are_shed() {
             .await
             .unwrap();
     }
-    assert!(
-        wait_until(Duration::from_secs(2), || hushd
-            .metric(r#"hushd_limited_total{reason="overload"}"#)
-            == Some(8.0)),
-        "{:?}",
-        hushd.metric(r#"hushd_limited_total{reason="overload"}"#)
+    // the rest are answered now
+    let mut shed = 0;
+    let mut buf = vec![0u8; 512];
+    while let Ok(Ok((n, _))) =
+        tokio::time::timeout(Duration::from_millis(2500), socket.recv_from(&mut buf)).await
+    {
+        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        shed += 1;
+        if shed == 8 {
+            break;
+        }
+    }
+    assert_eq!(shed, 8, "SERVFAIL answers to shed queries");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(
+        hushd.metric(r#"hushd_limited_total{reason="overload"}"#),
+        Some(8.0)
+    );
+    // over TCP the same
+    let mut stream = tcp_from("127.0.0.1", hushd.dns).await;
+    assert_eq!(
+        ask_over(&mut stream, "tcp.example.").await,
+        Some(ResponseCode::ServFail)
+    );
+    assert_eq!(
+        hushd.metric(r#"hushd_limited_total{reason="overload"}"#),
+        Some(9.0)
     );
 }
 

@@ -1,22 +1,27 @@
-//! `allow_clients`: which source addresses are served at all.
+//! `allow_clients`: which source addresses are served at all. The policy's part of the client
+//! prefix table (`clients::ClientTable`), so it reloads with the policy.
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
+use crate::clients::{ClientMarks, ClientTable};
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientAccess {
-    allowed: Vec<IpNetwork>,
+    table: ClientTable,
 }
 
 impl ClientAccess {
     pub fn new(allowed: Vec<IpNetwork>) -> Self {
-        Self { allowed }
+        Self {
+            table: ClientTable::builder()
+                .mark(&allowed, ClientMarks::ALLOWED)
+                .build(),
+        }
     }
 
     pub fn allows(&self, client: IpAddr) -> bool {
-        // A v4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d.
-        let client = client.to_canonical();
-        self.allowed.iter().any(|net| net.contains(client))
+        self.table.lookup(client).allowed
     }
 }

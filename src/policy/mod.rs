@@ -204,6 +204,11 @@ impl Policy {
         self.domains.len()
     }
 
+    /// Whether `client` is in `allow_clients`.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        self.access.allows(client)
+    }
+
     pub fn decide(&self, client: IpAddr, qname: &Name) -> Verdict<'_> {
         if !self.access.allows(client) {
             return Verdict::Refuse;
