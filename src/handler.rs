@@ -34,7 +34,7 @@ use crate::{
     cache::{Cache, Hit, replaces_stale},
     config::Config,
     inflight::{Finish, Joined, LookupKey, Lookups},
-    limits::{Admit, RateLimiter},
+    limits::{Admit, RateLimiter, Transport},
     metrics::{Metrics, Outcome},
     policy::{Action, Policy, Verdict},
     reply::Reply,
@@ -89,7 +89,12 @@ impl QueryHandler {
             return Admission::Drop;
         }
 
-        let rate = self.limiter.admit(src.ip());
+        let transport = if protocol == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        };
+        let rate = self.limiter.admit(src.ip(), transport);
         if rate != Admit::Yes {
             self.metrics.limited("ratelimit");
         }

@@ -59,13 +59,22 @@ struct Bucket {
     limited: u32,
 }
 
+/// Which transport a query came over. UDP and TCP queries of one client fill separate buckets:
+/// a slipped (TC=1) UDP client must find its TCP retry admitted, and a spoofed UDP flood in a
+/// client's name must not use up the rate of its real, handshake-proven TCP queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
 pub struct RateLimiter {
     /// Tokens per second; 0 turns limiting off.
     rate: f64,
     burst: f64,
     slip: u32,
     exempt: ClientTable,
-    shards: Vec<Mutex<HashMap<ClientKey, Bucket>>>,
+    shards: Vec<Mutex<HashMap<(ClientKey, Transport), Bucket>>>,
 }
 
 impl RateLimiter {
@@ -81,11 +90,11 @@ impl RateLimiter {
         }
     }
 
-    pub fn admit(&self, client: IpAddr) -> Admit {
-        self.admit_at(client, Instant::now())
+    pub fn admit(&self, client: IpAddr, transport: Transport) -> Admit {
+        self.admit_at(client, transport, Instant::now())
     }
 
-    fn admit_at(&self, client: IpAddr, now: Instant) -> Admit {
+    fn admit_at(&self, client: IpAddr, transport: Transport, now: Instant) -> Admit {
         if self.rate <= 0.0 {
             return Admit::Yes;
         }
@@ -95,7 +104,7 @@ impl RateLimiter {
         let mut key = ClientKey::of(client);
         let shard = &self.shards[shard_of(&key)];
         let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if !table.contains_key(&key) && table.len() >= MAX_CLIENTS / SHARDS {
+        if !table.contains_key(&(key, transport)) && table.len() >= MAX_CLIENTS / SHARDS {
             // drop buckets that have refilled: they carry no state worth keeping
             let (rate, burst) = (self.rate, self.burst);
             table.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
@@ -103,7 +112,7 @@ impl RateLimiter {
                 key = ClientKey::Overflow;
             }
         }
-        let bucket = table.entry(key).or_insert(Bucket {
+        let bucket = table.entry((key, transport)).or_insert(Bucket {
             tokens: self.burst,
             last: now,
             limited: 0,
@@ -229,14 +238,34 @@ mod tests {
         let l = limiter(10);
         let t0 = Instant::now();
         let c: IpAddr = "192.0.2.1".parse().unwrap();
-        let admitted = (0..10).filter(|_| l.admit_at(c, t0) == Admit::Yes).count();
+        let admitted = (0..10)
+            .filter(|_| l.admit_at(c, Transport::Udp, t0) == Admit::Yes)
+            .count();
         assert_eq!(admitted, 10);
-        let over: Vec<Admit> = (0..4).map(|_| l.admit_at(c, t0)).collect();
+        let over: Vec<Admit> = (0..4).map(|_| l.admit_at(c, Transport::Udp, t0)).collect();
         assert_eq!(over, [Admit::Drop, Admit::Slip, Admit::Drop, Admit::Slip]);
         // a neighbour is not affected
-        assert_eq!(l.admit_at("192.0.2.2".parse().unwrap(), t0), Admit::Yes);
+        assert_eq!(
+            l.admit_at("192.0.2.2".parse().unwrap(), Transport::Udp, t0),
+            Admit::Yes
+        );
         // tokens come back with time
-        assert_eq!(l.admit_at(c, t0 + Duration::from_millis(150)), Admit::Yes);
+        assert_eq!(
+            l.admit_at(c, Transport::Udp, t0 + Duration::from_millis(150)),
+            Admit::Yes
+        );
+    }
+
+    #[test]
+    fn udp_and_tcp_fill_separate_buckets() {
+        let l = limiter(5);
+        let t0 = Instant::now();
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..5).all(|_| l.admit_at(c, Transport::Udp, t0) == Admit::Yes));
+        assert_ne!(l.admit_at(c, Transport::Udp, t0), Admit::Yes);
+        // the slipped client's retry over TCP is admitted, up to the same rate
+        assert!((0..5).all(|_| l.admit_at(c, Transport::Tcp, t0) == Admit::Yes));
+        assert_ne!(l.admit_at(c, Transport::Tcp, t0), Admit::Yes);
     }
 
     #[test]
@@ -244,21 +273,21 @@ mod tests {
         let l = limiter(2);
         let t0 = Instant::now();
         assert_eq!(
-            l.admit_at("2001:db8:0:1::1".parse().unwrap(), t0),
+            l.admit_at("2001:db8:0:1::1".parse().unwrap(), Transport::Udp, t0),
             Admit::Yes
         );
         assert_eq!(
-            l.admit_at("2001:db8:0:2::1".parse().unwrap(), t0),
+            l.admit_at("2001:db8:0:2::1".parse().unwrap(), Transport::Udp, t0),
             Admit::Yes
         );
         // same /56 (2001:db8:0:00xx::/56): the bucket is shared and now empty
         assert_ne!(
-            l.admit_at("2001:db8:0:ff::9".parse().unwrap(), t0),
+            l.admit_at("2001:db8:0:ff::9".parse().unwrap(), Transport::Udp, t0),
             Admit::Yes
         );
         // another /56
         assert_eq!(
-            l.admit_at("2001:db8:0:100::1".parse().unwrap(), t0),
+            l.admit_at("2001:db8:0:100::1".parse().unwrap(), Transport::Udp, t0),
             Admit::Yes
         );
     }
@@ -268,10 +297,10 @@ mod tests {
         let l = limiter(1);
         let t0 = Instant::now();
         let local: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!((0..1000).all(|_| l.admit_at(local, t0) == Admit::Yes));
+        assert!((0..1000).all(|_| l.admit_at(local, Transport::Udp, t0) == Admit::Yes));
         let off = RateLimiter::new(0, 2, vec![]);
         let c: IpAddr = "192.0.2.9".parse().unwrap();
-        assert!((0..1000).all(|_| off.admit_at(c, t0) == Admit::Yes));
+        assert!((0..1000).all(|_| off.admit_at(c, Transport::Udp, t0) == Admit::Yes));
     }
 
     #[test]
@@ -316,7 +345,11 @@ mod tests {
         let l = limiter(1);
         let t0 = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 * 2) {
-            l.admit_at(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), t0);
+            l.admit_at(
+                IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()),
+                Transport::Udp,
+                t0,
+            );
         }
         let tracked: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(tracked <= MAX_CLIENTS + SHARDS, "{tracked} buckets");

@@ -14,7 +14,7 @@ use hickory_proto::{
     op::{Message, Query, ResponseCode},
     rr::RecordType,
 };
-use support::{Setup, list, query, udp_client, upstream::Upstream};
+use support::{Setup, list, query, udp_client, upstream::Upstream, wait_until};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -207,6 +207,46 @@ async fn tcp_queries_count_against_the_client_rate_limit() {
         .metric(r#"hushd_limited_total{reason="ratelimit"}"#)
         .unwrap_or(0.0);
     assert!(limited >= 100.0, "{limited} counted as rate limited");
+}
+
+/// The point of the TC=1 slip: a client whose UDP rate is used up (by itself, or by a spoofed
+/// flood in its name) retries over TCP and is answered there, at its own TCP rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_limited_over_udp_is_answered_over_tcp() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    setup.write_list("lab", &list("block", &["blocked.test"]));
+    setup.append_config("[limits]\nclient_qps = 20");
+    let hushd = setup.start();
+
+    let udp = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    for id in 0..400u16 {
+        udp.send_to(&query_bytes(id, "blocked.test."), hushd.dns)
+            .await
+            .unwrap();
+    }
+    let limited = || {
+        hushd
+            .metric(r#"hushd_limited_total{reason="ratelimit"}"#)
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || limited() >= 300.0),
+        "{} UDP queries limited",
+        limited()
+    );
+
+    let mut stream = tcp_from("127.0.0.2", hushd.dns).await;
+    let messages: Vec<Vec<u8>> = (0..10u16)
+        .map(|id| query_bytes(1000 + id, "blocked.test."))
+        .collect();
+    stream.write_all(&framed(&messages)).await.unwrap();
+    for _ in 0..messages.len() {
+        let reply = read_message(&mut stream, Duration::from_secs(3))
+            .await
+            .expect("a TCP retry went unanswered after the UDP rate was used up");
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    }
 }
 
 /// A question with a compression pointer gets FORMERR over TCP as over UDP, at once, and the
