@@ -347,9 +347,19 @@ impl StalledLog {
         }
     }
 
-    /// The value of the metric line that starts with `series`.
+    /// The value of the metric line that starts with `series`; `None` also when the endpoint
+    /// does not answer within a few seconds (a hushd stuck on its log).
     pub fn metric(&self, series: &str) -> Option<f64> {
-        http_get(self.metrics, "/metrics")
+        let get = || -> std::io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        get()
+            .ok()?
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
     }
