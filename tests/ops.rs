@@ -328,11 +328,8 @@ async fn sighup_reloads_an_edit_the_watcher_cannot_see() {
     );
     assert_eq!(hushd.metric(ok), Some(before));
 
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &hushd.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(hushd.pid()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let blocked = support::wait_for_rcode(
         &mut udp,
         "late.example.",
