@@ -310,9 +310,11 @@ impl QueryHandler {
             Verdict::Forward(Some(list)) => {
                 list.count_match(&self.metrics);
                 if list.action == Action::Log {
-                    // The audit record: one event per match, the evidence an admin gathers
-                    // before deciding to block.
-                    tracing::info!(target: "hushd::audit", %client, %qname, %qtype, list = %list.name, action = "log", "list match");
+                    // The audit record an admin gathers before deciding to block; rate-limited
+                    // per (client, list) in audit.rs, while the metric above counts every match.
+                    if let Some(suppressed) = crate::audit::admit(client, &list.name) {
+                        tracing::info!(target: "hushd::audit", %client, %qname, %qtype, list = %list.name, action = "log", suppressed, "list match");
+                    }
                 }
             }
             Verdict::Forward(None) => {}

@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod app;
+pub mod audit;
 pub mod cache;
 pub mod clients;
 pub mod config;

@@ -1,10 +1,11 @@
 //! The `hushd` command: argument parsing, logging, the runtime. Everything else is in the library.
 
-use hushd::app;
+use hushd::{app, metrics};
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// hushd answers DNS for a network, forwards ordinary lookups upstream with a cache, and blocks
@@ -63,7 +64,8 @@ fn main() -> ExitCode {
             }
         },
         None => {
-            init_logging(cli.log_format);
+            // Held until main returns: dropping it flushes what the log thread still holds.
+            let _log_flush = init_logging(cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -85,17 +87,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Log lines waiting for a slow sink, at most. Past it, new lines are dropped and counted
+/// (`hushd_log_dropped_total`); at a few hundred bytes a line this bounds the backlog to a few MB.
+const LOG_BUFFER_LINES: usize = 8192;
+
+/// Logs go to stderr through a thread of their own: a query worker only queues its line, so a
+/// stalled journald or a full pipe costs log lines, never answers.
+fn init_logging(format: LogFormat) -> WorkerGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour only for a person at a terminal, never into journald or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("hushd-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    metrics::count_log_drops_with(move || dropped.dropped_lines() as u64);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }

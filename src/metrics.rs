@@ -9,6 +9,8 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
+    core::{Collector, Desc, Describer},
+    proto::MetricFamily,
 };
 
 /// How a query ended, the `outcome` label of `hushd_queries_total`.
@@ -112,6 +114,48 @@ fn rcode_index(r: ResponseCode) -> usize {
         ResponseCode::NotImp => 6,
         ResponseCode::BADVERS => 7,
         _ => 0,
+    }
+}
+
+/// Where `hushd_log_dropped_total` reads its value: the log writer's own count of dropped
+/// lines, set once by the binary when it sets up logging (the writer lives outside the library).
+static LOG_DROPS: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = OnceLock::new();
+
+/// Makes `hushd_log_dropped_total` report what `dropped` returns at each scrape. The first call
+/// wins: there is one log writer per process.
+pub fn count_log_drops_with(dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = LOG_DROPS.set(Box::new(dropped));
+}
+
+/// `hushd_log_dropped_total`, read from the log writer at scrape time, so logging itself never
+/// touches a metric.
+struct LogDropped {
+    opts: Opts,
+    desc: Desc,
+}
+
+impl LogDropped {
+    fn new() -> Result<Self, prometheus::Error> {
+        let opts = Opts::new(
+            "hushd_log_dropped_total",
+            "Log lines dropped because the log sink (stderr: journald, a pipe) was too slow",
+        );
+        let desc = opts.describe()?;
+        Ok(Self { opts, desc })
+    }
+}
+
+impl Collector for LogDropped {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(counter) = IntCounter::with_opts(self.opts.clone()) else {
+            return Vec::new();
+        };
+        counter.inc_by(LOG_DROPS.get().map_or(0, |dropped| dropped()));
+        counter.collect()
     }
 }
 
@@ -257,6 +301,7 @@ impl Metrics {
         registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(tcp_connections.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(LogDropped::new()?))?;
 
         // Both results exist from the start, so `increase()` sees the first error.
         for result in ["ok", "error"] {
@@ -415,6 +460,24 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o:?}");
         }
+    }
+
+    #[test]
+    fn log_drops_are_read_at_scrape_time() {
+        let m = Metrics::new().unwrap();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        count_log_drops_with({
+            let dropped = dropped.clone();
+            move || dropped.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains("# TYPE hushd_log_dropped_total counter"),
+            "{text}"
+        );
+        dropped.store(7, std::sync::atomic::Ordering::Relaxed);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains("\nhushd_log_dropped_total 7\n"), "{text}");
     }
 
     #[test]

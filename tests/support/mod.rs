@@ -287,3 +287,87 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     }
     found
 }
+
+impl Hushd {
+    /// Like `Setup::start`, with extra command-line arguments and environment variables.
+    pub fn start_with(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = setup.dir.path().join("hushd.log");
+        let child = Command::new(HUSHD)
+            .arg("--config")
+            .arg(setup.config_path())
+            .args(args)
+            .env("RUST_LOG", "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start hushd");
+        let mut hushd = Self {
+            child,
+            dns: setup.dns,
+            metrics: setup.metrics,
+            log,
+        };
+        hushd.wait_ready();
+        hushd
+    }
+}
+
+/// A running `hushd` whose stderr is a pipe nobody reads: a log sink that has stalled (journald
+/// busy, a full pipe). Ready once `/healthz` answers, since its log cannot be read. Killed when
+/// dropped.
+pub struct StalledLog {
+    child: Child,
+    /// The pipe's read end, held open and never read.
+    _stderr: std::process::ChildStderr,
+    pub dns: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl StalledLog {
+    pub fn start(setup: &Setup, rust_log: &str) -> Self {
+        let mut child = Command::new(HUSHD)
+            .arg("--config")
+            .arg(setup.config_path())
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hushd");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let ready = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&setup.metrics, Duration::from_millis(200)).is_ok()
+        });
+        assert!(ready, "hushd (stderr to a pipe) not ready after 10 s");
+        Self {
+            child,
+            _stderr: stderr,
+            dns: setup.dns,
+            metrics: setup.metrics,
+        }
+    }
+
+    /// The value of the metric line that starts with `series`; `None` also when the endpoint
+    /// does not answer within a few seconds (a hushd stuck on its log).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let get = || -> std::io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&self.metrics, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        get()
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+impl Drop for StalledLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
