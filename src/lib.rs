@@ -18,6 +18,7 @@ pub mod http;
 pub mod inflight;
 pub mod limits;
 pub mod listener;
+pub mod lists;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -14,8 +14,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::Config, diagnostic::LoadErrors, metrics::Metrics, policy::Policy,
-    policy::lists::is_policy_file,
+    config::Config, diagnostic::LoadErrors, lists::is_policy_file, metrics::Metrics, policy::Policy,
 };
 
 /// Editors write a file in several steps (write a temporary file, rename it over, touch it);

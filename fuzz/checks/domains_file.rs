@@ -13,7 +13,7 @@ use std::{
 
 use hushd::{
     diagnostic::LoadError,
-    policy::lists::{HOSTS_BOILERPLATE, check_domain, normalize_domain, read_domains_file},
+    lists::{HOSTS_BOILERPLATE, check_domain, normalize_domain, read_domains_file},
 };
 
 /// `read_domains_file` stops after this many bad names.

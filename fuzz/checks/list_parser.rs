@@ -7,7 +7,7 @@ use std::path::Path;
 use hickory_proto::rr::Name;
 use hushd::{
     diagnostic::LoadError,
-    policy::lists::{normalize_domain, parse_list},
+    lists::{normalize_domain, parse_list},
 };
 
 const PATH: &str = "/fuzz/list.toml";

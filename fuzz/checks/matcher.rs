@@ -21,9 +21,9 @@ use std::{
 };
 
 use hickory_proto::rr::Name;
-use hushd::policy::{
+use hushd::{
     lists::normalize_domain,
-    matcher::{DomainSet, DomainSetBuilder, Inserted, NameKey, Tag},
+    policy::matcher::{DomainSet, DomainSetBuilder, Inserted, NameKey, Tag},
 };
 
 const MAX_LINES: usize = 64;

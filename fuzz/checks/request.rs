@@ -25,8 +25,9 @@ use hushd::{
     answer::Answer,
     config::Config,
     handler::QueryHandler,
+    lists::{Action as ListAction, ListFile},
     metrics::Metrics,
-    policy::{Action as ListAction, Policy, lists::ListFile},
+    policy::Policy,
     udp::{Action, process},
 };
 

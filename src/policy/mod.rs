@@ -4,55 +4,31 @@
 //! client address and the name, so it is tested without sockets.
 
 pub mod access;
-pub mod lists;
 pub mod matcher;
 
 use std::{net::IpAddr, sync::OnceLock};
 
 use hickory_proto::rr::Name;
-use serde::Deserialize;
 
 use self::{
     access::ClientAccess,
-    lists::ListFile,
     matcher::{DomainSet, DomainSetBuilder, NameKey, Tag},
 };
-pub use crate::config::BlockResponse;
+pub use crate::{config::BlockResponse, lists::Action};
 use crate::{
     config::Config,
     diagnostic::{LoadError, LoadErrors},
+    lists::{self, ListFile},
 };
 
-/// What a list does with the names it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Answer the lookup with the block response instead of forwarding it.
-    Block,
-    /// Audit: forward as normal, and log and count the match.
-    Log,
-    /// Exempt the name (and its subdomains) from every block and log list.
-    Allow,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Block => "block",
-            Self::Log => "log",
-            Self::Allow => "allow",
-        }
-    }
-
-    /// When lists disagree about a name, the higher rank wins: an allow entry overrides any
-    /// block, and a block overrides a log-only entry (the name is blocked, which is what an admin
-    /// who listed it to block expects, whatever else audits it).
-    fn rank(self) -> u8 {
-        match self {
-            Self::Log => 0,
-            Self::Block => 1,
-            Self::Allow => 2,
-        }
+/// When lists disagree about a name, the higher rank wins: an allow entry overrides any
+/// block, and a block overrides a log-only entry (the name is blocked, which is what an admin
+/// who listed it to block expects, whatever else audits it).
+fn rank(action: Action) -> u8 {
+    match action {
+        Action::Log => 0,
+        Action::Block => 1,
+        Action::Allow => 2,
     }
 }
 
@@ -131,13 +107,13 @@ impl Policy {
         let mut batch = NameBatch::default();
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
-            let rank = file.action.rank();
+            let file_rank = rank(file.action);
             let mut distinct = 0;
             let mut insert = |batch: &mut NameBatch| {
                 builder.warm(batch.names());
                 for name in batch.names() {
                     let outcome = builder.insert(name, tag, |old: Tag| {
-                        rank > lists.get(usize::from(old)).map_or(0, |l| l.action.rank())
+                        file_rank > lists.get(usize::from(old)).map_or(0, |l| rank(l.action))
                     });
                     match outcome {
                         Some(matcher::Inserted::Kept(t)) if t == tag => {}
@@ -220,7 +196,7 @@ impl Policy {
             .matches(&key)
             .filter_map(|tag| self.lists.get(usize::from(tag)))
             .fold(None::<&ListMeta>, |best, l| match best {
-                Some(b) if b.action.rank() >= l.action.rank() => Some(b),
+                Some(b) if rank(b.action) >= rank(l.action) => Some(b),
                 _ => Some(l),
             });
         match best {
