@@ -2,6 +2,8 @@
 //! Loading is apart from matching (the routedns split): this module turns files into validated
 //! `ListFile`s, and `Policy::build` turns those into a new immutable matcher.
 
+pub mod formats;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
