@@ -1050,13 +1050,7 @@ async fn expired_answers_are_served_stale_when_upstream_is_down() {
 async fn a_slow_but_working_upstream_gets_its_answers_through() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    let defaults: String = config
-        .lines()
-        .filter(|l| !l.contains("timeout_ms"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(setup.config_path(), defaults).unwrap();
+    setup.use_default_upstream_timeouts();
     let hushd = setup.start();
     let mut udp = udp_client(hushd.dns, None).await;
     let r = query(&mut udp, "slow.example.", RecordType::A).await;

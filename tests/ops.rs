@@ -358,9 +358,7 @@ async fn allow_clients_changes_apply_on_reload() {
     let config = std::fs::read_to_string(setup.config_path()).unwrap();
     let edited = config.replace("\"127.0.0.1/32\"", "\"127.0.0.1/32\", \"127.0.0.2/32\"");
     assert_ne!(config, edited);
-    let tmp = setup.dir.path().join(".hushd.toml.tmp");
-    std::fs::write(&tmp, edited).unwrap();
-    std::fs::rename(&tmp, setup.config_path()).unwrap();
+    setup.write_config(&edited);
     let served = support::wait_for_rcode(
         &mut outside,
         "www.example.",
@@ -375,8 +373,7 @@ async fn allow_clients_changes_apply_on_reload() {
     );
 
     // and taken away again
-    std::fs::write(&tmp, config).unwrap();
-    std::fs::rename(&tmp, setup.config_path()).unwrap();
+    setup.write_config(&config);
     let refused = support::wait_for_rcode(
         &mut outside,
         "www.example.",

@@ -88,14 +88,7 @@ async fn replies_within(socket: &UdpSocket, wait: Duration) -> Vec<Message> {
 async fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
-    // hushd's default upstream timeouts, so the 1.5 s answer comes through
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    let defaults: String = config
-        .lines()
-        .filter(|l| !l.contains("timeout_ms"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(setup.config_path(), defaults).unwrap();
+    setup.use_default_upstream_timeouts();
     setup.write_list("lab", &list("block", &["blocked.test"]));
     let hushd = setup.start();
     let mut udp = udp_client(hushd.dns, None).await;
@@ -139,13 +132,7 @@ async fn pipelined_tcp_queries_are_answered_as_they_are_ready() {
 async fn a_tcp_connection_has_a_bounded_number_of_queries_in_flight() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
-    let config = std::fs::read_to_string(setup.config_path()).unwrap();
-    let defaults: String = config
-        .lines()
-        .filter(|l| !l.contains("timeout_ms"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(setup.config_path(), defaults).unwrap();
+    setup.use_default_upstream_timeouts();
     let hushd = setup.start();
     let mut stream = tcp_from("127.0.0.1", hushd.dns).await;
     let messages: Vec<Vec<u8>> = (0..40u16)

@@ -70,6 +70,25 @@ impl Setup {
         std::fs::write(self.config_path(), format!("{config}\n{toml}\n")).unwrap();
     }
 
+    /// Replaces the config the way editors save: a new file renamed over the old one.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join(".hushd.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    /// Drops the test config's short upstream timeouts, so hushd runs on its defaults (which
+    /// let a 1.5 s upstream answer through).
+    pub fn use_default_upstream_timeouts(&self) {
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        let defaults: String = config
+            .lines()
+            .filter(|l| !l.contains("timeout_ms"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(self.config_path(), defaults).unwrap();
+    }
+
     pub fn list_path(&self, name: &str) -> PathBuf {
         self.dir
             .path()
@@ -103,23 +122,7 @@ pub struct Hushd {
 
 impl Hushd {
     fn start(setup: &Setup) -> Self {
-        let log = setup.dir.path().join("hushd.log");
-        let child = Command::new(HUSHD)
-            .arg("--config")
-            .arg(setup.config_path())
-            .env("RUST_LOG", "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start hushd");
-        let mut hushd = Self {
-            child,
-            dns: setup.dns,
-            metrics: setup.metrics,
-            log,
-        };
-        hushd.wait_ready();
-        hushd
+        Self::start_with(setup, &[], &[])
     }
 
     fn wait_ready(&mut self) {
