@@ -8,7 +8,7 @@
 use std::{
     hash::{BuildHasher, RandomState},
     net::IpAddr,
-    sync::{LazyLock, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -104,6 +104,11 @@ pub struct AuditLimiter {
 }
 
 impl AuditLimiter {
+    /// hushd's own limits: one line per (client, list) every `INTERVAL`, `LINES_PER_SECOND` in all.
+    pub fn with_defaults() -> Self {
+        Self::new(INTERVAL, LINES_PER_SECOND)
+    }
+
     pub fn new(interval: Duration, lines_per_second: u32) -> Self {
         Self {
             slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
@@ -147,15 +152,6 @@ impl AuditLimiter {
         }
         None
     }
-}
-
-static LIMITER: LazyLock<AuditLimiter> =
-    LazyLock::new(|| AuditLimiter::new(INTERVAL, LINES_PER_SECOND));
-
-/// The process's audit limiter: `Some(k)` if this match is to be logged (`k` matches of the
-/// same client and list were left out before it), `None` if it is only counted.
-pub fn admit(client: IpAddr, list: &str) -> Option<u64> {
-    LIMITER.admit(client, list)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     answer::Answer,
+    audit::AuditLimiter,
     cache::{Cache, Hit, replaces_stale},
     config::Config,
     inflight::{Finish, Joined, LookupKey, Lookups},
@@ -54,6 +55,8 @@ pub struct QueryHandler {
     pub inflight: Arc<Semaphore>,
     /// Upstream lookups running, one per question, shared by the clients that wait for it.
     pub lookups: Arc<Lookups>,
+    /// Which audit matches are logged (the metric counts them all).
+    pub audit: Arc<AuditLimiter>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -243,6 +246,7 @@ impl QueryHandler {
             )),
             inflight: Arc::new(Semaphore::new(config.limits.max_inflight)),
             lookups: Arc::new(Lookups::new()),
+            audit: Arc::new(AuditLimiter::with_defaults()),
             metrics,
         })
     }
@@ -312,7 +316,7 @@ impl QueryHandler {
                 if list.action == Action::Log {
                     // The audit record an admin gathers before deciding to block; rate-limited
                     // per (client, list) in audit.rs, while the metric above counts every match.
-                    if let Some(suppressed) = crate::audit::admit(client, &list.name) {
+                    if let Some(suppressed) = self.audit.admit(client, &list.name) {
                         tracing::info!(target: "hushd::audit", %client, %qname, %qtype, list = %list.name, action = "log", suppressed, "list match");
                     }
                 }
