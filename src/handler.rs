@@ -11,13 +11,13 @@
 //!
 //! Nothing here returns an error to hickory or panics: every failure becomes an RCODE and a count.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hickory_net::runtime::Time;
 use hickory_proto::{
-    op::{Header, HeaderCounts, OpCode, ResponseCode},
+    op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode},
     rr::{DNSClass, LowerName, RecordType},
 };
 use hickory_server::{
@@ -178,9 +178,27 @@ impl QueryHandler {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
             return error(ResponseCode::NotImp, Outcome::Notimp, qtype);
         }
+        self.answer_question(meta, edns, info.src.ip(), query.name(), qtype)
+    }
 
-        let client = info.src.ip();
-        let qname = query.name();
+    /// The part of `answer_locally` after validation: policy, ANY, cache. The UDP hit path
+    /// (`hit_path`) calls it with the question it read in place, without a `Request`.
+    pub fn answer_question(
+        &self,
+        meta: &Metadata,
+        edns: Option<&Edns>,
+        client: IpAddr,
+        qname: &LowerName,
+        qtype: RecordType,
+    ) -> Step {
+        let done = |reply, outcome, qtype| {
+            Step::Answered(Answered {
+                reply,
+                outcome,
+                qtype,
+            })
+        };
+        let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
         let policy = self.policy.load();
         match policy.decide(client, qname) {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod diagnostic;
 pub mod handler;
+pub mod hit_path;
 pub mod http;
 pub mod limits;
 pub mod listener;

@@ -4,8 +4,10 @@
 //! a cache hit or a blocked name that costs more than answering. Here each worker owns one
 //! `SO_REUSEPORT` socket (the kernel spreads clients over them), takes datagrams in batches
 //! (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop and hands the
-//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. Decoding
-//! and encoding are hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`).
+//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. A plain
+//! query the cache answers is read in place and answered from the cache's wire form
+//! (`hit_path`); everything else is decoded and encoded by hickory (`Request::from_bytes`,
+//! `MessageResponse::destructive_emit`).
 //! TCP stays on hickory-server.
 
 use std::{
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     handler::{Answered, QueryHandler, Step, cached_reply},
+    hit_path,
     limits::Admit,
     listener,
     metrics::Outcome,
@@ -222,6 +225,19 @@ pub fn process(
     if src.port() == 0 {
         return Action::Drop; // cannot be answered; a spoofed or broken source
     }
+    if let Some(action) = hit_path::answer(handler, datagram, src, out) {
+        return action;
+    }
+    process_full(handler, datagram, src, out)
+}
+
+/// `process` for a datagram the hit path left: decoded whole into hickory's `Request`.
+pub fn process_full(
+    handler: &QueryHandler,
+    datagram: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Action {
     let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
         return match formerr_for(datagram) {
             Some(reply) => {
@@ -253,17 +269,33 @@ pub fn process(
         }
         Admit::Slip => {
             handler.metrics.limited("ratelimit");
-            let mut reply = Reply::new(
-                &request.metadata,
-                request.edns.as_ref(),
-                ResponseCode::NoError,
-            );
-            reply.metadata.truncation = true;
-            encode(&request, reply, out);
+            slip(&request, out);
             return Action::Send;
         }
     }
-    match handler.answer_locally(&request) {
+    let step = handler.answer_locally(&request);
+    respond(handler, request, step, out)
+}
+
+/// The reply to a client the rate limiter let through with TC=1: come back over TCP.
+pub(crate) fn slip(request: &Request, out: &mut Vec<u8>) {
+    let mut reply = Reply::new(
+        &request.metadata,
+        request.edns.as_ref(),
+        ResponseCode::NoError,
+    );
+    reply.metadata.truncation = true;
+    encode(request, reply, out);
+}
+
+/// What to do with an admitted query once the handler has taken its first `step`.
+pub(crate) fn respond(
+    handler: &QueryHandler,
+    request: Request,
+    step: Step,
+    out: &mut Vec<u8>,
+) -> Action {
+    match step {
         Step::Cached(hit, qtype) => {
             let edns = request.edns.as_ref().map(response_edns);
             let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
