@@ -9,8 +9,10 @@
 //! section, more than one additional record, a question `question_is_plain` rejects, a class
 //! other than IN, a zone transfer, EDNS above version 0, trailing bytes) is left untouched to
 //! the full path in `udp::process`. Once the path has admitted a query (rate limit) it finishes
-//! it, so each query is admitted, decided and counted exactly once: a block, a refusal, a miss,
-//! or a hit too big for the client builds the `Request` then and takes the full path's steps.
+//! it, so each query is admitted, decided and counted exactly once, with the full path's own
+//! parts: a block, a refusal or a hit too big for the client is encoded by hickory (with the
+//! question read again as `Queries`, all its encoder needs), and a miss builds the `Request` the
+//! forwarding task takes.
 
 use std::net::SocketAddr;
 
@@ -20,14 +22,14 @@ use hickory_proto::{
     rr::{DNSClass, LowerName, RData, Record, RecordType},
     serialize::binary::{BinDecodable, BinDecoder},
 };
-use hickory_server::server::Request;
+use hickory_server::{server::Request, zone_handler::Queries};
 
 use crate::{
-    handler::{QueryHandler, Step},
+    handler::{Answered, QueryHandler, Step},
     limits::Admit,
     metrics::Outcome,
-    reply::{response_edns, response_metadata},
-    udp::{Action, respond, slip},
+    reply::{Reply, response_edns, response_metadata},
+    udp::{Action, encode, respond, slip_reply},
     wire::{formerr_for, question_is_plain},
 };
 
@@ -109,10 +111,8 @@ pub fn answer(
         }
         Admit::Slip => {
             handler.metrics.limited("ratelimit");
-            return Some(with_request(datagram, src, out, |request, out| {
-                slip(&request, out);
-                Action::Send
-            }));
+            let reply = slip_reply(&query.metadata, query.edns.as_ref());
+            return Some(reply_to(datagram, reply, out));
         }
     }
     let step = handler.answer_question(
@@ -122,41 +122,69 @@ pub fn answer(
         &query.name,
         query.qtype,
     );
-    if let Step::Cached(hit, qtype) = &step {
-        let edns = query.edns.as_ref().map(response_edns);
-        let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
-        let metadata = response_metadata(&query.metadata, hit.rcode());
-        if hit.write_wire(metadata, query.question, edns.as_ref(), max, out) {
-            handler
-                .metrics
-                .query(Protocol::Udp, *qtype, Outcome::Cached);
-            handler.metrics.response(hit.rcode());
-            return Some(Action::Send);
+    let answered = match step {
+        Step::Cached(hit, qtype) => {
+            let edns = query.edns.as_ref().map(response_edns);
+            let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
+            let metadata = response_metadata(&query.metadata, hit.rcode());
+            if hit.write_wire(metadata, query.question, edns.as_ref(), max, out) {
+                handler.metrics.query(Protocol::Udp, qtype, Outcome::Cached);
+                handler.metrics.response(hit.rcode());
+                return Some(Action::Send);
+            }
+            // too big for the client: built record by record, then truncated
+            let reply = Reply::forwarded(&query.metadata, query.edns.as_ref(), hit.answer());
+            Answered {
+                reply,
+                outcome: Outcome::Cached,
+                qtype,
+            }
         }
-    }
-    // Not a hit that fits: the full path's own reply, from the step already taken.
-    Some(with_request(datagram, src, out, |request, out| {
-        respond(handler, request, step, out)
-    }))
+        Step::Answered(answered) => answered,
+        // The forwarding task needs hickory's `Request`; decoding it costs little beside the
+        // round trip upstream.
+        Step::Forward => {
+            return Some(
+                match Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) {
+                    Ok(request) => respond(handler, request, Step::Forward, out),
+                    Err(_) => formerr(datagram, out),
+                },
+            );
+        }
+    };
+    handler
+        .metrics
+        .query(Protocol::Udp, answered.qtype, answered.outcome);
+    handler
+        .metrics
+        .response(answered.reply.metadata.response_code);
+    Some(reply_to(datagram, answered.reply, out))
 }
 
-/// Runs `then` on the datagram decoded as hickory's `Request`. The datagram already read as a
-/// plain query, so this does not fail; if it did, the client gets the full path's FORMERR.
-fn with_request(
-    datagram: &[u8],
-    src: SocketAddr,
-    out: &mut Vec<u8>,
-    then: impl FnOnce(Request, &mut Vec<u8>) -> Action,
-) -> Action {
-    match Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) {
-        Ok(request) => then(request, out),
-        Err(_) => match formerr_for(datagram) {
-            Some(reply) => {
-                *out = reply;
-                Action::Send
-            }
-            None => Action::Drop,
-        },
+/// Encodes `reply` as the full path does, with the question read again as hickory's `Queries`
+/// (all of a request its encoder needs). The datagram already read as a plain query, so that
+/// does not fail; if it did, the client gets the full path's FORMERR.
+fn reply_to(datagram: &[u8], reply: Reply, out: &mut Vec<u8>) -> Action {
+    let mut decoder = BinDecoder::new(datagram);
+    let queries = Header::read(&mut decoder)
+        .ok()
+        .and_then(|_| Queries::read(&mut decoder, 1).ok());
+    match queries {
+        Some(queries) => {
+            encode(&queries, reply, out);
+            Action::Send
+        }
+        None => formerr(datagram, out),
+    }
+}
+
+fn formerr(datagram: &[u8], out: &mut Vec<u8>) -> Action {
+    match formerr_for(datagram) {
+        Some(reply) => {
+            *out = reply;
+            Action::Send
+        }
+        None => Action::Drop,
     }
 }
 

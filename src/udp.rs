@@ -20,10 +20,13 @@ use std::{
 
 use hickory_net::xfer::Protocol;
 use hickory_proto::{
-    op::{Header, HeaderCounts, ResponseCode},
+    op::{Edns, Header, HeaderCounts, Metadata, ResponseCode},
     serialize::binary::{BinEncodable, BinEncoder},
 };
-use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
+use hickory_server::{
+    server::Request,
+    zone_handler::{MessageResponseBuilder, Queries},
+};
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::{io::Interest, net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
@@ -92,7 +95,7 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
                         let answered: Answered = handler.forward(&request).await;
                         handler.count(&request, &answered);
                         let mut out = Vec::with_capacity(512);
-                        encode(&request, answered.reply, &mut out);
+                        encode(&request.queries, answered.reply, &mut out);
                         if let Err(e) = socket.send_to(&out, src).await {
                             tracing::debug!(error = %e, %src, "udp send error");
                         }
@@ -279,13 +282,17 @@ pub fn process_full(
 
 /// The reply to a client the rate limiter let through with TC=1: come back over TCP.
 pub(crate) fn slip(request: &Request, out: &mut Vec<u8>) {
-    let mut reply = Reply::new(
-        &request.metadata,
-        request.edns.as_ref(),
-        ResponseCode::NoError,
+    encode(
+        &request.queries,
+        slip_reply(&request.metadata, request.edns.as_ref()),
+        out,
     );
+}
+
+pub(crate) fn slip_reply(metadata: &Metadata, edns: Option<&Edns>) -> Reply {
+    let mut reply = Reply::new(metadata, edns, ResponseCode::NoError);
     reply.metadata.truncation = true;
-    encode(request, reply, out);
+    reply
 }
 
 /// What to do with an admitted query once the handler has taken its first `step`.
@@ -307,13 +314,13 @@ pub(crate) fn respond(
             } else {
                 let answered = cached_reply(&request, &hit, qtype);
                 handler.count(&request, &answered);
-                encode(&request, answered.reply, out);
+                encode(&request.queries, answered.reply, out);
             }
             Action::Send
         }
         Step::Answered(answered) => {
             handler.count(&request, &answered);
-            encode(&request, answered.reply, out);
+            encode(&request.queries, answered.reply, out);
             Action::Send
         }
         Step::Forward => match handler.inflight.clone().try_acquire_owned() {
@@ -327,12 +334,13 @@ pub(crate) fn respond(
     }
 }
 
-/// Encodes `reply` into `out`, truncated (TC=1) to what the client can take over UDP: its EDNS
-/// size as capped by hushd, or 512 bytes without EDNS (RFC 1035 §4.2.1).
-fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
+/// Encodes `reply` to the question `queries` into `out`, truncated (TC=1) to what the client
+/// can take over UDP: its EDNS size as capped by hushd, or 512 bytes without EDNS (RFC 1035
+/// §4.2.1).
+pub(crate) fn encode(queries: &Queries, reply: Reply, out: &mut Vec<u8>) {
     out.clear();
     let max_size = reply.edns.as_ref().map_or(512, |e| e.max_payload());
-    let mut builder = MessageResponseBuilder::from_message_request(request);
+    let mut builder = MessageResponseBuilder::new(queries, None);
     if let Some(edns) = &reply.edns {
         builder.edns(edns);
     }
