@@ -50,8 +50,13 @@ zone:
   name: soak.test
   zonefile: soak.test.zone
 C
-nsd -c "$RUN/upstream/nsd.conf"
+nsd -c "$RUN/upstream/nsd.conf" || true
 for _ in $(seq 100); do [[ -s $RUN/upstream/nsd.pid ]] && break; sleep 0.05; done
+if [[ ! -s $RUN/upstream/nsd.pid ]]; then
+  echo "soak: FAILED: the NSD upstream did not start on $UPSTREAM_ADDR:$UPSTREAM_PORT (address taken? set BENCH_NET); its log:" >&2
+  tail -n 5 "$RUN/upstream/nsd.log" >&2
+  exit 1
+fi
 
 # hushd with a 1000-name list; queries: 2000 names (a short TTL keeps some forwarding going),
 # a quarter of them blocked
