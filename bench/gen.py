@@ -12,8 +12,11 @@ Writes, for each list size N:
                         Zipf-distributed, so most are repeats a cache answers), ~30% blocked names
                         (half from a hot set, half uniform over the whole list, 5% of them as a
                         subdomain of a listed name), ~20% AAAA, the rest A.
+  OUTDIR/queries-N.expect  the rcode each name of queries-N.txt must get (NXDOMAIN if listed, else
+                        NOERROR), for rcodes.py: only those answers count as answered
 and once:
-  OUTDIR/queries-miss.txt  unique allowed names (every query is a cache miss, forwarded upstream).
+  OUTDIR/queries-miss.txt  unique allowed names (every query is a cache miss, forwarded upstream),
+                        and queries-miss.expect (all NOERROR).
 """
 import argparse
 import bisect
@@ -51,6 +54,15 @@ def pick(cdf, items, rnd):
     return items[min(bisect.bisect_left(cdf, rnd.random()), len(items) - 1)]
 
 
+def write_expect(path, expect, count):
+    """The rcode file rcodes.py reads: each rcode's share of the query file, then NAME RCODE lines
+    (none when every name gets the same rcode)."""
+    total = sum(count.values())
+    with open(path, "w") as f:
+        f.write("# shares " + " ".join(f"{r}={c / total:.6f}" for r, c in count.items() if c) + "\n")
+        f.writelines(f"{name} {rcode}\n" for name, rcode in expect.items())
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -81,21 +93,28 @@ def main():
             f.write("\n".join(listed) + "\n")
         hot = listed[:200]  # a few names are asked for very often, as real telemetry is
         hot_cdf = zipf_cdf(len(hot), a.zipf)
+        expect, count = {}, {"NOERROR": 0, "NXDOMAIN": 0}
         with open(f"{a.outdir}/queries-{n}.txt", "w") as f:
             for _ in range(a.queries):
                 if rnd.random() < a.blocked_frac:
                     name = pick(hot_cdf, hot, rnd) if rnd.random() < 0.5 else rnd.choice(listed)
                     if rnd.random() < 0.05:
                         name = f"sub{rnd.randrange(100)}.{name}"
+                    rcode = "NXDOMAIN"
                 else:
                     name = pick(allowed_cdf, allowed, rnd)
+                    rcode = "NOERROR"
+                expect[name] = rcode
+                count[rcode] += 1
                 f.write(f"{name} {qtype()}\n")
+        write_expect(f"{a.outdir}/queries-{n}.expect", expect, count)
         print(f"gen: list-{n}.txt ({len(real[:n])} real + {n - len(real[:n])} synthetic names), "
               f"queries-{n}.txt ({a.queries} queries)")
 
     with open(f"{a.outdir}/queries-miss.txt", "w") as f:
         for i in range(a.miss):
             f.write(f"miss{i}-{rnd.randrange(10**6)}.example-allowed.test {qtype()}\n")
+    write_expect(f"{a.outdir}/queries-miss.expect", {}, {"NOERROR": a.miss})
     print(f"gen: queries-miss.txt ({a.miss} unique names)")
 
 

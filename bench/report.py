@@ -12,6 +12,7 @@ import sys
 COLUMNS = [
     ("qps", "qps", 0),
     ("cpu_pct", "cpu%", 0),
+    ("cpu_us_per_query", "cpu_us", 2),
     ("p50_ms", "p50ms", 3),
     ("p99_ms", "p99ms", 3),
     ("rss_start_mib", "rssMiB", 1),
@@ -23,6 +24,7 @@ COLUMNS = [
     ("miss_qps", "miss_qps", 0),
     ("miss_loss_pct", "miss_loss%", 2),
     ("nxdomain_pct", "nx%", 1),
+    ("bad_rcodes", "bad_rc", 0),
 ]
 
 

@@ -30,11 +30,13 @@ RUN=$(mkdir -p "$RUN" && cd "$RUN" && pwd)
 
 # Knobs (environment). --quick: one run, the 1k list, 3-second loads.
 if [[ $QUICK == 1 ]]; then
-  : "${RUNS:=1}" "${SIZES:=1000}" "${LOAD_SECS:=3}" "${LAT_SECS:=3}" "${WARMUP_SECS:=1}" "${MISS_SECS:=3}"
+  : "${RUNS:=1}" "${SIZES:=1000}" "${LOAD_SECS:=3}" "${CPU_SECS:=3}" "${LAT_SECS:=3}" "${WARMUP_SECS:=1}" "${MISS_SECS:=3}"
   : "${RELOAD_WINDOW:=4}" "${EDIT_AT:=1.5}" "${MISS_NAMES:=300000}"
 fi
 : "${RUNS:=3}" "${SIZES:=1000,1000000}"
 : "${LOAD_SECS:=10}"      # saturating run (dnsperf -l)
+: "${CPU_SECS:=10}"       # fixed-rate run for CPU time per query
+: "${CPU_QPS:=50000}"     # its rate: well below saturation, an office's peak rather than a flood
 : "${LAT_SECS:=10}"       # fixed-rate latency run
 : "${WARMUP_SECS:=3}"     # fills the cache before measuring
 : "${MISS_SECS:=10}"      # cache-miss run
@@ -82,10 +84,12 @@ dnsperf_run() {
   wait "$LOAD_PID" || true
   LOAD_PID=
 }
-dp_qps()     { awk '/Queries per second:/ {printf "%.0f", $4; f=1} END {if (!f) print "NA"}' "$1"; }
 dp_runtime() { awk '/Run time \(s\):/ {print $4; f=1} END {if (!f) print "NA"}' "$1"; }
 dp_lost()    { awk '/Queries lost:/ {print $3; f=1} END {if (!f) print "NA"}' "$1"; }
-dp_lostpct() { awk '/Queries lost:/ {gsub(/[()%]/, "", $4); print $4; f=1} END {if (!f) print "NA"}' "$1"; }
+dp_sent()    { awk '/Queries sent:/ {print $3; f=1} END {if (!f) print "NA"}' "$1"; }
+# dp_ok OUTFILE EXPECT: sets OK (answers with the rcode the query file expects) and WRONG (any
+# other rcode), from rcodes.py; only OK answers count as answered.
+dp_ok()      { read -r OK WRONG < <("$PY" "$HERE/rcodes.py" "$2" "$1" 2>/dev/null || echo NA NA); }
 dp_nxpct()   { awk '/Response codes:/ {for (i = 1; i <= NF; i++) if ($i == "NXDOMAIN") {v = $(i+2); gsub(/[()%,]/, "", v)}} END {print (v == "" ? "0" : v)}' "$1"; }
 
 # probe_start OUTFILE HOST PORT DEADLINE NAME RCODE...: starts probe.py in the background and
@@ -178,22 +182,23 @@ C
 }
 
 # --- one peer, one list size, one run: appends one row to $RAW ------------------------------
-RAW_COLUMNS="run peer list version qps cpu_pct nxdomain_pct p50_ms p99_ms rss_start_mib rss_peak_mib startup_s reload_s reload_lost reload_gap_ms miss_qps miss_loss_pct"
+RAW_COLUMNS="run peer list version qps cpu_pct cpu_us_per_query bad_rcodes nxdomain_pct p50_ms p99_ms rss_start_mib rss_peak_mib startup_s reload_s reload_lost reload_gap_ms miss_qps miss_loss_pct"
 emit_row() {  # the columns above, from bench_one's variables
-  local row=("$run" "$peer" "$size" "$version" "$qps" "$cpu" "$nx" "$p50" "$p99" "$rss0" "$peak" \
+  local row=("$run" "$peer" "$size" "$version" "$qps" "$cpu" "$cpu_us" "$bad" "$nx" "$p50" "$p99" "$rss0" "$peak" \
              "$startup" "$reload" "$rl_lost" "$gap" "$miss_qps" "$miss_loss")
   (IFS=$'\t'; echo "${row[*]}") >> "$RAW"
 }
+add_bad() { [[ $1 == NA || $bad == NA ]] && bad=NA || bad=$(( bad + $1 )); }
 bench_one() {
   local peer=$1 size=$2 run=$3
   # shellcheck source=/dev/null
   source "$HERE/peers/$peer.sh"
   case $PEER_ADDR in 127.*) ;; *) die "$peer: address must be on 127.0.0.0/8" ;; esac
-  local list=$RUN/data/list-$size.txt queries=$RUN/data/queries-$size.txt
+  local list=$RUN/data/list-$size.txt queries=$RUN/data/queries-$size.txt expect=$RUN/data/queries-$size.expect
   OUT=$RUN/out/$peer-$size-r$run PDIR=$RUN/$peer
   rm -rf "$OUT" "$PDIR"; mkdir -p "$OUT" "$PDIR"
   local version; version=$(peer_version 2>/dev/null | head -n 1 | tr '\t' ' ' || true)
-  local hwm0=NA startup=NA qps=NA cpu=NA nx=NA p50=NA p99=NA rss0=NA peak=NA reload=NA rl_lost=NA gap=NA miss_qps=NA miss_loss=NA
+  local hwm0=NA startup=NA qps=NA cpu=NA cpu_us=NA bad=0 nx=NA p50=NA p99=NA rss0=NA peak=NA reload=NA rl_lost=NA gap=NA miss_qps=NA miss_loss=NA
 
   port_free "$PEER_ADDR" "$PEER_PORT" || die "$PEER_ADDR:$PEER_PORT is in use; is another daemon running there?"
   peer_prepare "$list"
@@ -224,12 +229,24 @@ bench_one() {
   c0=$(ticks "$PEER_PID")
   dnsperf_run "$OUT/saturate.txt" "$queries" "$LOAD_SECS"
   c1=$(ticks "$PEER_PID")
-  qps=$(dp_qps "$OUT/saturate.txt") nx=$(dp_nxpct "$OUT/saturate.txt") t1=$(dp_runtime "$OUT/saturate.txt")
+  nx=$(dp_nxpct "$OUT/saturate.txt") t1=$(dp_runtime "$OUT/saturate.txt")
+  dp_ok "$OUT/saturate.txt" "$expect"; add_bad "$WRONG"
+  [[ $t1 == NA || $OK == NA ]] || qps=$(calc "$OK / $t1" 0)
   [[ $t1 == NA || $c0 == NA || $c1 == NA ]] || cpu=$(calc "($c1 - $c0) * 100 / $(getconf CLK_TCK) / $t1" 0)
+
+  # CPU time per answered query at a fixed rate, cache-hot: at saturation the load generator,
+  # not the daemon, is the limit on a small machine, so this is where daemons differ.
+  c0=$(ticks "$PEER_PID")
+  dnsperf_run "$OUT/cpu.txt" "$queries" "$CPU_SECS" -Q "$CPU_QPS"
+  c1=$(ticks "$PEER_PID")
+  dp_ok "$OUT/cpu.txt" "$expect"; add_bad "$WRONG"
+  [[ $OK == NA || $OK == 0 || $c0 == NA || $c1 == NA ]] \
+    || cpu_us=$(calc "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $OK" 2)
 
   # Latency at a fixed rate, from dnsperf's per-query times.
   dnsperf_run "$OUT/latency.raw" "$queries" "$LAT_SECS" -Q "$LAT_QPS" -v
   read -r p50 p99 _ < <("$PY" "$HERE/latpct.py" < "$OUT/latency.raw")
+  dp_ok "$OUT/latency.raw" "$expect"; add_bad "$WRONG"
   sed -n '/^Statistics/,$p' "$OUT/latency.raw" > "$OUT/latency.txt"; rm -f "$OUT/latency.raw"
 
   # List edit to enforcement, quiet: the probe has asked for the new name once before the edit
@@ -255,7 +272,9 @@ bench_one() {
   sleep "$EDIT_AT"; peer_add "$name"; peer_reload
   wait "$LOAD_PID" || true; LOAD_PID=
   wait "$GAP_PID" || true; GAP_PID=
-  rl_lost=$(dp_lost "$OUT/reload-load.txt")
+  # lost: no answer, or one with the wrong rcode (a daemon failing queries during its reload)
+  rl_lost=$(dp_lost "$OUT/reload-load.txt"); dp_ok "$OUT/reload-load.txt" "$expect"; add_bad "$WRONG"
+  [[ $rl_lost == NA || $WRONG == NA ]] || rl_lost=$(( rl_lost + WRONG ))
   gap=$(sed -n 's/.*max_gap_ms=\([0-9.]*\).*/\1/p' "$OUT/reload-gap.txt"); gap=${gap:-NA}
   timeout $(( RELOAD_TIMEOUT + 10 )) "$PY" "$HERE/probe.py" "$PEER_ADDR" "$PEER_PORT" "$RELOAD_TIMEOUT" "$name" NXDOMAIN > /dev/null \
     || log "$peer/$size run $run: the name added under load was never blocked"
@@ -263,12 +282,15 @@ bench_one() {
 
   # Cache misses: every name unique, so every query is forwarded upstream; each name asked once.
   PASSES=1 dnsperf_run "$OUT/miss.txt" "$RUN/data/queries-miss.txt" "$MISS_SECS"
-  miss_qps=$(dp_qps "$OUT/miss.txt") miss_loss=$(dp_lostpct "$OUT/miss.txt")
+  dp_ok "$OUT/miss.txt" "$RUN/data/queries-miss.expect"; add_bad "$WRONG"
+  local sent; sent=$(dp_sent "$OUT/miss.txt") t1=$(dp_runtime "$OUT/miss.txt")
+  [[ $OK == NA || $t1 == NA ]] || miss_qps=$(calc "$OK / $t1" 0)
+  [[ $OK == NA || $sent == NA || $sent == 0 ]] || miss_loss=$(calc "($sent - $OK) * 100 / $sent" 2)
 
   alive "$PEER_PID" || log "$peer/$size run $run: the daemon died during the run; see $OUT/daemon.log"
   stop_pid "$PEER_PID"; PEER_PID=
   emit_row
-  log "$peer/$size run $run: qps=$qps cpu=$cpu% nx=$nx% p50=${p50}ms p99=${p99}ms rss=${rss0}MiB (peak at start ${hwm0}) peak=${peak}MiB" \
+  log "$peer/$size run $run: qps=$qps cpu=$cpu% cpu_us=$cpu_us bad_rcodes=$bad nx=$nx% p50=${p50}ms p99=${p99}ms rss=${rss0}MiB (peak at start ${hwm0}) peak=${peak}MiB" \
       "startup=${startup}s reload=${reload}s reload_lost=$rl_lost gap=${gap}ms miss_qps=$miss_qps miss_loss=$miss_loss%"
 }
 

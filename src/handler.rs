@@ -17,16 +17,22 @@
 //!
 //! Nothing here panics: every failure becomes an RCODE and a count.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use arc_swap::ArcSwap;
 use hickory_net::xfer::Protocol;
 use hickory_proto::{
-    op::{Header, HeaderCounts, MessageType, OpCode, ResponseCode},
-    rr::{DNSClass, RecordType},
+    op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
+    rr::{DNSClass, LowerName, RecordType},
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
-use hickory_server::{server::Request, zone_handler::MessageResponseBuilder};
+use hickory_server::{
+    server::Request,
+    zone_handler::{MessageResponseBuilder, Queries},
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
@@ -191,12 +197,8 @@ impl QueryHandler {
 
 /// The empty TC=1 answer a rate-limited client gets every `slip`-th time, so a real client
 /// retries over TCP while a spoofed flood gains nothing.
-pub fn slip_reply(request: &Request) -> Reply {
-    let mut reply = Reply::new(
-        &request.metadata,
-        request.edns.as_ref(),
-        ResponseCode::NoError,
-    );
+pub fn slip_reply(request: &Metadata, edns: Option<&Edns>) -> Reply {
+    let mut reply = Reply::new(request, edns, ResponseCode::NoError);
     reply.metadata.truncation = true;
     reply
 }
@@ -291,9 +293,27 @@ impl QueryHandler {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
             return error(ResponseCode::NotImp, Outcome::Notimp, qtype);
         }
+        self.answer_question(meta, edns, info.src.ip(), query.name(), qtype)
+    }
 
-        let client = info.src.ip();
-        let qname = query.name();
+    /// The part of `answer_locally` after validation: policy, ANY, cache. The UDP hit path
+    /// (`hit_path`) calls it with the question it read in place, without a `Request`.
+    pub fn answer_question(
+        &self,
+        meta: &Metadata,
+        edns: Option<&Edns>,
+        client: IpAddr,
+        qname: &LowerName,
+        qtype: RecordType,
+    ) -> Step {
+        let done = |reply, outcome, qtype| {
+            Step::Answered(Answered {
+                reply,
+                outcome,
+                qtype,
+            })
+        };
+        let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
         let policy = self.policy.load();
         match policy.decide(client, qname) {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
@@ -472,12 +492,18 @@ impl QueryHandler {
 /// truncated (TC=1) to what the client can take: its EDNS size as capped by hushd, or 512
 /// bytes without EDNS (RFC 1035 §4.2.1); over TCP only the 64 KiB frame limits it.
 pub fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
+    encode_for(&request.queries, request.protocol(), reply, out);
+}
+
+/// `encode` for a reply to the question `queries` (all of a request the encoder needs), as the
+/// UDP hit path has it without a whole `Request`.
+pub fn encode_for(queries: &Queries, protocol: Protocol, reply: Reply, out: &mut Vec<u8>) {
     out.clear();
-    let max_size = match request.protocol() {
+    let max_size = match protocol {
         Protocol::Udp => reply.edns.as_ref().map_or(512, |e| e.max_payload()),
         _ => u16::MAX,
     };
-    let mut builder = MessageResponseBuilder::from_message_request(request);
+    let mut builder = MessageResponseBuilder::new(queries, None);
     if let Some(edns) = &reply.edns {
         builder.edns(edns);
     }

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod config;
 pub mod diagnostic;
 pub mod handler;
+pub mod hit_path;
 pub mod http;
 pub mod inflight;
 pub mod limits;

@@ -4,9 +4,11 @@
 //! a cache hit or a blocked name that costs more than answering. Here each worker owns one
 //! `SO_REUSEPORT` socket (the kernel spreads clients over them), takes datagrams in batches
 //! (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop and hands the
-//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. Decoding
-//! and encoding are hickory's (`Request::from_bytes`, `MessageResponse::destructive_emit`).
-//! Admission and the reply path are the handler's, shared with TCP.
+//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. A plain
+//! query is read in place and a cache hit answered from the cache's wire form (`hit_path`);
+//! everything else is decoded and encoded by hickory (`Request::from_bytes`,
+//! `MessageResponse::destructive_emit`). Admission and the reply path are the handler's, shared
+//! with TCP.
 
 use std::{
     cell::RefCell,
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode, slip_reply},
-    listener,
+    hit_path, listener,
     metrics::Outcome,
     reply::{response_edns, response_metadata},
     wire::EDNS_PAYLOAD,
@@ -207,9 +209,26 @@ pub enum Action {
 /// Everything hushd does with a datagram before any waiting, in this order: admission
 /// (`QueryHandler::admit`: header, rate limit, decoding, `allow_clients`), then the local
 /// answer (validation, policy, cache), then a place among the queries waiting for upstream.
-/// The reply, if one is ready, is written to `out`. No I/O, so the request path is fuzzed
-/// through this very function.
+/// A plain query takes the hit path, which keeps the same order without decoding the whole
+/// message. The reply, if one is ready, is written to `out`. No I/O, so the request path is
+/// fuzzed through this very function.
 pub fn process(
+    handler: &QueryHandler,
+    datagram: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Action {
+    if src.port() == 0 {
+        return Action::Drop; // cannot be answered; a spoofed or broken source
+    }
+    if let Some(action) = hit_path::answer(handler, datagram, src, out) {
+        return action;
+    }
+    process_full(handler, datagram, src, out)
+}
+
+/// `process` for a datagram the hit path left: decoded whole into hickory's `Request`.
+pub fn process_full(
     handler: &QueryHandler,
     datagram: &[u8],
     src: SocketAddr,
@@ -222,7 +241,11 @@ pub fn process(
             return Action::Send;
         }
         Admission::Slip(request) => {
-            encode(&request, slip_reply(&request), out);
+            encode(
+                &request,
+                slip_reply(&request.metadata, request.edns.as_ref()),
+                out,
+            );
             return Action::Send;
         }
         Admission::Refuse(request) => {
@@ -233,7 +256,18 @@ pub fn process(
         }
         Admission::Query(request) => request,
     };
-    let answered = match handler.answer_locally(&request) {
+    let step = handler.answer_locally(&request);
+    respond(handler, request, step, out)
+}
+
+/// What to do with an admitted query once the handler has taken its first `step`.
+pub(crate) fn respond(
+    handler: &QueryHandler,
+    request: Box<Request>,
+    step: Step,
+    out: &mut Vec<u8>,
+) -> Action {
+    let answered = match step {
         Step::Cached(hit, qtype) => {
             let edns = request.edns.as_ref().map(response_edns);
             let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));

@@ -1,0 +1,410 @@
+//! The UDP cache-hit path. Most queries a home or office network sends are repeats the cache
+//! answers, and for those hickory's `Request::from_bytes` (a copy of the datagram, every section
+//! decoded into owned parts) cost more than the answer itself. Here a plain query is read in
+//! place with hickory's own decoders, piece by piece: the header, the one question (its bytes
+//! kept to echo the client's letter case), the OPT record if any; and a cache hit is written
+//! straight from the cache's wire form (`Hit::write_wire`).
+//!
+//! Anything unusual (another opcode, several questions, records in the answer or authority
+//! section, more than one additional record, a question `question_is_plain` rejects, a class
+//! other than IN, a zone transfer, EDNS above version 0, trailing bytes) is left untouched to
+//! the full path in `udp::process`. Once the path has admitted a query (rate limit) it finishes
+//! it, so each query is admitted, decided and counted exactly once, with the full path's own
+//! parts: a block, a refusal or a hit too big for the client is encoded by hickory (with the
+//! question read again as `Queries`, all its encoder needs), and a miss builds the `Request` the
+//! forwarding task takes.
+
+use std::net::SocketAddr;
+
+use hickory_net::xfer::Protocol;
+use hickory_proto::{
+    op::{Edns, Header, MessageType, Metadata, OpCode, Query},
+    rr::{DNSClass, LowerName, RData, Record, RecordType},
+    serialize::binary::{BinDecodable, BinDecoder},
+};
+use hickory_server::{server::Request, zone_handler::Queries};
+
+use crate::{
+    handler::{Answered, QueryHandler, Step, encode_for, slip_reply},
+    limits::{Admit, Transport},
+    metrics::Outcome,
+    reply::{Reply, response_edns, response_metadata},
+    udp::{Action, respond},
+    wire::{formerr_for, question_is_plain},
+};
+
+/// A query the hit path can take, read from a datagram without copying it.
+#[derive(Debug)]
+pub struct PlainQuery<'a> {
+    pub metadata: Metadata,
+    pub name: LowerName,
+    pub qtype: RecordType,
+    /// The question's own bytes (name, type, class), echoed in the reply.
+    pub question: &'a [u8],
+    pub edns: Option<Edns>,
+}
+
+/// Reads `datagram` as a plain query; `None` for anything the full path must judge.
+pub fn read(datagram: &[u8]) -> Option<PlainQuery<'_>> {
+    let mut decoder = BinDecoder::new(datagram);
+    let Header { metadata, counts } = Header::read(&mut decoder).ok()?;
+    if metadata.message_type != MessageType::Query
+        || metadata.op_code != OpCode::Query
+        || counts.queries != 1
+        || counts.answers != 0
+        || counts.authorities != 0
+        || counts.additionals > 1
+    {
+        return None;
+    }
+    let start = decoder.index();
+    let query = Query::read(&mut decoder).ok()?;
+    let question = datagram.get(start..decoder.index())?;
+    let qtype = query.query_type();
+    if !question_is_plain(question)
+        || query.query_class() != DNSClass::IN
+        || matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT)
+    {
+        return None;
+    }
+    let edns = match counts.additionals {
+        0 => None,
+        _ => {
+            let record = Record::read(&mut decoder).ok()?;
+            if !matches!(record.data, RData::OPT(_) | RData::Update0(RecordType::OPT)) {
+                return None; // TSIG, or some record a query has no business sending
+            }
+            let edns = Edns::from(&record);
+            if edns.version() != 0 {
+                return None; // BADVERS, from the full path
+            }
+            Some(edns)
+        }
+    };
+    if !decoder.is_empty() {
+        return None;
+    }
+    Some(PlainQuery {
+        metadata,
+        name: LowerName::new(query.name()),
+        qtype,
+        question,
+        edns,
+    })
+}
+
+/// Answers `datagram` if it is a plain query (see the module), writing any reply to `out`;
+/// `None` leaves it, untouched and not yet admitted, to the full path.
+pub fn answer(
+    handler: &QueryHandler,
+    datagram: &[u8],
+    src: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Option<Action> {
+    let query = read(datagram)?;
+    // Admission first, as on the full path: the rate limit, then the policy's client check.
+    match handler.limiter.admit(src.ip(), Transport::Udp) {
+        Admit::Yes => {}
+        Admit::Drop => {
+            handler.metrics.limited("ratelimit");
+            return Some(Action::Drop);
+        }
+        Admit::Slip => {
+            handler.metrics.limited("ratelimit");
+            let reply = slip_reply(&query.metadata, query.edns.as_ref());
+            return Some(reply_to(datagram, reply, out));
+        }
+    }
+    let step = handler.answer_question(
+        &query.metadata,
+        query.edns.as_ref(),
+        src.ip(),
+        &query.name,
+        query.qtype,
+    );
+    let answered = match step {
+        Step::Cached(hit, qtype) => {
+            let edns = query.edns.as_ref().map(response_edns);
+            let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
+            let metadata = response_metadata(&query.metadata, hit.rcode());
+            if hit.write_wire(metadata, query.question, edns.as_ref(), max, out) {
+                handler.metrics.query(Protocol::Udp, qtype, Outcome::Cached);
+                handler.metrics.response(hit.rcode());
+                return Some(Action::Send);
+            }
+            // too big for the client: built record by record, then truncated
+            let reply = Reply::forwarded(&query.metadata, query.edns.as_ref(), hit.answer());
+            Answered {
+                reply,
+                outcome: Outcome::Cached,
+                qtype,
+            }
+        }
+        Step::Answered(answered) => answered,
+        // The forwarding task needs hickory's `Request`; decoding it costs little beside the
+        // round trip upstream.
+        Step::Forward => {
+            return Some(
+                match Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) {
+                    Ok(request) => respond(handler, Box::new(request), Step::Forward, out),
+                    Err(_) => formerr(datagram, out),
+                },
+            );
+        }
+    };
+    handler
+        .metrics
+        .query(Protocol::Udp, answered.qtype, answered.outcome);
+    handler
+        .metrics
+        .response(answered.reply.metadata.response_code);
+    Some(reply_to(datagram, answered.reply, out))
+}
+
+/// Encodes `reply` as the full path does, with the question read again as hickory's `Queries`
+/// (all of a request its encoder needs). The datagram already read as a plain query, so that
+/// does not fail; if it did, the client gets the full path's FORMERR.
+fn reply_to(datagram: &[u8], reply: Reply, out: &mut Vec<u8>) -> Action {
+    let mut decoder = BinDecoder::new(datagram);
+    let queries = Header::read(&mut decoder)
+        .ok()
+        .and_then(|_| Queries::read(&mut decoder, 1).ok());
+    match queries {
+        Some(queries) => {
+            encode_for(&queries, Protocol::Udp, reply, out);
+            Action::Send
+        }
+        None => formerr(datagram, out),
+    }
+}
+
+fn formerr(datagram: &[u8], out: &mut Vec<u8>) -> Action {
+    match formerr_for(datagram) {
+        Some(reply) => {
+            *out = reply;
+            Action::Send
+        }
+        None => Action::Drop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        path::{Path, PathBuf},
+        sync::Arc,
+    };
+
+    use arc_swap::ArcSwap;
+    use hickory_proto::{
+        op::{Message, ResponseCode},
+        rr::{Name, rdata::A},
+    };
+
+    use super::*;
+    use crate::{
+        answer::Answer,
+        config::Config,
+        lists::{Action as ListAction, ListFile},
+        metrics::Metrics,
+        policy::Policy,
+        udp::process_full,
+    };
+
+    /// A handler with a block list and a few cached answers; its upstream is never asked.
+    async fn handler(limits: &str) -> QueryHandler {
+        let config = Config::parse(
+            Path::new("/test/hushd.toml"),
+            &format!(
+                "[server]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\n{limits}\n"
+            ),
+        )
+        .unwrap();
+        let list = ListFile {
+            name: "telemetry".into(),
+            path: PathBuf::from("/test/telemetry.toml"),
+            action: ListAction::Block,
+            description: None,
+            block_response: None,
+            domains: vec!["tracking.example".into()],
+            domains_file: None,
+        };
+        let policy = Policy::build(&config, vec![list]).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let h = QueryHandler::new(&config, Arc::new(ArcSwap::from_pointee(policy)), metrics)
+            .await
+            .unwrap();
+        let cache = |name: &str, qtype, records: u8| {
+            let owner = Name::from_ascii(name).unwrap();
+            let answer = Answer {
+                rcode: ResponseCode::NoError,
+                answers: (0..records)
+                    .map(|i| Record::from_rdata(owner.clone(), 300, RData::A(A::new(192, 0, 2, i))))
+                    .collect(),
+                authorities: vec![],
+                additionals: vec![],
+                ttl: Some(300),
+            };
+            h.cache.insert(LowerName::new(&owner), qtype, &answer);
+        };
+        cache("www.example.", RecordType::A, 1);
+        // 40 addresses: 40 * 16 bytes, more than 512 (no EDNS) and than a 512-byte EDNS client
+        cache("big.example.", RecordType::A, 40);
+        h
+    }
+
+    /// A query for `name` as a stub resolver sends it, with an OPT record when `edns` is set.
+    fn query(name: &str, qtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some((payload, version)) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            e.set_version(version);
+            m.edns = Some(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    const CLIENT: &str = "127.0.0.1:53000";
+
+    /// Runs `datagrams` through the hit path on one handler and through the full path alone on
+    /// another, and checks that both sent the same bytes and counted the same.
+    async fn same_as_full_path(limits: &str, src: &str, datagrams: &[Vec<u8>]) -> usize {
+        let (fast, full) = (handler(limits).await, handler(limits).await);
+        let src: SocketAddr = src.parse().unwrap();
+        let mut taken = 0;
+        for d in datagrams {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let fast_action = answer(&fast, d, src, &mut a);
+            taken += usize::from(fast_action.is_some());
+            let fast_action = fast_action.unwrap_or_else(|| process_full(&fast, d, src, &mut a));
+            let full_action = process_full(&full, d, src, &mut b);
+            let kind = |x: &Action| match x {
+                Action::Drop => "drop",
+                Action::Send => "send",
+                Action::Forward(..) => "forward",
+            };
+            assert_eq!(kind(&fast_action), kind(&full_action), "{d:02x?}");
+            if let Action::Send = fast_action {
+                assert_eq!(a, b, "reply to {d:02x?}");
+            }
+        }
+        let text = |h: &QueryHandler| String::from_utf8(h.metrics.render()).unwrap();
+        assert_eq!(
+            text(&fast),
+            text(&full),
+            "the hit path counts as the full path does"
+        );
+        if !limits.is_empty() {
+            assert!(text(&fast).contains("hushd_limited_total{reason=\"ratelimit\"}"));
+        }
+        taken
+    }
+
+    #[tokio::test]
+    async fn replies_and_counts_are_the_full_paths() {
+        let mut datagrams = Vec::new();
+        for name in [
+            "www.example.",
+            "WwW.ExAmPlE.",
+            "big.example.",
+            "miss.example.",
+        ] {
+            for edns in [
+                None,
+                Some((4096, 0)),
+                Some((1232, 0)),
+                Some((512, 0)),
+                Some((100, 0)),
+            ] {
+                datagrams.push(query(name, RecordType::A, edns));
+            }
+            datagrams.push(query(name, RecordType::AAAA, None));
+        }
+        for name in ["tracking.example.", "A.Tracking.Example."] {
+            datagrams.push(query(name, RecordType::A, Some((1232, 0))));
+            datagrams.push(query(name, RecordType::A, None));
+        }
+        datagrams.push(query("www.example.", RecordType::ANY, None));
+        let taken = same_as_full_path("", CLIENT, &datagrams).await;
+        assert_eq!(
+            taken,
+            datagrams.len(),
+            "all plain queries take the hit path"
+        );
+        // a client outside allow_clients is refused the same way
+        let taken = same_as_full_path("", "192.0.2.7:53000", &datagrams[..3]).await;
+        assert_eq!(taken, 3);
+    }
+
+    #[tokio::test]
+    async fn a_hit_is_answered_from_the_cache_wire_form_with_the_clients_case() {
+        let h = handler("").await;
+        let mut out = Vec::new();
+        let d = query("WwW.ExAmPlE.", RecordType::A, Some((1232, 0)));
+        assert!(matches!(
+            answer(&h, &d, CLIENT.parse().unwrap(), &mut out),
+            Some(Action::Send)
+        ));
+        let reply = Message::from_vec(&out).unwrap();
+        assert_eq!(reply.metadata.id, 4242);
+        assert_eq!(reply.queries[0].name().to_ascii(), "WwW.ExAmPlE.");
+        assert_eq!(reply.answers.len(), 1);
+        assert_eq!(reply.edns.unwrap().max_payload(), 1232);
+        // too big for a 512-byte client: the full path's truncated reply
+        let d = query("big.example.", RecordType::A, None);
+        answer(&h, &d, CLIENT.parse().unwrap(), &mut out).unwrap();
+        assert!(Message::from_vec(&out).unwrap().metadata.truncation);
+        assert!(out.len() <= 512);
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_applies_once_per_query() {
+        let d = query("www.example.", RecordType::A, None);
+        // 2 q/s, every second limited query slips (TC=1): both paths drop and slip alike
+        let datagrams = vec![d; 12];
+        let fast = same_as_full_path(
+            "client_qps = 2\nslip = 2\nexempt_clients = []",
+            CLIENT,
+            &datagrams,
+        )
+        .await;
+        assert_eq!(fast, 12);
+    }
+
+    #[test]
+    fn unusual_queries_are_left_to_the_full_path() {
+        let plain = query("www.example.", RecordType::A, None);
+        assert!(read(&plain).is_some());
+        assert!(read(&query("www.example.", RecordType::A, Some((1232, 0)))).is_some());
+        // EDNS version 1: BADVERS from the full path
+        assert!(read(&query("www.example.", RecordType::A, Some((1232, 1)))).is_none());
+        assert!(read(&query("www.example.", RecordType::AXFR, None)).is_none());
+        // two questions
+        let mut m = Message::from_vec(&plain).unwrap();
+        m.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
+        assert!(read(&m.to_vec().unwrap()).is_none());
+        // another opcode, another class, a response, trailing bytes, a cut question
+        let mut notify = plain.clone();
+        notify[2] |= 4 << 3;
+        assert!(read(&notify).is_none());
+        let mut chaos = plain.clone();
+        let n = chaos.len();
+        chaos[n - 1] = 3;
+        assert!(read(&chaos).is_none());
+        let mut response = plain.clone();
+        response[2] |= 0x80;
+        assert!(read(&response).is_none());
+        let mut trailing = plain.clone();
+        trailing.push(0);
+        assert!(read(&trailing).is_none());
+        assert!(read(&plain[..plain.len() - 2]).is_none());
+        // a compression pointer in the question (into the header)
+        let mut pointer = plain[..12].to_vec();
+        pointer.extend_from_slice(b"\xc0\x00\x00\x01\x00\x01");
+        assert!(read(&pointer).is_none());
+    }
+}
