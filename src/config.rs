@@ -37,6 +37,23 @@ pub struct Config {
     pub blocklists: BlocklistsConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    pub lists: ListsConfig,
+}
+
+/// `[lists]`: where subscriptions keep their last good copies, and how they are fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListsConfig {
+    /// Absolute, or already joined to the config's folder.
+    pub state_dir: PathBuf,
+    /// PEM certificates trusted beside the system's roots (an office's own CA).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Budget for one whole download, body included.
+    pub timeout: Duration,
+    /// Largest download accepted; a larger one is cut off while streaming and rejected.
+    pub max_bytes: u64,
+    /// Wait before the first retry after a failed fetch; it doubles per failure, up to `refresh`.
+    pub retry_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +137,19 @@ mod raw {
         pub cache: Cache,
         #[serde(default)]
         pub limits: Limits,
+        #[serde(default)]
+        pub lists: Lists,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Lists {
+        pub state_dir: Option<String>,
+        pub ca_file: Option<String>,
+        pub connect_timeout: Option<Spanned<String>>,
+        pub timeout: Option<Spanned<String>>,
+        pub max_bytes: Option<Spanned<u64>>,
+        pub retry_after: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -378,6 +408,10 @@ impl Config {
             max_tcp_connections_per_client,
         };
 
+        let lists = lists_config(base, &raw.lists, &mut |span, m| {
+            errors.push(LoadError::at(path, text, span, m));
+        });
+
         match upstream {
             Some(upstream) if errors.is_empty() => Ok(Self {
                 path: path.to_path_buf(),
@@ -395,9 +429,82 @@ impl Config {
                 blocklists: BlocklistsConfig { dir },
                 cache,
                 limits,
+                lists,
             }),
             _ => Err(LoadErrors(errors)),
         }
+    }
+}
+
+/// `[lists] max_bytes`: 64 MiB, well above the largest public blocklists (~20 MiB).
+pub const DEFAULT_LIST_MAX_BYTES: u64 = 64 << 20;
+
+/// Where stored copies go without `state_dir`: under systemd's `StateDirectory=` (which sets
+/// `$STATE_DIRECTORY`, /var/lib/hushd with the shipped unit), else beside the config, since
+/// /var/lib is not writable by an unprivileged user run by hand.
+fn default_state_dir(config_dir: &Path) -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd joins several state directories with ':'; the first is ours
+        Some(dirs) if !dirs.is_empty() => {
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            PathBuf::from(first).join("lists")
+        }
+        _ => config_dir.join("state").join("lists"),
+    }
+}
+
+fn lists_config(
+    base: &Path,
+    raw: &raw::Lists,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> ListsConfig {
+    let mut duration = |v: &Option<Spanned<String>>, default: Duration, key: &str| match v {
+        None => default,
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(100) => d,
+            Ok(_) => {
+                err_at(v.span(), format!("{key} must be at least 100ms"));
+                default
+            }
+            Err(e) => {
+                err_at(
+                    v.span(),
+                    format!("{key}: {e} (write a duration such as \"30s\" or \"5m\")"),
+                );
+                default
+            }
+        },
+    };
+    let connect_timeout = duration(
+        &raw.connect_timeout,
+        Duration::from_secs(10),
+        "connect_timeout",
+    );
+    let timeout = duration(&raw.timeout, Duration::from_secs(300), "timeout");
+    let retry_after = duration(&raw.retry_after, Duration::from_secs(60), "retry_after");
+    let max_bytes = match &raw.max_bytes {
+        Some(v) if *v.get_ref() == 0 => {
+            err_at(v.span(), "max_bytes must be at least 1".into());
+            DEFAULT_LIST_MAX_BYTES
+        }
+        Some(v) => *v.get_ref(),
+        None => DEFAULT_LIST_MAX_BYTES,
+    };
+    ListsConfig {
+        state_dir: raw
+            .state_dir
+            .as_deref()
+            .map_or_else(|| default_state_dir(base), |d| base.join(d)),
+        ca_file: raw.ca_file.as_deref().map(|f| base.join(f)),
+        connect_timeout,
+        timeout,
+        max_bytes,
+        retry_after,
     }
 }
 
