@@ -14,7 +14,7 @@ use crate::{
     http,
     limits::TcpConnectionLimiter,
     listener,
-    lists::refresh::Refresher,
+    lists::refresh::{self, Refresher},
     metrics::Metrics,
     reload::{Reloader, load_policy},
     tcp::TcpServer,
@@ -35,6 +35,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     for note in plan.notes() {
         tracing::warn!("{note}");
     }
+    refresh::announce(&plan, &metrics);
     metrics.policy_loaded(
         policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
         policy.domain_count(),

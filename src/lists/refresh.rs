@@ -179,12 +179,21 @@ struct Subscriber {
     trigger: Trigger,
 }
 
+/// Publishes each subscription's series with its stored copy's age, before the first fetch:
+/// a scrape right after startup sees every subscription.
+pub fn announce(plan: &Plan, metrics: &Metrics) {
+    for (name, _) in &plan.subscriptions {
+        let meta = store::load_meta(&plan.settings.state_dir, name);
+        metrics.subscription_started(name, meta.map_or(0, |m| m.checked_unix));
+    }
+}
+
 impl Subscriber {
     async fn keep_fresh(self, mut hangups: watch::Receiver<u64>, cancel: CancellationToken) {
-        let mut meta = store::load_meta(&self.state_dir, &self.name);
+        let meta = store::load_meta(&self.state_dir, &self.name);
         self.metrics
             .subscription_started(&self.name, meta.as_ref().map_or(0, |m| m.checked_unix));
-        let mut meta = meta.take().filter(|m| usable(m, &self.sub));
+        let mut meta = meta.filter(|m| usable(m, &self.sub));
         let first = first_fetch_in(meta.as_ref(), &self.sub, SystemTime::now());
         let mut due = Instant::now()
             + if first.is_zero() {
