@@ -20,7 +20,7 @@ use hickory_proto::op::ResponseCode;
 use support::{Hushd, Setup, rcode, udp_client, upstream::Upstream, wait_for_rcode, wait_until};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
 };
 
 /// What the list server answers next.
@@ -55,7 +55,24 @@ impl ListServer {
         Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), serve)
     }
 
+    /// The same server over TLS with `tls` (a certificate for 127.0.0.1).
+    async fn start_tls(tls: tokio_rustls::TlsAcceptor, serve: Serve) -> Self {
+        Self::start_with(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            Some(tls),
+            serve,
+        )
+    }
+
     fn start_on(listener: TcpListener, serve: Serve) -> Self {
+        Self::start_with(listener, None, serve)
+    }
+
+    fn start_with(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        serve: Serve,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let serve = Arc::new(Mutex::new(serve));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -63,8 +80,18 @@ impl ListServer {
             let (serve, requests) = (serve.clone(), requests.clone());
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let (serve, requests) = (serve.clone(), requests.clone());
-                    tokio::spawn(answer(stream, serve, requests));
+                    let (serve, requests, tls) = (serve.clone(), requests.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        match tls {
+                            None => answer(stream, serve, requests).await,
+                            Some(tls) => {
+                                // a client that refuses the certificate ends the handshake
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    answer(stream, serve, requests).await;
+                                }
+                            }
+                        }
+                    });
                 }
             }
         });
@@ -96,7 +123,7 @@ impl Drop for ListServer {
 }
 
 async fn answer(
-    mut stream: TcpStream,
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     serve: Arc<Mutex<Serve>>,
     requests: Arc<Mutex<Vec<String>>>,
 ) {
@@ -584,4 +611,88 @@ async fn downloads_go_through_the_proxy_from_the_environment() {
         first.starts_with("GET http://lists.hushd-test.invalid/ads.txt HTTP/1.1"),
         "{first}"
     );
+}
+
+/// A CA and a certificate it signed for 127.0.0.1: the CA's PEM, and a TLS acceptor serving
+/// the certificate.
+fn test_ca() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls;
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "hushd test office CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca_pem, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_servers_of_an_office_ca_are_trusted_through_ca_file() {
+    let up = Upstream::start().await;
+    let (ca_pem, tls) = test_ca();
+    let server = ListServer::start_tls(
+        tls,
+        Serve::List {
+            body: "office.example\n".into(),
+            etag: "o".into(),
+        },
+    )
+    .await;
+    let url = format!("https://{}/lists/ads.txt", server.addr);
+    let setup = setup(&up);
+    setup.write_list("ads", &subscription(&url, "1s"));
+
+    // only the system's roots: the office CA is unknown, the download fails
+    let hushd = setup.start();
+    wait_fetches(&hushd, "error", 0.0);
+    assert!(
+        hushd.log().to_ascii_lowercase().contains("certificate"),
+        "{}",
+        hushd.log()
+    );
+    let mut udp = udp_client(hushd.dns, None).await;
+    assert_eq!(
+        rcode(&mut udp, "office.example.").await,
+        ResponseCode::NoError
+    );
+
+    // ca_file added to the running config: trusted beside the system's roots
+    std::fs::write(setup.dir.path().join("office-ca.pem"), ca_pem).unwrap();
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    std::fs::write(
+        setup.config_path(),
+        config.replace("[lists]\n", "[lists]\nca_file = \"office-ca.pem\"\n"),
+    )
+    .unwrap();
+    assert!(
+        wait_for_rcode(
+            &mut udp,
+            "office.example.",
+            ResponseCode::NXDomain,
+            Duration::from_secs(20)
+        )
+        .await
+        .is_some(),
+        "{}",
+        hushd.log()
+    );
+    assert!(fetches(&hushd, "ok") >= 1.0);
 }

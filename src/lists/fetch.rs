@@ -78,7 +78,7 @@ impl Fetcher {
         if let Some(date) = &previous.last_modified {
             request = request.header(header::IF_MODIFIED_SINCE, date);
         }
-        let mut response = request.send().await.map_err(|e| self.transfer(&e))?;
+        let mut response = request.send().await.map_err(|e| self.transfer(e))?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Download::NotModified);
@@ -113,7 +113,7 @@ impl Fetcher {
         let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
         // Streamed with the cap checked per chunk: a server that lies about (or omits) its
         // length cannot make hushd hold more than max_bytes.
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transfer(&e))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transfer(e))? {
             if (bytes.len() + chunk.len()) as u64 > self.max_bytes {
                 return Err(too_large());
             }
@@ -122,14 +122,16 @@ impl Fetcher {
         Ok(Download::Body { bytes, validators })
     }
 
-    fn transfer(&self, e: &reqwest::Error) -> FetchError {
+    /// Without the URL, which the log line gives already, redacted (it may hold a token).
+    fn transfer(&self, e: reqwest::Error) -> FetchError {
+        let e = e.without_url();
         if e.is_timeout() {
             return FetchError::Transfer(format!(
                 "no complete answer within [lists] timeout ({})",
                 humantime::format_duration(self.timeout)
             ));
         }
-        FetchError::Transfer(error_chain(e))
+        FetchError::Transfer(error_chain(&e))
     }
 }
 
