@@ -411,6 +411,13 @@ impl Config {
         let lists = lists_config(base, &raw.lists, &mut |span, m| {
             errors.push(LoadError::at(path, text, span, m));
         });
+        // Stored copies (`*.txt`) and their records (`*.meta.toml`) there would be read as lists.
+        if lists.state_dir == dir {
+            errors.push(LoadError::File {
+                path: path.to_path_buf(),
+                message: "[lists] state_dir must not be the blocklist folder: hushd writes its stored copies there".into(),
+            });
+        }
 
         match upstream {
             Some(upstream) if errors.is_empty() => Ok(Self {
@@ -582,6 +589,57 @@ mod tests {
         assert_eq!(c.blocklists.dir, Path::new("/etc/hushd/blocklists"));
         assert_eq!(c.server.block_response, BlockResponse::Nxdomain);
         assert!(c.upstream.timeout < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lists_settings_default_and_resolve_beside_the_config() {
+        let c = parse(MINIMAL).unwrap();
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            assert_eq!(c.lists.state_dir, Path::new("/etc/hushd/state/lists"));
+        }
+        assert_eq!(c.lists.ca_file, None);
+        assert_eq!(c.lists.max_bytes, 64 << 20);
+        assert_eq!(c.lists.timeout, Duration::from_secs(300));
+        assert_eq!(c.lists.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.lists.retry_after, Duration::from_secs(60));
+        let c = parse(&format!(
+            "{MINIMAL}[lists]\nstate_dir = \"/var/lib/x\"\nca_file = \"office.pem\"\ntimeout = \"2m 30s\"\nconnect_timeout = \"500ms\"\nmax_bytes = 1024\nretry_after = \"5m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.lists.state_dir, Path::new("/var/lib/x"));
+        assert_eq!(
+            c.lists.ca_file.as_deref(),
+            Some(Path::new("/etc/hushd/office.pem"))
+        );
+        assert_eq!(c.lists.timeout, Duration::from_secs(150));
+        assert_eq!(c.lists.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.lists.max_bytes, 1024);
+        assert_eq!(c.lists.retry_after, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_lists_settings_are_reported_at_their_place() {
+        let errs = parse(&format!(
+            "{MINIMAL}[lists]\ntimeout = \"soon\"\nretry_after = \"1ms\"\nmax_bytes = 0\n"
+        ))
+        .unwrap_err();
+        let lines: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains(":4:11: timeout: "), "{}", lines[0]);
+        assert!(
+            lines[1].contains(":5:15: retry_after must be at least 100ms"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(":6:13: max_bytes must be at least 1"),
+            "{}",
+            lines[2]
+        );
+        let err = parse(&format!("{MINIMAL}[lists]\nstate_dir = \"blocklists\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not be the blocklist folder"), "{err}");
     }
 
     #[test]

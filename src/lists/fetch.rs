@@ -142,23 +142,28 @@ fn build_client(settings: &ListsConfig) -> Result<reqwest::Client, String> {
         .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::limited(5));
     if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read [lists] ca_file {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("[lists] ca_file {}: {}", path.display(), error_chain(&e)))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "[lists] ca_file {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-        for cert in certs {
+        for cert in load_ca_file(path)? {
             builder = builder.add_root_certificate(cert);
         }
     }
     builder
         .build()
         .map_err(|e| format!("cannot set up the HTTP client: {}", error_chain(&e)))
+}
+
+/// The certificates of `[lists] ca_file`; `Err` says why it cannot be used.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read [lists] ca_file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("[lists] ca_file {}: {}", path.display(), error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "[lists] ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// reqwest's own message is only the outer layer ("error sending request"); the causes say why.

@@ -546,6 +546,43 @@ mod tests {
     }
 
     #[test]
+    fn subscription_keys_are_checked_at_their_place() {
+        let l = parse("action = \"block\"\nurl = \"https://example.org/hosts.txt\"\n").unwrap();
+        let sub = l.subscription.unwrap();
+        assert_eq!(sub.url.as_str(), "https://example.org/hosts.txt");
+        assert_eq!(sub.refresh, subscription::DEFAULT_REFRESH);
+        assert_eq!(sub.sha256, None);
+        assert_eq!(parse("action = \"block\"\n").unwrap().subscription, None);
+
+        let err = parse(
+            "action = \"block\"\nurl = \"ftp://x.org/a\"\nrefresh = \"often\"\nsha256 = \"ab\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<_> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("/lists/xiaomi.toml:2:7: url \"ftp://x.org/a\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("/lists/xiaomi.toml:3:11: refresh \"often\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("/lists/xiaomi.toml:4:10: sha256 \"ab\""),
+            "{lines:?}"
+        );
+
+        let err = parse("action = \"block\"\nrefresh = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/lists/xiaomi.toml:2:11: refresh and sha256 need a url"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn only_visible_toml_files_are_lists() {
         assert!(is_list_file(Path::new("/l/xiaomi.toml")));
         assert!(!is_list_file(Path::new("/l/.#xiaomi.toml")));

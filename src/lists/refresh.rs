@@ -48,7 +48,15 @@ impl Plan {
     /// A note per subscription with no stored copy yet: its list is loaded without the
     /// downloaded names until the first fetch succeeds (startup never waits for it).
     pub fn notes(&self) -> Vec<String> {
-        self.subscriptions
+        let ca_file = match &self.settings.ca_file {
+            Some(path) if !self.subscriptions.is_empty() => fetch::load_ca_file(path)
+                .err()
+                .map(|e| format!("{e}: no subscription can be downloaded")),
+            _ => None,
+        };
+        ca_file
+            .into_iter()
+            .chain(self.subscriptions
             .iter()
             .filter(|(name, _)| store::existing_copy(&self.settings.state_dir, name).is_none())
             .map(|(name, sub)| {
@@ -57,7 +65,7 @@ impl Plan {
                     redacted(&sub.url),
                     self.settings.state_dir.display()
                 )
-            })
+            }))
             .collect()
     }
 }
@@ -378,6 +386,42 @@ mod tests {
             Duration::ZERO
         );
         assert!(first_fetch_in(Some(&meta), &sub(3600, Some("ab")), now) > Duration::ZERO);
+    }
+
+    #[test]
+    fn notes_name_unfetched_subscriptions_and_an_unusable_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = ListsConfig {
+            state_dir: dir.path().to_path_buf(),
+            ca_file: Some(dir.path().join("missing.pem")),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            max_bytes: 1024,
+            retry_after: Duration::from_secs(1),
+        };
+        let mut plan = Plan {
+            settings,
+            subscriptions: vec![
+                ("ads".into(), sub(60, None)),
+                ("more".into(), sub(60, None)),
+            ],
+        };
+        std::fs::write(store::copy_path(dir.path(), "more"), "a.example\n").unwrap();
+        let notes = plan.notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("cannot read [lists] ca_file"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("list ads: no stored copy of http://127.0.0.1/x.txt"),
+            "{notes:?}"
+        );
+        plan.subscriptions.clear();
+        assert!(
+            plan.notes().is_empty(),
+            "a CA file without subscriptions is never read"
+        );
     }
 
     #[test]
