@@ -690,3 +690,46 @@ async fn https_servers_of_an_office_ca_are_trusted_through_ca_file() {
     );
     assert!(fetches(&hushd, "ok") >= 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_subscription_takes_only_the_pinned_content() {
+    let up = Upstream::start().await;
+    let server = ListServer::start(Serve::List {
+        body: "tampered.example\n".into(),
+        etag: "t".into(),
+    })
+    .await;
+    let setup = setup(&up);
+    // sha256sum of "pinned.example\n"
+    let pin = "ceb3fe9bf5e5fcecec56eb4533ef04ad4f5976238fbaba55b13897ed6b2ab67a";
+    setup.write_list(
+        "ads",
+        &format!("{}sha256 = \"{pin}\"\n", subscription(&server.url(), "1s")),
+    );
+    let hushd = setup.start();
+    wait_fetches(&hushd, "rejected", 0.0);
+    assert!(hushd.log().contains("the list pins"), "{}", hushd.log());
+    let mut udp = udp_client(hushd.dns, None).await;
+    assert_eq!(
+        rcode(&mut udp, "tampered.example.").await,
+        ResponseCode::NoError
+    );
+    assert!(!state_dir(&setup).join("ads.txt").exists());
+
+    server.set(Serve::List {
+        body: "pinned.example\n".into(),
+        etag: "p".into(),
+    });
+    assert!(
+        wait_for_rcode(
+            &mut udp,
+            "pinned.example.",
+            ResponseCode::NXDomain,
+            Duration::from_secs(20)
+        )
+        .await
+        .is_some(),
+        "{}",
+        hushd.log()
+    );
+}

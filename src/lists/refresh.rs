@@ -289,7 +289,7 @@ impl Subscriber {
                 (meta, Some(bytes))
             }
         };
-        let changed_or_fetched = bytes.is_some();
+        let downloaded = bytes.is_some();
         let changed = bytes.is_some() && meta.is_none_or(|m| m.sha256 != new_meta.sha256);
         let (state_dir, name, record) =
             (self.state_dir.clone(), self.name.clone(), new_meta.clone());
@@ -316,11 +316,7 @@ impl Subscriber {
             // Full channel: a reload is pending, and it reads the copy just stored.
             let _ = self.trigger.try_send(());
         }
-        let result = if changed_or_fetched {
-            "ok"
-        } else {
-            "not_modified"
-        };
+        let result = if downloaded { "ok" } else { "not_modified" };
         Ok((new_meta, result))
     }
 }
