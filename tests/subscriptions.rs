@@ -354,6 +354,15 @@ async fn a_subscription_follows_its_server_and_keeps_its_last_good_copy_through_
         (Serve::Status500, "error", "500"),
         (Serve::Silent, "error", "timeout"),
         (Serve::Endless(64 * 1024), "rejected", "max_bytes"),
+        // announced too large: refused before the body is read
+        (
+            Serve::List {
+                body: "big.example\n".repeat(400),
+                etag: "big".into(),
+            },
+            "rejected",
+            "max_bytes",
+        ),
         (Serve::Html, "rejected", "HTML"),
         (
             Serve::Truncated,
