@@ -9,8 +9,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::Config, handler::QueryHandler, http, limits::TcpConnectionLimiter, listener,
-    metrics::Metrics, policy::Policy, reload::Reloader, tcp::TcpServer, udp,
+    config::Config,
+    handler::QueryHandler,
+    http,
+    limits::TcpConnectionLimiter,
+    listener,
+    lists::refresh::{self, Refresher},
+    metrics::Metrics,
+    reload::{Reloader, load_policy},
+    tcp::TcpServer,
+    udp,
 };
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -20,9 +28,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     warn_if_root();
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let policy = Policy::load(&config)
+    // Subscriptions start from their stored copies: startup never waits for the network.
+    let (policy, plan) = load_policy(&config)
         .map_err(|e| anyhow!("{e}"))
         .context("invalid blocklists")?;
+    for note in plan.notes() {
+        tracing::warn!("{note}");
+    }
+    refresh::announce(&plan, &metrics);
     metrics.policy_loaded(
         policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
         policy.domain_count(),
@@ -69,15 +82,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     // Capacity 1: a pending reload already covers any change that comes before it runs.
     let (trigger, requests) = tokio::sync::mpsc::channel(1);
+    let (plans, plan) = tokio::sync::watch::channel(Arc::new(plan));
     tokio::spawn(
-        Reloader::new(config.clone(), policy, metrics.clone(), trigger.clone()).run(requests),
+        Reloader::new(config.clone(), policy, metrics.clone(), trigger.clone())
+            .with_plans(plans)
+            .run(requests),
+    );
+    let (hangups, hangup_count) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(
+        Refresher {
+            metrics: metrics.clone(),
+            trigger: trigger.clone(),
+            hangups: hangup_count,
+            shutdown: shutdown.clone(),
+        }
+        .run(plan),
     );
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading");
+            tracing::info!("SIGHUP: reloading, and refreshing subscriptions older than a minute");
             let _ = trigger.try_send(());
+            hangups.send_modify(|n| *n += 1);
         }
     });
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -131,7 +158,7 @@ fn udp_workers() -> usize {
 /// exact ones a reload would log.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
-    let policy = Policy::load(&config)?;
+    let (policy, plan) = load_policy(&config)?;
     let mut out = format!("{}: ok\n", config_path.display());
     for l in policy.lists() {
         out.push_str(&format!(
@@ -146,6 +173,9 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
         policy.domain_count(),
         policy.lists().len()
     ));
+    for note in plan.notes() {
+        out.push_str(&format!("  note: {note}\n"));
+    }
     Ok(out)
 }
 

@@ -37,6 +37,23 @@ pub struct Config {
     pub blocklists: BlocklistsConfig,
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
+    pub lists: ListsConfig,
+}
+
+/// `[lists]`: where subscriptions keep their last good copies, and how they are fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListsConfig {
+    /// Absolute, or already joined to the config's folder.
+    pub state_dir: PathBuf,
+    /// PEM certificates trusted beside the system's roots (an office's own CA).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Budget for one whole download, body included.
+    pub timeout: Duration,
+    /// Largest download accepted; a larger one is cut off while streaming and rejected.
+    pub max_bytes: u64,
+    /// Wait before the first retry after a failed fetch; it doubles per failure, up to `refresh`.
+    pub retry_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +137,19 @@ mod raw {
         pub cache: Cache,
         #[serde(default)]
         pub limits: Limits,
+        #[serde(default)]
+        pub lists: Lists,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Lists {
+        pub state_dir: Option<String>,
+        pub ca_file: Option<String>,
+        pub connect_timeout: Option<Spanned<String>>,
+        pub timeout: Option<Spanned<String>>,
+        pub max_bytes: Option<Spanned<u64>>,
+        pub retry_after: Option<Spanned<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -378,6 +408,17 @@ impl Config {
             max_tcp_connections_per_client,
         };
 
+        let lists = lists_config(base, &raw.lists, &mut |span, m| {
+            errors.push(LoadError::at(path, text, span, m));
+        });
+        // Stored copies (`*.txt`) and their records (`*.meta.toml`) there would be read as lists.
+        if lists.state_dir == dir {
+            errors.push(LoadError::File {
+                path: path.to_path_buf(),
+                message: "[lists] state_dir must not be the blocklist folder: hushd writes its stored copies there".into(),
+            });
+        }
+
         match upstream {
             Some(upstream) if errors.is_empty() => Ok(Self {
                 path: path.to_path_buf(),
@@ -395,9 +436,82 @@ impl Config {
                 blocklists: BlocklistsConfig { dir },
                 cache,
                 limits,
+                lists,
             }),
             _ => Err(LoadErrors(errors)),
         }
+    }
+}
+
+/// `[lists] max_bytes`: 64 MiB, well above the largest public blocklists (~20 MiB).
+pub const DEFAULT_LIST_MAX_BYTES: u64 = 64 << 20;
+
+/// Where stored copies go without `state_dir`: under systemd's `StateDirectory=` (which sets
+/// `$STATE_DIRECTORY`, /var/lib/hushd with the shipped unit), else beside the config, since
+/// /var/lib is not writable by an unprivileged user run by hand.
+fn default_state_dir(config_dir: &Path) -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd joins several state directories with ':'; the first is ours
+        Some(dirs) if !dirs.is_empty() => {
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            PathBuf::from(first).join("lists")
+        }
+        _ => config_dir.join("state").join("lists"),
+    }
+}
+
+fn lists_config(
+    base: &Path,
+    raw: &raw::Lists,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> ListsConfig {
+    let mut duration = |v: &Option<Spanned<String>>, default: Duration, key: &str| match v {
+        None => default,
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(100) => d,
+            Ok(_) => {
+                err_at(v.span(), format!("{key} must be at least 100ms"));
+                default
+            }
+            Err(e) => {
+                err_at(
+                    v.span(),
+                    format!("{key}: {e} (write a duration such as \"30s\" or \"5m\")"),
+                );
+                default
+            }
+        },
+    };
+    let connect_timeout = duration(
+        &raw.connect_timeout,
+        Duration::from_secs(10),
+        "connect_timeout",
+    );
+    let timeout = duration(&raw.timeout, Duration::from_secs(300), "timeout");
+    let retry_after = duration(&raw.retry_after, Duration::from_secs(60), "retry_after");
+    let max_bytes = match &raw.max_bytes {
+        Some(v) if *v.get_ref() == 0 => {
+            err_at(v.span(), "max_bytes must be at least 1".into());
+            DEFAULT_LIST_MAX_BYTES
+        }
+        Some(v) => *v.get_ref(),
+        None => DEFAULT_LIST_MAX_BYTES,
+    };
+    ListsConfig {
+        state_dir: raw
+            .state_dir
+            .as_deref()
+            .map_or_else(|| default_state_dir(base), |d| base.join(d)),
+        ca_file: raw.ca_file.as_deref().map(|f| base.join(f)),
+        connect_timeout,
+        timeout,
+        max_bytes,
+        retry_after,
     }
 }
 
@@ -475,6 +589,57 @@ mod tests {
         assert_eq!(c.blocklists.dir, Path::new("/etc/hushd/blocklists"));
         assert_eq!(c.server.block_response, BlockResponse::Nxdomain);
         assert!(c.upstream.timeout < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lists_settings_default_and_resolve_beside_the_config() {
+        let c = parse(MINIMAL).unwrap();
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            assert_eq!(c.lists.state_dir, Path::new("/etc/hushd/state/lists"));
+        }
+        assert_eq!(c.lists.ca_file, None);
+        assert_eq!(c.lists.max_bytes, 64 << 20);
+        assert_eq!(c.lists.timeout, Duration::from_secs(300));
+        assert_eq!(c.lists.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.lists.retry_after, Duration::from_secs(60));
+        let c = parse(&format!(
+            "{MINIMAL}[lists]\nstate_dir = \"/var/lib/x\"\nca_file = \"office.pem\"\ntimeout = \"2m 30s\"\nconnect_timeout = \"500ms\"\nmax_bytes = 1024\nretry_after = \"5m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.lists.state_dir, Path::new("/var/lib/x"));
+        assert_eq!(
+            c.lists.ca_file.as_deref(),
+            Some(Path::new("/etc/hushd/office.pem"))
+        );
+        assert_eq!(c.lists.timeout, Duration::from_secs(150));
+        assert_eq!(c.lists.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.lists.max_bytes, 1024);
+        assert_eq!(c.lists.retry_after, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_lists_settings_are_reported_at_their_place() {
+        let errs = parse(&format!(
+            "{MINIMAL}[lists]\ntimeout = \"soon\"\nretry_after = \"1ms\"\nmax_bytes = 0\n"
+        ))
+        .unwrap_err();
+        let lines: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains(":4:11: timeout: "), "{}", lines[0]);
+        assert!(
+            lines[1].contains(":5:15: retry_after must be at least 100ms"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(":6:13: max_bytes must be at least 1"),
+            "{}",
+            lines[2]
+        );
+        let err = parse(&format!("{MINIMAL}[lists]\nstate_dir = \"blocklists\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not be the blocklist folder"), "{err}");
     }
 
     #[test]

@@ -181,7 +181,12 @@ pub struct Metrics {
     limited: IntCounterVec,
     /// Open TCP connections from clients.
     pub tcp_connections: IntGauge,
+    list_fetches: IntCounterVec,
+    list_last_success: IntGaugeVec,
 }
+
+/// The `result` label values of `hushd_list_fetches_total`.
+pub const FETCH_RESULTS: [&str; 4] = ["ok", "not_modified", "error", "rejected"];
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
@@ -300,6 +305,22 @@ impl Metrics {
         registry.register(Box::new(upstream_rejected.clone()))?;
         registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(tcp_connections.clone()))?;
+        let list_fetches = IntCounterVec::new(
+            Opts::new(
+                "hushd_list_fetches_total",
+                "Subscription downloads, by list and result: ok (a new copy stored), not_modified (304), error (unreachable, timed out, cut short, HTTP error), rejected (an HTML page, a binary, too large, not a list, a wrong sha256)",
+            ),
+            &["list", "result"],
+        )?;
+        let list_last_success = IntGaugeVec::new(
+            Opts::new(
+                "hushd_list_last_success_timestamp_seconds",
+                "Unix time the subscription's server last gave or confirmed (304) its copy; 0 if never",
+            ),
+            &["list"],
+        )?;
+        registry.register(Box::new(list_fetches.clone()))?;
+        registry.register(Box::new(list_last_success.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -329,7 +350,36 @@ impl Metrics {
             upstream_rejected,
             limited,
             tcp_connections,
+            list_fetches,
+            list_last_success,
         })
+    }
+
+    /// Makes a subscription's series exist from the start (so `increase()` sees its first
+    /// error); `checked_unix` is when its stored copy was last confirmed, 0 if never.
+    pub fn subscription_started(&self, list: &str, checked_unix: u64) {
+        for result in FETCH_RESULTS {
+            self.list_fetches.with_label_values(&[list, result]);
+        }
+        self.subscription_current(list, checked_unix);
+    }
+
+    /// A subscription whose list is gone leaves no series behind.
+    pub fn subscription_removed(&self, list: &str) {
+        for result in FETCH_RESULTS {
+            let _ = self.list_fetches.remove_label_values(&[list, result]);
+        }
+        let _ = self.list_last_success.remove_label_values(&[list]);
+    }
+
+    pub fn list_fetch(&self, list: &str, result: &str) {
+        self.list_fetches.with_label_values(&[list, result]).inc();
+    }
+
+    pub fn subscription_current(&self, list: &str, checked_unix: u64) {
+        self.list_last_success
+            .with_label_values(&[list])
+            .set(i64::try_from(checked_unix).unwrap_or(i64::MAX));
     }
 
     pub fn query(&self, protocol: Protocol, qtype: RecordType, outcome: Outcome) {
@@ -435,6 +485,9 @@ mod tests {
         m.reload_error();
         m.cache_hits.inc();
         m.cache_misses.inc();
+        m.subscription_started("ads", 0);
+        m.list_fetch("ads", "ok");
+        m.subscription_current("ads", 1_700_000_000);
         let (h, e, _) = m.upstream("127.0.0.1:53");
         h.observe(0.01);
         e.inc();
@@ -450,6 +503,9 @@ mod tests {
             "hushd_cache_misses_total 1",
             r#"hushd_upstream_duration_seconds_bucket{upstream="127.0.0.1:53",le="0.01"} 1"#,
             r#"hushd_upstream_errors_total{upstream="127.0.0.1:53"} 1"#,
+            r#"hushd_list_fetches_total{list="ads",result="ok"} 1"#,
+            r#"hushd_list_fetches_total{list="ads",result="rejected"} 0"#,
+            r#"hushd_list_last_success_timestamp_seconds{list="ads"} 1700000000"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

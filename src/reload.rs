@@ -14,7 +14,11 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::Config, diagnostic::LoadErrors, lists::is_policy_file, metrics::Metrics, policy::Policy,
+    config::Config,
+    diagnostic::LoadErrors,
+    lists::{self, is_policy_file, refresh::Plan},
+    metrics::Metrics,
+    policy::Policy,
 };
 
 /// Editors write a file in several steps (write a temporary file, rename it over, touch it);
@@ -32,6 +36,17 @@ pub struct Reloader {
     watcher: Option<RecommendedWatcher>,
     watched: Vec<PathBuf>,
     trigger: Trigger,
+    /// Where each new policy's subscriptions go (the `Refresher` follows them).
+    plans: Option<tokio::sync::watch::Sender<Arc<Plan>>>,
+}
+
+/// Loads the lists of `config` and builds the policy, with the subscriptions it holds: what
+/// startup, `hushd check` and every reload do.
+pub fn load_policy(config: &Config) -> Result<(Policy, Plan), LoadErrors> {
+    let files = lists::load_dir(&config.blocklists.dir)?;
+    let plan = Plan::new(config, &files);
+    let policy = Policy::build(config, files)?;
+    Ok((policy, plan))
 }
 
 impl Reloader {
@@ -48,9 +63,16 @@ impl Reloader {
             watcher: None,
             watched: Vec::new(),
             trigger,
+            plans: None,
         };
         reloader.watch();
         reloader
+    }
+
+    /// Publishes each reloaded policy's subscriptions on `plans`.
+    pub fn with_plans(mut self, plans: tokio::sync::watch::Sender<Arc<Plan>>) -> Self {
+        self.plans = Some(plans);
+        self
     }
 
     /// Watches the folders (not the files: editors save by renaming a new file over the old
@@ -129,13 +151,13 @@ impl Reloader {
         let path = self.running.path.clone();
         let started = std::time::Instant::now();
         let loaded =
-            tokio::task::spawn_blocking(move || -> Result<(Config, Policy), LoadErrors> {
+            tokio::task::spawn_blocking(move || -> Result<(Config, Policy, Plan), LoadErrors> {
                 let config = Config::load(&path)?;
-                let policy = Policy::load(&config)?;
-                Ok((config, policy))
+                let (policy, plan) = load_policy(&config)?;
+                Ok((config, policy, plan))
             })
             .await;
-        let (config, policy) = match loaded {
+        let (config, policy, plan) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(errors)) => {
                 for e in &errors.0 {
@@ -174,6 +196,18 @@ impl Reloader {
         );
         // Freeing a large policy takes long enough to stall a runtime thread.
         tokio::task::spawn_blocking(move || drop(old));
+        if let Some(plans) = &self.plans {
+            for note in plan.notes() {
+                tracing::warn!("{note}");
+            }
+            plans.send_if_modified(|running| {
+                let changed = **running != plan;
+                if changed {
+                    *running = Arc::new(plan);
+                }
+                changed
+            });
+        }
         let dir_changed = config.blocklists.dir != self.running.blocklists.dir;
         // Keep what is running (listeners, upstreams, cache) but track the config now in force.
         self.running.server.allow_clients = config.server.allow_clients;

@@ -543,6 +543,11 @@ async fn metrics_and_health_endpoints() {
     let setup = Setup::new(&[up.addr], "allow_clients = [\"127.0.0.0/8\"]");
     setup.write_list("xiaomi", &list("block", &["tracking.miui.com"]));
     setup.write_list("samsung", &list("log", &["samsungads.com"]));
+    // a subscription (to a closed port: it fails, which is enough to serve its series)
+    setup.write_list(
+        "remote",
+        "action = \"block\"\nurl = \"http://127.0.0.1:9/remote.txt\"\n",
+    );
     let hushd = setup.start();
     let clients = ["127.0.0.5", "127.0.0.6"];
     let names = [

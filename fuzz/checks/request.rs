@@ -55,6 +55,7 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
         block_response: None,
         domains: domains.iter().map(ToString::to_string).collect(),
         domains_file: None,
+        subscription: None,
     };
     let policy = Policy::build(
         &config,

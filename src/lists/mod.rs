@@ -2,7 +2,11 @@
 //! Loading is apart from matching (the routedns split): this module turns files into validated
 //! `ListFile`s, and `Policy::build` turns those into a new immutable matcher.
 
+pub mod fetch;
 pub mod formats;
+pub mod refresh;
+pub mod store;
+pub mod subscription;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +53,9 @@ pub struct ListFile {
     /// A plain-text file of more names (`domains_file`), in the same folder; read while the
     /// policy is built, so a million-name import never sits in memory as strings.
     pub domains_file: Option<PathBuf>,
+    /// `url` (and `refresh`, `sha256`): names downloaded in the background; their stored copy
+    /// is read like a `domains_file`.
+    pub subscription: Option<subscription::Subscription>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +67,9 @@ struct RawList {
     #[serde(default)]
     domains: Vec<Spanned<String>>,
     domains_file: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
 }
 
 /// Reads every list in `dir`, sorted by name. Collects the errors of all files.
@@ -273,10 +283,14 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
                     None
                 }
             });
+    let subscription = parse_subscription(&raw, &mut |span, why| {
+        errors.push(LoadError::at(path, text, span, why));
+    });
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
     Ok(ListFile {
+        subscription,
         domains_file,
         name,
         path: path.to_path_buf(),
@@ -285,6 +299,42 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
         block_response: raw.block_response,
         domains,
     })
+}
+
+fn parse_subscription(
+    raw: &RawList,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Option<subscription::Subscription> {
+    let Some(url) = &raw.url else {
+        for key in [&raw.refresh, &raw.sha256].into_iter().flatten() {
+            err_at(key.span(), "refresh and sha256 need a url".into());
+        }
+        return None;
+    };
+    let parsed_url = checked(url, subscription::parse_url, err_at);
+    let refresh = match &raw.refresh {
+        Some(r) => checked(r, subscription::parse_refresh, err_at),
+        None => Some(subscription::DEFAULT_REFRESH),
+    };
+    let sha256 = match &raw.sha256 {
+        Some(s) => checked(s, subscription::parse_sha256, err_at).map(Some),
+        None => Some(None),
+    };
+    Some(subscription::Subscription {
+        url: parsed_url?,
+        refresh: refresh?,
+        sha256: sha256?,
+    })
+}
+
+fn checked<T>(
+    value: &Spanned<String>,
+    parse: fn(&str) -> Result<T, String>,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Option<T> {
+    parse(value.get_ref())
+        .map_err(|why| err_at(value.span(), why))
+        .ok()
 }
 
 /// Lower-cases and checks a listed name; the final dot is optional.
@@ -493,6 +543,43 @@ mod tests {
         );
         let missing = read_domains_file(&dir.path().join("none.txt"), |_| {}).unwrap_err();
         assert!(missing.to_string().contains("none.txt: cannot read"));
+    }
+
+    #[test]
+    fn subscription_keys_are_checked_at_their_place() {
+        let l = parse("action = \"block\"\nurl = \"https://example.org/hosts.txt\"\n").unwrap();
+        let sub = l.subscription.unwrap();
+        assert_eq!(sub.url.as_str(), "https://example.org/hosts.txt");
+        assert_eq!(sub.refresh, subscription::DEFAULT_REFRESH);
+        assert_eq!(sub.sha256, None);
+        assert_eq!(parse("action = \"block\"\n").unwrap().subscription, None);
+
+        let err = parse(
+            "action = \"block\"\nurl = \"ftp://x.org/a\"\nrefresh = \"often\"\nsha256 = \"ab\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<_> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("/lists/xiaomi.toml:2:7: url \"ftp://x.org/a\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("/lists/xiaomi.toml:3:11: refresh \"often\""),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("/lists/xiaomi.toml:4:10: sha256 \"ab\""),
+            "{lines:?}"
+        );
+
+        let err = parse("action = \"block\"\nrefresh = \"1h\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/lists/xiaomi.toml:2:11: refresh and sha256 need a url"),
+            "{err}"
+        );
     }
 
     #[test]

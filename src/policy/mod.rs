@@ -74,6 +74,12 @@ pub struct Policy {
     pub block_ttl: u32,
 }
 
+/// The stored copy of `file`'s subscription, if it has one and it was fetched already.
+fn stored_copy(config: &Config, file: &ListFile) -> Option<std::path::PathBuf> {
+    file.subscription.as_ref()?;
+    lists::store::existing_copy(&config.lists.state_dir, &file.name)
+}
+
 impl Policy {
     /// Reads the config's blocklist folder and builds the policy. Every error of every file is
     /// reported; nothing is built unless all of them are clean.
@@ -98,7 +104,13 @@ impl Policy {
         // A domains file has at most one name per line.
         let total = files
             .iter()
-            .map(|f| f.domains.len() + f.domains_file.as_deref().map_or(0, lists::count_lines))
+            .map(|f| {
+                f.domains.len()
+                    + f.domains_file.as_deref().map_or(0, lists::count_lines)
+                    + stored_copy(config, f)
+                        .as_deref()
+                        .map_or(0, lists::count_lines)
+            })
             .sum();
         let mut builder = DomainSetBuilder::with_capacity(total);
         let mut lists: Vec<ListMeta> = Vec::with_capacity(files.len());
@@ -136,6 +148,16 @@ impl Policy {
                 Some(path) => lists::read_domains_file(path, &mut add),
                 None => Ok(()),
             };
+            // A subscription's last good copy is one more source file of the list. It passed
+            // its checks when it was stored, so a stray bad line in it is the publisher's and
+            // is skipped with a warning, never a reason to refuse the whole policy.
+            if let Some(copy) = stored_copy(config, &file)
+                && let Err(skipped) = lists::read_domains_file(&copy, &mut add)
+            {
+                for e in &skipped.0 {
+                    tracing::warn!(list = %file.name, "skipped: {e}");
+                }
+            }
             insert(&mut batch);
             if let Err(e) = read {
                 errors.extend(e.0);
@@ -229,6 +251,7 @@ mod tests {
             block_response: None,
             domains: domains.iter().map(ToString::to_string).collect(),
             domains_file: None,
+            subscription: None,
         }
     }
 

@@ -1,0 +1,279 @@
+//! One download of a subscription, and the checks it must pass before it may replace the last
+//! good copy. The HTTP client is reqwest over rustls: the system's trust roots plus `[lists]
+//! ca_file`, proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, connect and total timeouts.
+
+use reqwest::{StatusCode, Url, header};
+use sha2::{Digest, Sha256};
+
+use crate::{config::ListsConfig, lists};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP client could not be built (an unreadable `ca_file`): nothing is fetched.
+    #[error("{0}")]
+    Setup(String),
+    /// No usable answer: refused, unreachable, timed out, cut short.
+    #[error("{0}")]
+    Transfer(String),
+    #[error("the server answered {0}")]
+    Status(StatusCode),
+    /// An answer that must not become the list.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl FetchError {
+    /// The `result` label of `hushd_list_fetches_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "rejected",
+            _ => "error",
+        }
+    }
+}
+
+/// What a previous download left to make the next one conditional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Download {
+    /// 304: the stored copy is current.
+    NotModified,
+    Body {
+        bytes: Vec<u8>,
+        validators: Validators,
+    },
+}
+
+pub struct Fetcher {
+    client: Result<reqwest::Client, String>,
+    max_bytes: u64,
+    timeout: std::time::Duration,
+}
+
+impl Fetcher {
+    /// A fetcher for `settings`. A client that cannot be built (bad `ca_file`) makes every
+    /// fetch fail with the reason, counted and logged; stored copies stay in force.
+    pub fn new(settings: &ListsConfig) -> Self {
+        Self {
+            client: build_client(settings),
+            max_bytes: settings.max_bytes,
+            timeout: settings.timeout,
+        }
+    }
+
+    pub async fn get(&self, url: &Url, previous: &Validators) -> Result<Download, FetchError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| FetchError::Setup(e.clone()))?;
+        let mut request = client.get(url.clone());
+        if let Some(etag) = &previous.etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(date) = &previous.last_modified {
+            request = request.header(header::IF_MODIFIED_SINCE, date);
+        }
+        let mut response = request.send().await.map_err(|e| self.transfer(e))?;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(Download::NotModified);
+        }
+        if !status.is_success() {
+            return Err(FetchError::Status(status));
+        }
+        let too_large = || {
+            FetchError::Rejected(format!(
+                "larger than [lists] max_bytes ({} bytes)",
+                self.max_bytes
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes)
+        {
+            return Err(too_large());
+        }
+        let header_text = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let validators = Validators {
+            etag: header_text(header::ETAG),
+            last_modified: header_text(header::LAST_MODIFIED),
+        };
+        let capacity = response.content_length().unwrap_or(0).min(self.max_bytes);
+        let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        // Streamed with the cap checked per chunk: a server that lies about (or omits) its
+        // length cannot make hushd hold more than max_bytes.
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transfer(e))? {
+            if (bytes.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Download::Body { bytes, validators })
+    }
+
+    /// Without the URL, which the log line gives already, redacted (it may hold a token).
+    fn transfer(&self, e: reqwest::Error) -> FetchError {
+        let e = e.without_url();
+        if e.is_timeout() {
+            return FetchError::Transfer(format!(
+                "no complete answer within [lists] timeout ({})",
+                humantime::format_duration(self.timeout)
+            ));
+        }
+        FetchError::Transfer(error_chain(&e))
+    }
+}
+
+fn build_client(settings: &ListsConfig) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("hushd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
+        .redirect(reqwest::redirect::Policy::limited(5));
+    if let Some(path) = &settings.ca_file {
+        for cert in load_ca_file(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {}", error_chain(&e)))
+}
+
+/// The certificates of `[lists] ca_file`; `Err` says why it cannot be used.
+pub fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read [lists] ca_file {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("[lists] ca_file {}: {}", path.display(), error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "[lists] ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// reqwest's own message is only the outer layer ("error sending request"); the causes say why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Whether `bytes` may replace the stored copy; `Ok` holds its SHA-256 (lower-case hex).
+pub fn check_download(bytes: &[u8], pinned: Option<&str>) -> Result<String, String> {
+    lists::formats::reject_unusable(bytes)?;
+    let sha256 = sha256_hex(bytes);
+    if let Some(pin) = pinned
+        && pin != sha256
+    {
+        return Err(format!("content has SHA-256 {sha256}, the list pins {pin}"));
+    }
+    // reject_unusable has checked it is UTF-8
+    mostly_domains(&String::from_utf8_lossy(bytes))?;
+    Ok(sha256)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Most entries must be names (after `#` comments and hosts-format addresses are stripped): a
+/// page of something else, or a list in a format hushd does not read, must not become an
+/// empty or garbled list. Returns how many entries are names.
+pub fn mostly_domains(text: &str) -> Result<usize, String> {
+    let (mut good, mut bad, mut first_bad) = (0usize, 0usize, None);
+    for (number, line) in text.lines().enumerate() {
+        let content = line.split('#').next().unwrap_or("");
+        let mut fields = content.split_ascii_whitespace().peekable();
+        if fields
+            .peek()
+            .is_some_and(|f| f.parse::<std::net::IpAddr>().is_ok())
+        {
+            fields.next();
+        }
+        for field in fields.filter(|f| !lists::HOSTS_BOILERPLATE.contains(f)) {
+            if lists::check_domain(field).is_ok() {
+                good += 1;
+            } else {
+                bad += 1;
+                first_bad.get_or_insert((number + 1, field.to_string()));
+            }
+        }
+    }
+    if good == 0 {
+        return Err("no names in it".into());
+    }
+    if bad > good {
+        let (line, field) = first_bad.unwrap_or_default();
+        return Err(format!(
+            "{bad} of {} entries are not names (the first, line {line}: {field:?})",
+            good + bad
+        ));
+    }
+    Ok(good)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_of_names_pass_and_other_content_is_rejected() {
+        assert_eq!(
+            mostly_domains("# hosts\n0.0.0.0 a.com b.com\n127.0.0.1 localhost\nc.org\n"),
+            Ok(3)
+        );
+        // a few bad lines do not reject a list
+        assert_eq!(mostly_domains("a.com\nb.com\nbad!\n"), Ok(2));
+        assert!(mostly_domains("").is_err());
+        assert!(mostly_domains("# only comments\n\n").is_err());
+        let err = mostly_domains("{\"json\": true,\n\"x\": [1, 2]}\nok.com\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(mostly_domains("||ads.com^\n||b.com^\n").is_err());
+    }
+
+    #[test]
+    fn downloads_are_checked_for_pages_pins_and_names() {
+        let body = b"a.example\n";
+        let sha = sha256_hex(body);
+        assert_eq!(check_download(body, None), Ok(sha.clone()));
+        assert_eq!(check_download(body, Some(&sha)), Ok(sha.clone()));
+        let other = "0".repeat(64);
+        assert!(
+            check_download(body, Some(&other))
+                .unwrap_err()
+                .contains("pins")
+        );
+        assert!(check_download(b"<!DOCTYPE html><p>log in</p>", None).is_err());
+        assert!(check_download(b"\x00\x01", None).is_err());
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}
