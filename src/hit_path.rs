@@ -228,6 +228,7 @@ mod tests {
             block_response: None,
             domains: vec!["tracking.example".into()],
             domains_file: None,
+            subscription: None,
         };
         let policy = Policy::build(&config, vec![list]).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
