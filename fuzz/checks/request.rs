@@ -55,6 +55,9 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
         block_response: None,
         domains: domains.iter().map(ToString::to_string).collect(),
         domains_file: None,
+        format: Default::default(),
+        match_kind: None,
+        patterns: Vec::new(),
     };
     let policy = Policy::build(
         &config,
