@@ -27,6 +27,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
         policy.domain_count(),
     );
+    metrics.entries_skipped(policy.skipped());
     let (lists, names) = (policy.lists().len(), policy.domain_count());
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let handler = QueryHandler::new(&config, policy.clone(), metrics.clone())
@@ -128,7 +129,8 @@ fn udp_workers() -> usize {
 }
 
 /// Loads and validates the config and every list without starting; the errors, if any, are the
-/// exact ones a reload would log.
+/// exact ones a reload would log. Per list: its names, and for its file the format used and
+/// the lines left out, by reason, with the first few.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
     let policy = Policy::load(&config)?;
@@ -140,6 +142,11 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
             l.action.as_str(),
             l.domains
         ));
+        if let Some(file) = &l.file {
+            out.push_str(&check_file_lines(file, l.patterns));
+        } else if l.patterns > 0 {
+            out.push_str(&format!("    {} patterns\n", l.patterns));
+        }
     }
     out.push_str(&format!(
         "  {} distinct names in {} lists\n",
@@ -147,6 +154,32 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
         policy.lists().len()
     ));
     Ok(out)
+}
+
+/// `hushd check`'s lines about one list's `domains_file`.
+fn check_file_lines(file: &crate::lists::FileReport, patterns: usize) -> String {
+    let tally = &file.tally;
+    let skipped: usize = tally.skipped.values().sum();
+    let mut out = format!(
+        "    file: format {}, {} entries, {} patterns, {} skipped",
+        file.format.as_str(),
+        tally.entries,
+        patterns,
+        skipped
+    );
+    if skipped > 0 {
+        let reasons: Vec<String> = tally
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        out.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    out.push('\n');
+    for (line, reason, text) in &tally.first_skipped {
+        out.push_str(&format!("      line {line}: {reason}: {text}\n"));
+    }
+    out
 }
 
 /// hushd needs no privilege but binding port 53, which the systemd unit grants as a capability.

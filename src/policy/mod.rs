@@ -219,6 +219,21 @@ impl Policy {
         &self.lists
     }
 
+    /// Lines each list's file left out, as `(list, reason, lines)`.
+    pub fn skipped(&self) -> Vec<(&str, &'static str, usize)> {
+        self.lists
+            .iter()
+            .flat_map(|l| {
+                l.file.iter().flat_map(move |f| {
+                    f.tally
+                        .skipped
+                        .iter()
+                        .map(move |(reason, n)| (l.name.as_str(), reason.as_str(), *n))
+                })
+            })
+            .collect()
+    }
+
     /// Bytes held by the name matcher.
     pub fn heap_bytes(&self) -> usize {
         self.domains.heap_bytes()
