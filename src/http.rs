@@ -1,19 +1,48 @@
-//! The HTTP endpoint for monitoring: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoint for monitoring: `/metrics` (Prometheus text format), `/healthz`, and
+//! `/explain?name=…&client=…` (why the running policy decides a name as it does, as JSON).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+};
 
-use axum::{Router, http::header, response::IntoResponse, routing::get};
+use arc_swap::ArcSwap;
+use axum::{
+    Json, Router,
+    extract::Query,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{explain, metrics::Metrics, policy::Policy};
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// What `/explain` answers from: the running policy, and the list folder to find evidence in.
+#[derive(Clone)]
+pub struct ExplainSource {
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub blocklists: PathBuf,
+    /// The client explained when the request names none.
+    pub default_client: IpAddr,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExplainQuery {
+    name: String,
+    client: Option<IpAddr>,
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    explain_from: ExplainSource,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -33,8 +62,38 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/explain",
+            get(move |Query(q): Query<ExplainQuery>| {
+                let from = explain_from.clone();
+                async move {
+                    // Re-reading the lists is file IO and parsing: off the runtime's threads.
+                    let answer =
+                        tokio::task::spawn_blocking(move || explain_running(&from, &q)).await;
+                    match answer {
+                        Ok(Ok(e)) => Json(e).into_response(),
+                        Ok(Err(why)) => (StatusCode::BAD_REQUEST, why + "\n").into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+fn explain_running(from: &ExplainSource, q: &ExplainQuery) -> Result<explain::Explanation, String> {
+    let name = explain::parse_name(&q.name)?;
+    let policy = from.policy.load_full();
+    // Evidence only: if a list was edited into a broken state since the last reload, the
+    // decision still comes from the running policy, with whatever evidence still reads.
+    let files = crate::lists::load_dir(&from.blocklists).unwrap_or_default();
+    Ok(explain::explain(
+        &policy,
+        &files,
+        q.client.unwrap_or(from.default_client),
+        &name,
+    ))
 }

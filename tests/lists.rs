@@ -139,3 +139,104 @@ fn a_page_instead_of_a_list_is_an_error_and_a_bad_pattern_is_located() {
         "{out}"
     );
 }
+
+fn explain_cli(setup: &Setup, args: &[&str]) -> (bool, String) {
+    let out = Command::new(support::HUSHD)
+        .arg("--config")
+        .arg(setup.config_path())
+        .arg("explain")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A setup where one name is matched by several lists of different ranks.
+fn contested_setup(up: &Upstream) -> Setup {
+    let setup = lists_setup(up);
+    setup.write_list(
+        "audit",
+        "action = \"log\"\ndomains = [\n  \"ads.example\",\n  \"late.example\",\n]\n",
+    );
+    setup.write_list(
+        "mine",
+        "action = \"allow\"\nmatch = \"exact\"\ndomains = [\"keep.ads.example\"]\n",
+    );
+    setup
+}
+
+#[test]
+fn explain_names_the_decision_the_winner_every_match_and_why() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(Upstream::start());
+    let setup = contested_setup(&up);
+    let (ok, out) = explain_cli(&setup, &["x.ads.example"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with("x.ads.example (client 127.0.0.1): block by list adguard\n"),
+        "{out}"
+    );
+    assert!(out.contains("why: block outranks audit (log)"), "{out}");
+    assert!(
+        out.contains("adguard.txt:3\n") && out.contains("audit.toml:3\n"),
+        "{out}"
+    );
+
+    let (ok, out) = explain_cli(&setup, &["keep.ads.example", "--json"]);
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["decision"], "allow", "{out}");
+    assert_eq!(json["winner"], "mine", "{out}");
+    let lists: Vec<&str> = json["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["list"].as_str().unwrap())
+        .collect();
+    assert_eq!(lists, ["mine", "adguard", "audit"], "{out}");
+    assert_eq!(json["matches"][0]["kind"], "exact");
+    assert_eq!(json["matches"][1]["line"], 3);
+
+    // an exception inside the list, and a pattern
+    let (_, out) = explain_cli(&setup, &["ok.ads.example"]);
+    assert!(out.contains(": log by list audit"), "{out}");
+    assert!(out.contains("cancelled by its own @@ exception"), "{out}");
+    let (_, out) = explain_cli(&setup, &["track7.example", "--client", "::1"]);
+    assert!(out.contains("(client ::1): block by list adguard"), "{out}");
+    assert!(out.contains("/^track[0-9]+\\./ (pattern)"), "{out}");
+    let (ok, out) = explain_cli(&setup, &["nothing.example"]);
+    assert!(ok && out.contains(": forward\n"), "{out}");
+}
+
+#[tokio::test]
+async fn get_explain_answers_from_the_running_policy_as_the_dns_answer_does() {
+    let up = Upstream::start().await;
+    let setup = contested_setup(&up);
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    for (name, decision, code) in [
+        ("x.ads.example", "block", ResponseCode::NXDomain),
+        ("keep.ads.example", "allow", ResponseCode::NoError),
+        ("late.example", "log", ResponseCode::NoError),
+        ("ad1.late.example", "block", ResponseCode::NXDomain),
+        ("free.example", "forward", ResponseCode::NoError),
+    ] {
+        let reply = support::http_get(
+            hushd.metrics,
+            &format!("/explain?name={name}&client=127.0.0.1"),
+        );
+        let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}: {reply}"));
+        assert_eq!(json["decision"], decision, "{name}: {body}");
+        assert_eq!(rcode(&mut udp, &format!("{name}.")).await, code, "{name}");
+    }
+    let reply = support::http_get(hushd.metrics, "/explain?name=a..b");
+    assert!(
+        reply.starts_with("HTTP/1.0 400") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+}

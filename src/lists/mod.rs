@@ -191,6 +191,22 @@ pub enum FileEntry<'a> {
     Pattern(&'a str),
 }
 
+/// The format `read_domains_file` will read `path` in: `format`, or what `auto` decides from
+/// the file's first 64 KiB (`Plain` if it cannot be read; the read itself reports that).
+pub fn file_format(path: &Path, format: Format) -> Format {
+    use std::io::Read;
+
+    if format != Format::Auto {
+        return format;
+    }
+    let mut head = Vec::with_capacity(1 << 16);
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 16).read_to_end(&mut head));
+    match read {
+        Ok(_) => formats::detect(&String::from_utf8_lossy(&head)),
+        Err(_) => Format::Plain,
+    }
+}
+
 /// Streams a `domains_file` (or a stored download) in `format`, `auto` decided from its first
 /// 64 KiB. Each entry goes to `add` with its line number, its kind resolved by `list_match`.
 /// Bad lines are skipped and counted in the report, never fatal; but a file that is an HTML

@@ -238,7 +238,7 @@ impl DomainSet {
     pub fn get(&self, name: &[u8]) -> Option<Tag> {
         let mut found = None;
         self.visit_name(name, |tag, kind| match (kind, found) {
-            (Kind::Subdomains, _) => found = Some((tag, kind)),
+            (Kind::Subdomains, None | Some((_, Kind::Exact))) => found = Some((tag, kind)),
             (Kind::Exact, None) => found = Some((tag, kind)),
             _ => {}
         });
@@ -316,18 +316,21 @@ impl DomainSetBuilder {
         tag: Tag,
         prefer_new: impl FnOnce(Tag) -> bool,
     ) -> Option<Inserted> {
-        self.insert_kind(name, Kind::Subdomains, tag, prefer_new)
+        self.insert_kind(name, Kind::Subdomains, tag, |_| true, prefer_new)
     }
 
     /// Adds `name` (already normalised: lower-case ASCII, no final dot, at most 253 bytes) of
-    /// `kind` with `tag` (at most `MAX_TAG`). If the name is there already as that kind,
-    /// `prefer_new(existing)` decides which tag it keeps; exceptions are kept per list, since
-    /// each cancels only its own list. `None` only when the set is full (4 GiB of names).
+    /// `kind` with `tag` (at most `MAX_TAG`). If the name is there already as that kind with a
+    /// tag it `shares_with`, `prefer_new(existing)` decides which tag the one entry keeps;
+    /// otherwise each keeps its own entry. Exceptions are never shared (each cancels only its
+    /// own list), nor are the entries of a list that has exceptions (cancelling it must not
+    /// cancel another list's entry). `None` only when the set is full (4 GiB of names).
     pub fn insert_kind(
         &mut self,
         name: &[u8],
         kind: Kind,
         tag: Tag,
+        shares_with: impl Fn(Tag) -> bool,
         prefer_new: impl FnOnce(Tag) -> bool,
     ) -> Option<Inserted> {
         debug_assert!(!name.is_empty() && name.len() < MAX_NAME);
@@ -335,7 +338,8 @@ impl DomainSetBuilder {
         let field = tag | (kind_bits(kind) << KIND_SHIFT);
         let same = |entries: &Arena, off: usize| {
             let old = field_at(entries, off);
-            kind_of(old) == kind && (kind != Kind::Except || old == field)
+            kind_of(old) == kind
+                && (old == field || kind != Kind::Except && shares_with(old & MAX_TAG))
         };
         let (entries, parents) = (&self.entries, &self.parents);
         let found = probe(&self.slots, hash(name), |off| {
@@ -691,21 +695,27 @@ mod tests {
     #[test]
     fn exact_entries_match_only_the_name_and_share_it_with_other_kinds() {
         let mut b = DomainSetBuilder::with_capacity(4);
-        b.insert_kind(b"a.example", Kind::Exact, 1, |_| false)
-            .unwrap();
-        b.insert_kind(b"a.example", Kind::Subdomains, 2, |_| false)
-            .unwrap();
-        b.insert_kind(b"a.example", Kind::Except, 3, |_| false)
-            .unwrap();
-        b.insert_kind(b"a.example", Kind::Except, 4, |_| false)
-            .unwrap();
-        // the same kind again is the same entry
+        let all = |_| true;
+        for (kind, tag) in [
+            (Kind::Exact, 1),
+            (Kind::Subdomains, 2),
+            (Kind::Except, 3),
+            (Kind::Except, 4),
+        ] {
+            b.insert_kind(b"a.example", kind, tag, all, |_| false)
+                .unwrap();
+        }
+        // the same kind again is the same entry, unless a list keeps its own
         assert_eq!(
-            b.insert_kind(b"a.example", Kind::Exact, MAX_TAG, |_| true),
+            b.insert_kind(b"a.example", Kind::Exact, MAX_TAG, all, |_| true),
             Some(Inserted::Replaced(1))
         );
+        assert_eq!(
+            b.insert_kind(b"a.example", Kind::Subdomains, 5, |_| false, |_| true),
+            Some(Inserted::New)
+        );
         let s = b.build();
-        assert_eq!(s.len(), 4);
+        assert_eq!(s.len(), 5);
         let mut own = kinds(&s, "a.example");
         own.sort_by_key(|(t, _)| *t);
         assert_eq!(
@@ -714,6 +724,7 @@ mod tests {
                 (2, Kind::Subdomains),
                 (3, Kind::Except),
                 (4, Kind::Except),
+                (5, Kind::Subdomains),
                 (MAX_TAG, Kind::Exact)
             ]
         );
@@ -721,7 +732,12 @@ mod tests {
         under.sort_by_key(|(t, _)| *t);
         assert_eq!(
             under,
-            [(2, Kind::Subdomains), (3, Kind::Except), (4, Kind::Except)]
+            [
+                (2, Kind::Subdomains),
+                (3, Kind::Except),
+                (4, Kind::Except),
+                (5, Kind::Subdomains)
+            ]
         );
         assert_eq!(s.get(b"a.example"), Some(2));
     }

@@ -18,7 +18,7 @@ pub use crate::{config::BlockResponse, lists::Action};
 use crate::{
     config::Config,
     diagnostic::{LoadError, LoadErrors},
-    lists::{self, ListFile},
+    lists::{self, ListFile, formats::Format},
 };
 
 /// When lists disagree about a name, the higher rank wins: an allow entry overrides any
@@ -118,14 +118,25 @@ impl Policy {
         let mut full = false;
         let mut batch = NameBatch::default();
         let (mut patterns, mut owners) = (Vec::new(), Vec::new());
+        // Lists with `@@` exceptions keep their own entries: an exception cancels its own list,
+        // so the entry of another list for the same name must survive it.
+        let mut own_entries: Vec<bool> = Vec::with_capacity(files.len());
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
             let file_rank = rank(file.action);
             let mut distinct = 0;
+            let isolated = file
+                .domains_file
+                .as_deref()
+                .is_some_and(|p| lists::file_format(p, file.format) == Format::Adblock);
+            own_entries.push(isolated);
             let mut insert = |batch: &mut NameBatch| {
                 builder.warm(batch.names());
+                let shares_with = |old: Tag| {
+                    !isolated && !own_entries.get(usize::from(old)).copied().unwrap_or(true)
+                };
                 for (name, kind) in batch.entries() {
-                    let outcome = builder.insert_kind(name, kind, tag, |old: Tag| {
+                    let outcome = builder.insert_kind(name, kind, tag, shares_with, |old: Tag| {
                         file_rank > lists.get(usize::from(old)).map_or(0, |l| rank(l.action))
                     });
                     match outcome {
@@ -353,7 +364,7 @@ mod tests {
             block_response: None,
             domains: domains.iter().map(ToString::to_string).collect(),
             domains_file: None,
-            format: lists::formats::Format::Auto,
+            format: Format::Auto,
             match_kind: None,
             patterns: Vec::new(),
         }
@@ -460,10 +471,7 @@ mod tests {
             ("forward".into(), Some("plain:log".into()))
         );
         assert_eq!(p.lists()[0].domains, 2);
-        assert_eq!(
-            p.lists()[0].file.as_ref().unwrap().format,
-            lists::formats::Format::Hosts
-        );
+        assert_eq!(p.lists()[0].file.as_ref().unwrap().format, Format::Hosts);
     }
 
     #[test]
@@ -500,7 +508,8 @@ mod tests {
                     "action = \"block\"",
                     "! adblock\n||example.com^\n@@||cdn.example.com^\n/^ads[0-9]*\\.cdn\\./\n||x.com^$client=10.0.0.5\n",
                 ),
-                file_list(dir.path(), "other", "action = \"log\"", "img.cdn.example.com\n"),
+                // the same name as the block list's: the exception must not cancel it
+                file_list(dir.path(), "other", "action = \"log\"", "example.com\n"),
             ],
         )
         .unwrap();
@@ -510,7 +519,10 @@ mod tests {
             verdict(&p, c, "img.cdn.example.com"),
             ("forward".into(), Some("other:log".into()))
         );
-        assert_eq!(verdict(&p, c, "cdn.example.com"), ("forward".into(), None));
+        assert_eq!(
+            verdict(&p, c, "cdn.example.com"),
+            ("forward".into(), Some("other:log".into()))
+        );
         // the exception cancels the list's pattern too
         assert_eq!(verdict(&p, c, "ads1.cdn.example.com").0, "forward");
         // a `$client` rule is skipped, never widened into a block for everyone
