@@ -230,19 +230,23 @@ impl Policy {
         &self.lists
     }
 
-    /// Lines each list's file left out, as `(list, reason, lines)`.
+    /// Lines each list's file left out, as `(list, reason, lines)`. Every list has its
+    /// `invalid_name` count, 0 included, so the series exists (and `rate()` works) before the
+    /// first bad line; other reasons appear once they occur.
     pub fn skipped(&self) -> Vec<(&str, &'static str, usize)> {
-        self.lists
-            .iter()
-            .flat_map(|l| {
-                l.file.iter().flat_map(move |f| {
-                    f.tally
-                        .skipped
-                        .iter()
-                        .map(move |(reason, n)| (l.name.as_str(), reason.as_str(), *n))
-                })
-            })
-            .collect()
+        let invalid = lists::formats::SkipReason::InvalidName;
+        let mut out = Vec::new();
+        for l in &self.lists {
+            let tally = l.file.as_ref().map(|f| &f.tally);
+            let count = |r| tally.and_then(|t| t.skipped.get(&r)).copied().unwrap_or(0);
+            out.push((l.name.as_str(), invalid.as_str(), count(invalid)));
+            for (reason, n) in tally.iter().flat_map(|t| &t.skipped) {
+                if *reason != invalid {
+                    out.push((l.name.as_str(), reason.as_str(), *n));
+                }
+            }
+        }
+        out
     }
 
     /// Bytes held by the name matcher.
