@@ -166,8 +166,9 @@ fn check_file_lines(file: &crate::lists::FileReport, patterns: usize) -> String 
     let tally = &file.tally;
     let skipped: usize = tally.skipped.values().sum();
     let mut out = format!(
-        "    file: format {}, {} entries, {} patterns, {} skipped",
+        "    file: format {}{}, {} entries, {} patterns, {} skipped",
         file.format.as_str(),
+        if file.detected { " (auto)" } else { "" },
         tally.entries,
         patterns,
         skipped

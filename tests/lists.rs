@@ -32,7 +32,7 @@ fn lists_setup(up: &Upstream) -> Setup {
     write_samples(&setup.dir.path().join("blocklists"));
     setup.write_list(
         "hosts",
-        "action = \"block\"\ndomains_file = \"hosts.txt\"\n",
+        "action = \"block\"\ndomains_file = \"hosts.txt\"\nformat = \"hosts\"\n",
     );
     setup.write_list(
         "adguard",
@@ -103,7 +103,7 @@ fn check_prints_the_format_entries_and_skipped_lines_of_each_file() {
     let (ok, out) = check(&setup);
     assert!(ok, "{out}");
     for want in [
-        "    file: format adblock, 2 entries, 1 patterns, 3 skipped (modifier 1, cosmetic 1, url_path 1)\n",
+        "    file: format adblock (auto), 2 entries, 1 patterns, 3 skipped (modifier 1, cosmetic 1, url_path 1)\n",
         "      line 5: modifier: ||client-only.example^$client=127.0.0.1\n",
         "      line 6: cosmetic: example.org##.banner\n",
         "    file: format hosts, 2 entries, 0 patterns, 1 skipped (invalid_name 1)\n",

@@ -179,6 +179,8 @@ pub use self::formats::HOSTS_BOILERPLATE;
 pub struct FileReport {
     /// The format used (never `Auto`: what `auto` decided).
     pub format: Format,
+    /// Whether `auto` decided it (rather than the list's `format`).
+    pub detected: bool,
     pub tally: Tally,
 }
 
@@ -235,6 +237,7 @@ pub fn read_domains_file(
     }
     let head_text = String::from_utf8_lossy(head);
     formats::reject_page(&head_text).map_err(whole)?;
+    let detected = format == Format::Auto;
     let format = match format {
         Format::Auto => formats::detect(&head_text),
         f => f,
@@ -266,7 +269,11 @@ pub fn read_domains_file(
         });
     }
     tally.reject_majority_invalid().map_err(whole)?;
-    Ok(FileReport { format, tally })
+    Ok(FileReport {
+        format,
+        detected,
+        tally,
+    })
 }
 
 pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
