@@ -61,11 +61,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        let explain_from = http::ExplainSource {
-            policy: policy.clone(),
-            blocklists: config.blocklists.dir.clone(),
-            default_client: crate::explain::default_client(&config),
-        };
+        let explain_from = http::ExplainSource::new(
+            policy.clone(),
+            config.blocklists.dir.clone(),
+            crate::explain::default_client(&config),
+        );
         tokio::spawn(async move {
             if let Err(e) = http::serve(listener, metrics, explain_from, shutdown).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");

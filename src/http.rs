@@ -31,6 +31,20 @@ pub struct ExplainSource {
     pub blocklists: PathBuf,
     /// The client explained when the request names none.
     pub default_client: IpAddr,
+    /// One explanation at a time: each reads every list file again, so a burst of requests
+    /// must not take the machine's cores from the queries.
+    pub running: Arc<tokio::sync::Semaphore>,
+}
+
+impl ExplainSource {
+    pub fn new(policy: Arc<ArcSwap<Policy>>, blocklists: PathBuf, default_client: IpAddr) -> Self {
+        Self {
+            policy,
+            blocklists,
+            default_client,
+            running: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +82,13 @@ pub async fn serve(
             get(move |Query(q): Query<ExplainQuery>| {
                 let from = explain_from.clone();
                 async move {
+                    let Ok(_permit) = from.running.clone().try_acquire_owned() else {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "another explanation is being prepared; retry\n",
+                        )
+                            .into_response();
+                    };
                     // Re-reading the lists is file IO and parsing: off the runtime's threads.
                     let answer =
                         tokio::task::spawn_blocking(move || explain_running(&from, &q)).await;
