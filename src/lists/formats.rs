@@ -178,26 +178,34 @@ const DETECT_LINES: usize = 50;
 pub fn detect(head: &str) -> Format {
     let (mut hosts, mut wildcard, mut seen) = (0, 0, 0);
     for line in head.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') && !line.contains("##") {
+        // Every `#` line is a comment here, `####` banners of hosts files included; an adblock
+        // file shows itself by its other lines.
+        if line.is_empty() || line.starts_with('#') {
             continue;
         }
         if seen == DETECT_LINES {
             break;
         }
         seen += 1;
+        if first_field_is_address(line) {
+            hosts += 1;
+            continue;
+        }
+        // a cosmetic rule has no space before its `##` (`example.org##.ad`)
+        let cosmetic = line
+            .find("##")
+            .is_some_and(|at| !line[..at].contains(char::is_whitespace));
         if line.starts_with('!')
             || line.starts_with("||")
             || line.starts_with("@@")
             || line.starts_with("[Adblock")
             || line.ends_with('^')
-            || line.contains("##")
+            || cosmetic
             || line.len() > 2 && line.starts_with('/') && line.ends_with('/')
         {
             return Format::Adblock;
         }
-        if first_field_is_address(line) {
-            hosts += 1;
-        } else if line.starts_with("*.") {
+        if line.starts_with("*.") {
             wildcard += 1;
         }
     }
@@ -222,6 +230,10 @@ fn first_field_is_address(line: &str) -> bool {
 /// to `out`. A comment or blank line gives nothing.
 pub fn parse_line<'a>(format: Format, line: &'a str, mut out: impl FnMut(Item<'a>)) {
     match format {
+        // AdGuard's DNS syntax takes hosts lines too
+        Format::Adblock if first_field_is_address(line) => {
+            hosts_names(line.split('#').next().unwrap_or(""), &mut out);
+        }
         Format::Adblock => {
             if let Some(item) = adblock_line(line.trim()) {
                 out(item);
@@ -563,7 +575,7 @@ mod tests {
     fn adblock_dns_subset_like_adguard_dns_filter() {
         // shape of AdGuard DNS filter / hagezi's adblock flavour, with the hostile lines
         // from EasyList-style files that a DNS filter must not widen
-        let text = "[Adblock Plus 2.0]\n! Title: AdGuard DNS filter\n! comment\n||ads.example.com^\n||Tracker.Example.net^|\n@@||ok.ads.example.com^\n||x.com^$client=10.0.0.5\n||y.com^$important\n||z.com^$dnstype=AAAA\nexample.org##.banner\n##.ad\nexample.org#@#.ad\n||cdn.example.org/ads.js\n|https://a.example/x\n/banner/ads/\n/^ad[0-9]*\\.example\\.com$/\n/(unclosed/\n||*.wild.example^\nbare.example.com\n@@bare.example\n# hash comment\n";
+        let text = "[Adblock Plus 2.0]\n! Title: AdGuard DNS filter\n! comment\n||ads.example.com^\n||Tracker.Example.net^|\n@@||ok.ads.example.com^\n||x.com^$client=10.0.0.5\n||y.com^$important\n||z.com^$dnstype=AAAA\nexample.org##.banner\n##.ad\nexample.org#@#.ad\n||cdn.example.org/ads.js\n|https://a.example/x\n/banner/ads/\n/^ad[0-9]*\\.example\\.com$/\n/(unclosed/\n||*.wild.example^\nbare.example.com\n@@bare.example\n# hash comment\n0.0.0.0 hosts.example\n";
         let (format, got) = items(text, Format::Auto);
         assert_eq!(format, Format::Adblock);
         assert_eq!(
@@ -586,6 +598,7 @@ mod tests {
                 "18:skip:unsupported",
                 "19:bare.example.com:Exact",
                 "20:skip:unsupported",
+                "22:hosts.example:Exact",
             ]
         );
     }
@@ -615,6 +628,12 @@ mod tests {
         );
         assert_eq!(detect("a.com\n||b.com^\n"), Format::Adblock);
         assert_eq!(detect(""), Format::Plain);
+        // hosts files' banners and section comments are not cosmetic rules
+        assert_eq!(
+            detect("##########\n## Section ##\n# ## x\n0.0.0.0 a.com # ## note\n0.0.0.0 b.com\n"),
+            Format::Hosts
+        );
+        assert_eq!(detect("# x\nexample.org##.banner\n"), Format::Adblock);
         // declared: a plain file read as hosts gives exact names
         let (f, got) = items("a.com\n", Format::Hosts);
         assert_eq!((f, got), (Format::Hosts, vec!["1:a.com:Exact".to_string()]));
