@@ -40,6 +40,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
         policy.domain_count(),
     );
+    metrics.entries_skipped(policy.skipped());
     let (lists, names) = (policy.lists().len(), policy.domain_count());
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let handler = QueryHandler::new(&config, policy.clone(), metrics.clone())
@@ -73,8 +74,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        let explain_from = http::ExplainSource::new(
+            policy.clone(),
+            config.blocklists.dir.clone(),
+            config.lists.state_dir.clone(),
+            crate::explain::default_client(&config),
+        );
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, metrics, shutdown).await {
+            if let Err(e) = http::serve(listener, metrics, explain_from, shutdown).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
@@ -155,7 +162,8 @@ fn udp_workers() -> usize {
 }
 
 /// Loads and validates the config and every list without starting; the errors, if any, are the
-/// exact ones a reload would log.
+/// exact ones a reload would log. Per list: its names, and for its file the format used and
+/// the lines left out, by reason, with the first few.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
     let (policy, plan) = load_policy(&config)?;
@@ -167,6 +175,18 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
             l.action.as_str(),
             l.domains
         ));
+        if let Some(file) = &l.file {
+            out.push_str(&check_file_lines("file", file, l.patterns));
+        } else if l.patterns > 0 {
+            out.push_str(&format!("    {} patterns\n", l.patterns));
+        }
+        if let Some(copy) = &l.copy {
+            out.push_str(&check_file_lines(
+                "subscription copy",
+                copy,
+                copy.tally.patterns,
+            ));
+        }
     }
     out.push_str(&format!(
         "  {} distinct names in {} lists\n",
@@ -177,6 +197,34 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
         out.push_str(&format!("  note: {note}\n"));
     }
     Ok(out)
+}
+
+/// `hushd check`'s lines about one source file of a list (its `domains_file`, or its
+/// subscription's stored copy).
+fn check_file_lines(label: &str, file: &crate::lists::FileReport, patterns: usize) -> String {
+    let tally = &file.tally;
+    let skipped: usize = tally.skipped.values().sum();
+    let mut out = format!(
+        "    {label}: format {}{}, {} entries, {} patterns, {} skipped",
+        file.format.as_str(),
+        if file.detected { " (auto)" } else { "" },
+        tally.entries,
+        patterns,
+        skipped
+    );
+    if skipped > 0 {
+        let reasons: Vec<String> = tally
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        out.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    out.push('\n');
+    for (line, reason, text) in &tally.first_skipped {
+        out.push_str(&format!("      line {line}: {reason}: {text}\n"));
+    }
+    out
 }
 
 /// hushd needs no privilege but binding port 53, which the systemd unit grants as a capability.

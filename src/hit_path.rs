@@ -228,6 +228,9 @@ mod tests {
             block_response: None,
             domains: vec!["tracking.example".into()],
             domains_file: None,
+            format: Default::default(),
+            match_kind: None,
+            patterns: Vec::new(),
             subscription: None,
         };
         let policy = Policy::build(&config, vec![list]).unwrap();

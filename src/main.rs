@@ -37,6 +37,19 @@ enum Command {
     /// Validate the config and every list without starting; print each error with file, line and
     /// column, and exit non-zero if there is any.
     Check,
+    /// Why is NAME (not) blocked? Prints the decision (block, log, allow or forward), the list
+    /// that decides, every entry of every list that covers the name (file and line), and why
+    /// the winner wins. Offline, from the config and the lists on disk.
+    Explain {
+        /// The name asked, as a client would (`ads.example.com`).
+        name: String,
+        /// The asking client's address (default: the first of allow_clients).
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// Print JSON (the same object as the metrics listener's GET /explain).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +76,28 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Explain { name, client, json }) => {
+            match hushd::explain::offline(&cli.config, &name, client) {
+                Ok(e) if json => match serde_json::to_string_pretty(&e) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(err) => {
+                        eprintln!("hushd: {err}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Ok(e) => {
+                    print!("{}", hushd::explain::render(&e));
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             // Held until main returns: dropping it flushes what the log thread still holds.
             let _log_flush = init_logging(cli.log_format);

@@ -167,6 +167,7 @@ pub struct Metrics {
     responses: IntCounterVec,
     response_handles: [OnceLock<IntCounter>; RCODE_LABELS.len()],
     list_matches: IntCounterVec,
+    list_entries_skipped: IntCounterVec,
     blocklist_domains: IntGaugeVec,
     policy_domains: IntGauge,
     reloads: IntCounterVec,
@@ -211,6 +212,13 @@ impl Metrics {
                 "Queries that matched a list, by list and the list's action",
             ),
             &["list", "action"],
+        )?;
+        let list_entries_skipped = IntCounterVec::new(
+            Opts::new(
+                "hushd_list_entries_skipped_total",
+                "Lines of list files left out on loading, by list and reason (counted at each load)",
+            ),
+            &["list", "reason"],
         )?;
         let blocklist_domains = IntGaugeVec::new(
             Opts::new(
@@ -292,6 +300,7 @@ impl Metrics {
         registry.register(Box::new(queries.clone()))?;
         registry.register(Box::new(responses.clone()))?;
         registry.register(Box::new(list_matches.clone()))?;
+        registry.register(Box::new(list_entries_skipped.clone()))?;
         registry.register(Box::new(blocklist_domains.clone()))?;
         registry.register(Box::new(policy_domains.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
@@ -337,6 +346,7 @@ impl Metrics {
             responses,
             response_handles: Default::default(),
             list_matches,
+            list_entries_skipped,
             blocklist_domains,
             policy_domains,
             reloads,
@@ -414,6 +424,18 @@ impl Metrics {
         self.list_matches.with_label_values(&[list, action])
     }
 
+    /// Counts the lines a newly loaded policy's files left out, as `(list, reason, lines)`.
+    pub fn entries_skipped<'a>(
+        &self,
+        skipped: impl IntoIterator<Item = (&'a str, &'a str, usize)>,
+    ) {
+        for (list, reason, lines) in skipped {
+            self.list_entries_skipped
+                .with_label_values(&[list, reason])
+                .inc_by(lines as u64);
+        }
+    }
+
     /// Publishes the sizes of a newly loaded policy; lists that were removed disappear.
     pub fn policy_loaded<'a>(
         &self,
@@ -482,6 +504,7 @@ mod tests {
         );
         m.list_match_counter("xiaomi", "block").inc();
         m.policy_loaded([("xiaomi", 3)], 3);
+        m.entries_skipped([("xiaomi", "modifier", 2)]);
         m.reload_error();
         m.cache_hits.inc();
         m.cache_misses.inc();
@@ -497,6 +520,7 @@ mod tests {
             r#"hushd_queries_total{outcome="forwarded",protocol="tcp",qtype="other"} 1"#,
             r#"hushd_list_matches_total{action="block",list="xiaomi"} 1"#,
             r#"hushd_blocklist_domains{list="xiaomi"} 3"#,
+            r#"hushd_list_entries_skipped_total{list="xiaomi",reason="modifier"} 2"#,
             r#"hushd_reloads_total{result="ok"} 1"#,
             r#"hushd_reloads_total{result="error"} 1"#,
             "hushd_cache_hits_total 1",

@@ -181,6 +181,7 @@ impl Reloader {
             policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
             policy.domain_count(),
         );
+        self.metrics.entries_skipped(policy.skipped());
         let (lists, names, matcher_bytes) = (
             policy.lists().len(),
             policy.domain_count(),

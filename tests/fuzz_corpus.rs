@@ -8,6 +8,8 @@
 mod config_parser;
 #[path = "../fuzz/checks/domains_file.rs"]
 mod domains_file;
+#[path = "../fuzz/checks/list_formats.rs"]
+mod list_formats;
 #[path = "../fuzz/checks/list_parser.rs"]
 mod list_parser;
 #[path = "../fuzz/checks/matcher.rs"]
@@ -59,6 +61,11 @@ fn list_parser_corpus() {
 #[test]
 fn domains_file_corpus() {
     replay("domains_file", domains_file::run);
+}
+
+#[test]
+fn list_formats_corpus() {
+    replay("list_formats", list_formats::run);
 }
 
 #[test]

@@ -327,13 +327,14 @@ async fn a_broken_edit_keeps_the_old_policy_and_says_where() {
     );
     let path = setup.list_path("vendor");
     assert!(
-        hushd
-            .log()
-            .contains(&format!("{}:4:3: missing comma", path.display())),
+        hushd.wait_log(
+            &format!("{}:4:3: missing comma", path.display()),
+            Duration::from_secs(5)
+        ),
         "{}",
         hushd.log()
     );
-    assert!(hushd.log().contains("previous policy stays in force"));
+    assert!(hushd.wait_log("previous policy stays in force", Duration::from_secs(5)));
     assert_eq!(
         rcode(&mut udp, "blocked.example.").await,
         ResponseCode::NXDomain

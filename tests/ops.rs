@@ -340,7 +340,11 @@ async fn sighup_reloads_an_edit_the_watcher_cannot_see() {
     .await;
     assert!(blocked.is_some(), "SIGHUP did not reload:\n{}", hushd.log());
     assert_eq!(hushd.metric(ok), Some(before + 1.0));
-    assert!(hushd.log().contains("SIGHUP"), "{}", hushd.log());
+    assert!(
+        hushd.wait_log("SIGHUP", Duration::from_secs(5)),
+        "{}",
+        hushd.log()
+    );
 }
 
 /// `allow_clients` is applied on reload: a client refused before the edit is served after it.

@@ -375,7 +375,7 @@ async fn a_subscription_follows_its_server_and_keeps_its_last_good_copy_through_
         server.set(serve);
         wait_fetches(&hushd, result, before);
         assert!(
-            hushd.log().contains(logged),
+            hushd.wait_log(logged, Duration::from_secs(5)),
             "{logged} not logged:\n{}",
             hushd.log()
         );
@@ -453,7 +453,11 @@ async fn startup_never_waits_for_the_network_and_uses_the_stored_copy() {
             ResponseCode::NXDomain
         );
         wait_fetches(&hushd, "error", 0.0);
-        assert!(hushd.log().contains("no stored copy"), "{}", hushd.log());
+        assert!(
+            hushd.wait_log("no stored copy", Duration::from_secs(5)),
+            "{}",
+            hushd.log()
+        );
     }
 
     // the server is back on the same address: the copy is stored
@@ -499,11 +503,37 @@ async fn startup_never_waits_for_the_network_and_uses_the_stored_copy() {
         ResponseCode::NXDomain
     );
     let out = check_unfetched();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("no stored copy"), "{stdout}");
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("no stored copy"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        stdout.contains(
+            "    subscription copy: format plain (auto), 1 entries, 0 patterns, 0 skipped\n"
+        ),
+        "{stdout}"
     );
+
+    // explain names the subscription's URL and the line of its stored copy, offline and live
+    let out = std::process::Command::new(support::HUSHD)
+        .args(["explain", "www.kept.example", "--json", "--config"])
+        .arg(setup.config_path())
+        .output()
+        .unwrap();
+    let offline = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{offline}");
+    let live = support::http_get(hushd.metrics, "/explain?name=www.kept.example");
+    let live = live.split("\r\n\r\n").nth(1).unwrap_or_default();
+    for text in [&*offline, live] {
+        let e: serde_json::Value = serde_json::from_str(text).expect(text);
+        assert_eq!(e["decision"], "block", "{text}");
+        let m = &e["matches"][0];
+        assert_eq!(m["entry"], "kept.example", "{text}");
+        assert_eq!(m["line"], 1, "{text}");
+        let source = m["file"].as_str().unwrap_or_default();
+        assert!(
+            source.starts_with(&format!("{url} (stored copy ")),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,8 +696,12 @@ async fn https_servers_of_an_office_ca_are_trusted_through_ca_file() {
     // only the system's roots: the office CA is unknown, the download fails
     let hushd = setup.start();
     wait_fetches(&hushd, "error", 0.0);
+    // the log is written by a thread of its own: it may trail the metric a little
     assert!(
-        hushd.log().to_ascii_lowercase().contains("certificate"),
+        wait_until(Duration::from_secs(5), || hushd
+            .log()
+            .to_ascii_lowercase()
+            .contains("certificate")),
         "{}",
         hushd.log()
     );
@@ -717,7 +751,11 @@ async fn a_pinned_subscription_takes_only_the_pinned_content() {
     );
     let hushd = setup.start();
     wait_fetches(&hushd, "rejected", 0.0);
-    assert!(hushd.log().contains("the list pins"), "{}", hushd.log());
+    assert!(
+        hushd.wait_log("the list pins", Duration::from_secs(5)),
+        "{}",
+        hushd.log()
+    );
     let mut udp = udp_client(hushd.dns, None).await;
     assert_eq!(
         rcode(&mut udp, "tampered.example.").await,

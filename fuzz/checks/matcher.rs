@@ -23,7 +23,7 @@ use std::{
 use hickory_proto::rr::Name;
 use hushd::{
     lists::normalize_domain,
-    policy::matcher::{DomainSet, DomainSetBuilder, Inserted, NameKey, Tag},
+    policy::matcher::{DomainSet, DomainSetBuilder, Inserted, MAX_TAG, NameKey, Tag},
 };
 
 const MAX_LINES: usize = 64;
@@ -89,8 +89,9 @@ pub fn run(data: &[u8]) {
             continue;
         }
         let (name, tag) = match line.rsplit_once('=') {
+            // a tag is at most MAX_TAG: the entry's top two bits hold its kind
             Some((n, t)) => match t.parse::<Tag>() {
-                Ok(t) => (n, t),
+                Ok(t) => (n, t & MAX_TAG),
                 Err(_) => (line, i as Tag),
             },
             None => (line, i as Tag),

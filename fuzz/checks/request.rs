@@ -56,6 +56,9 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
         domains: domains.iter().map(ToString::to_string).collect(),
         domains_file: None,
         subscription: None,
+        format: Default::default(),
+        match_kind: None,
+        patterns: Vec::new(),
     };
     let policy = Policy::build(
         &config,

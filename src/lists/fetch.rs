@@ -5,7 +5,7 @@
 use reqwest::{StatusCode, Url, header};
 use sha2::{Digest, Sha256};
 
-use crate::{config::ListsConfig, lists};
+use crate::{config::ListsConfig, lists, lists::formats::Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -181,17 +181,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Whether `bytes` may replace the stored copy; `Ok` holds its SHA-256 (lower-case hex).
-pub fn check_download(bytes: &[u8], pinned: Option<&str>) -> Result<String, String> {
-    lists::formats::reject_unusable(bytes)?;
+/// Whether `bytes` may replace the stored copy, read as `format`; `Ok` holds its SHA-256
+/// (lower-case hex). A page, a binary, a file of mostly broken lines (`formats`) or one with no
+/// entry at all must not become an empty or garbled list.
+pub fn check_download(
+    bytes: &[u8],
+    pinned: Option<&str>,
+    format: Format,
+) -> Result<String, String> {
+    let tally = lists::formats::reject_unusable_as(bytes, format)?;
+    if tally.entries + tally.patterns == 0 {
+        return Err("no names in it".into());
+    }
     let sha256 = sha256_hex(bytes);
     if let Some(pin) = pinned
         && pin != sha256
     {
         return Err(format!("content has SHA-256 {sha256}, the list pins {pin}"));
     }
-    // reject_unusable has checked it is UTF-8
-    mostly_domains(&String::from_utf8_lossy(bytes))?;
     Ok(sha256)
 }
 
@@ -202,75 +209,42 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Most entries must be names (after `#` comments and hosts-format addresses are stripped): a
-/// page of something else, or a list in a format hushd does not read, must not become an
-/// empty or garbled list. Returns how many entries are names.
-pub fn mostly_domains(text: &str) -> Result<usize, String> {
-    let (mut good, mut bad, mut first_bad) = (0usize, 0usize, None);
-    for (number, line) in text.lines().enumerate() {
-        let content = line.split('#').next().unwrap_or("");
-        let mut fields = content.split_ascii_whitespace().peekable();
-        if fields
-            .peek()
-            .is_some_and(|f| f.parse::<std::net::IpAddr>().is_ok())
-        {
-            fields.next();
-        }
-        for field in fields.filter(|f| !lists::HOSTS_BOILERPLATE.contains(f)) {
-            if lists::check_domain(field).is_ok() {
-                good += 1;
-            } else {
-                bad += 1;
-                first_bad.get_or_insert((number + 1, field.to_string()));
-            }
-        }
-    }
-    if good == 0 {
-        return Err("no names in it".into());
-    }
-    if bad > good {
-        let (line, field) = first_bad.unwrap_or_default();
-        return Err(format!(
-            "{bad} of {} entries are not names (the first, line {line}: {field:?})",
-            good + bad
-        ));
-    }
-    Ok(good)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lists_of_names_pass_and_other_content_is_rejected() {
-        assert_eq!(
-            mostly_domains("# hosts\n0.0.0.0 a.com b.com\n127.0.0.1 localhost\nc.org\n"),
-            Ok(3)
-        );
+    fn lists_of_names_in_any_format_pass_and_other_content_is_rejected() {
+        let auto = Format::Auto;
+        let hosts = b"# hosts\n0.0.0.0 a.com b.com\n127.0.0.1 localhost\nc.org\n";
+        assert!(check_download(hosts, None, auto).is_ok());
+        assert!(check_download(b"||ads.com^\n||b.com^\n", None, auto).is_ok());
+        assert!(check_download(b"||ads.com^\n", None, Format::Adblock).is_ok());
         // a few bad lines do not reject a list
-        assert_eq!(mostly_domains("a.com\nb.com\nbad!\n"), Ok(2));
-        assert!(mostly_domains("").is_err());
-        assert!(mostly_domains("# only comments\n\n").is_err());
-        let err = mostly_domains("{\"json\": true,\n\"x\": [1, 2]}\nok.com\n").unwrap_err();
-        assert!(err.contains("line 1"), "{err}");
-        assert!(mostly_domains("||ads.com^\n||b.com^\n").is_err());
+        assert!(check_download(b"a.com\nb.com\nbad!\n", None, auto).is_ok());
+        assert!(check_download(b"", None, auto).is_err());
+        assert!(check_download(b"# only comments\n\n", None, auto).is_err());
+        let json = b"{\"json\": true,\n\"x\": [1, 2],\n\"y\": \"z w\"\n}\nok.com\n";
+        assert!(check_download(json, None, auto).is_err());
     }
 
     #[test]
     fn downloads_are_checked_for_pages_pins_and_names() {
         let body = b"a.example\n";
         let sha = sha256_hex(body);
-        assert_eq!(check_download(body, None), Ok(sha.clone()));
-        assert_eq!(check_download(body, Some(&sha)), Ok(sha.clone()));
+        assert_eq!(check_download(body, None, Format::Auto), Ok(sha.clone()));
+        assert_eq!(
+            check_download(body, Some(&sha), Format::Auto),
+            Ok(sha.clone())
+        );
         let other = "0".repeat(64);
         assert!(
-            check_download(body, Some(&other))
+            check_download(body, Some(&other), Format::Auto)
                 .unwrap_err()
                 .contains("pins")
         );
-        assert!(check_download(b"<!DOCTYPE html><p>log in</p>", None).is_err());
-        assert!(check_download(b"\x00\x01", None).is_err());
+        assert!(check_download(b"<!DOCTYPE html><p>log in</p>", None, Format::Auto).is_err());
+        assert!(check_download(b"\x00\x01", None, Format::Auto).is_err());
         assert_eq!(
             sha256_hex(b""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

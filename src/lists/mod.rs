@@ -8,6 +8,8 @@ pub mod refresh;
 pub mod store;
 pub mod subscription;
 
+use self::formats::{Format, Item, Kind, Match, Tally, Written};
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -53,9 +55,22 @@ pub struct ListFile {
     /// A plain-text file of more names (`domains_file`), in the same folder; read while the
     /// policy is built, so a million-name import never sits in memory as strings.
     pub domains_file: Option<PathBuf>,
+    /// How `domains_file` is written (`auto`: decided from its first lines).
+    pub format: Format,
+    /// What a bare name means (`None`: the format's own default, see `formats::Written`).
+    pub match_kind: Option<Match>,
+    /// Regular expressions on the lower-case name without final dot, each checked to compile.
+    pub patterns: Vec<String>,
     /// `url` (and `refresh`, `sha256`): names downloaded in the background; their stored copy
     /// is read like a `domains_file`.
     pub subscription: Option<subscription::Subscription>,
+}
+
+impl ListFile {
+    /// The kind of an inline `domains` entry: the list's `match`, by default subdomains.
+    pub fn inline_kind(&self) -> Kind {
+        Written::Bare.resolve(self.match_kind)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +82,12 @@ struct RawList {
     #[serde(default)]
     domains: Vec<Spanned<String>>,
     domains_file: Option<Spanned<String>>,
+    #[serde(default)]
+    format: Format,
+    #[serde(rename = "match")]
+    match_kind: Option<Match>,
+    #[serde(default)]
+    patterns: Vec<Spanned<String>>,
     url: Option<Spanned<String>>,
     refresh: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
@@ -161,91 +182,108 @@ pub fn count_lines(path: &Path) -> usize {
     lines
 }
 
-/// Names that hosts-format files map to themselves; importing them would block the host.
-pub const HOSTS_BOILERPLATE: [&str; 6] = [
-    "localhost",
-    "localhost.localdomain",
-    "local",
-    "broadcasthost",
-    "ip6-localhost",
-    "ip6-loopback",
-];
+pub use self::formats::HOSTS_BOILERPLATE;
 
-/// Streams a `domains_file`: one name per line, `#` comments and blank lines ignored; hosts
-/// format (`0.0.0.0 name ...`) is accepted too, so imported lists need no conversion. Each
-/// valid name is passed to `add`, lower-cased; every bad line is reported with its place.
-pub fn read_domains_file(path: &Path, mut add: impl FnMut(&[u8])) -> Result<(), LoadErrors> {
+/// What reading one file gave, for `hushd check`, the metrics and `hushd explain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileReport {
+    /// The format used (never `Auto`: what `auto` decided).
+    pub format: Format,
+    /// Whether `auto` decided it (rather than the list's `format`).
+    pub detected: bool,
+    pub tally: Tally,
+}
+
+/// One entry of a file as `read_domains_file` passes it on.
+#[derive(Debug, Clone, Copy)]
+pub enum FileEntry<'a> {
+    /// A name, lower-case, no final dot.
+    Name(&'a [u8], Kind),
+    /// A regular expression (adblock `/regex/`), known to compile.
+    Pattern(&'a str),
+}
+
+/// The format `read_domains_file` will read `path` in: `format`, or what `auto` decides from
+/// the file's first 64 KiB (`Plain` if it cannot be read; the read itself reports that).
+pub fn file_format(path: &Path, format: Format) -> Format {
+    use std::io::Read;
+
+    if format != Format::Auto {
+        return format;
+    }
+    let mut head = Vec::with_capacity(1 << 16);
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 16).read_to_end(&mut head));
+    match read {
+        Ok(_) => formats::detect(&String::from_utf8_lossy(&head)),
+        Err(_) => Format::Plain,
+    }
+}
+
+/// Streams a `domains_file` (or a stored download) in `format`, `auto` decided from its first
+/// 64 KiB. Each entry goes to `add` with its line number, its kind resolved by `list_match`.
+/// Bad lines are skipped and counted in the report, never fatal; but a file that is an HTML
+/// page, binary, or mostly invalid lines is an error as a whole.
+pub fn read_domains_file(
+    path: &Path,
+    format: Format,
+    list_match: Option<Match>,
+    mut add: impl FnMut(usize, FileEntry<'_>),
+) -> Result<FileReport, LoadErrors> {
     use std::io::BufRead;
 
-    let file = std::fs::File::open(path).map_err(|source| LoadError::Read {
+    let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let whole = |message: String| LoadError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
-    let (mut line, mut name) = (String::new(), Vec::with_capacity(256));
-    let mut errors = Vec::new();
+    let head = reader.fill_buf().map_err(read_error)?;
+    if head.contains(&0) {
+        return Err(whole("binary content (NUL bytes), not a text list".into()).into());
+    }
+    let head_text = String::from_utf8_lossy(head);
+    formats::reject_page(&head_text).map_err(whole)?;
+    let detected = format == Format::Auto;
+    let format = match format {
+        Format::Auto => formats::detect(&head_text),
+        f => f,
+    };
+    let mut tally = Tally::default();
+    let mut line = Vec::with_capacity(256);
     for number in 1.. {
         line.clear();
-        match reader.read_line(&mut line) {
+        match reader.read_until(b'\n', &mut line) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(source) => {
-                errors.push(LoadError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                });
-                break;
-            }
+            Err(source) => return Err(read_error(source).into()),
         }
-        let content = line.split('#').next().unwrap_or("");
-        let mut fields = content.split_ascii_whitespace().peekable();
-        let hosts_format = fields
-            .peek()
-            .is_some_and(|f| f.parse::<std::net::IpAddr>().is_ok());
-        // `field` is a slice of `line`: its column is where it starts
-        let error_at = |field: &str, why: &str| LoadError::At {
-            path: path.to_path_buf(),
-            line: number,
-            column: line[..field.as_ptr() as usize - line.as_ptr() as usize]
-                .chars()
-                .count()
-                + 1,
-            message: format!("{field:?}: {why}"),
-        };
-        if hosts_format {
-            fields.next();
-        } else if let Some(extra) = content.split_ascii_whitespace().nth(1) {
-            errors.push(error_at(
-                extra,
-                "one name per line (or hosts format: ADDRESS NAME...)",
-            ));
+        let Ok(text) = std::str::from_utf8(&line) else {
+            let item = Item::Skip(formats::SkipReason::NotUtf8);
+            tally.count(&item, number, &String::from_utf8_lossy(&line));
             continue;
-        }
-        for field in fields {
-            if hosts_format && HOSTS_BOILERPLATE.contains(&field) {
-                continue;
+        };
+        formats::parse_line(format, text, |item| {
+            tally.count(&item, number, text);
+            match &item {
+                Item::Name(name, written) => add(
+                    number,
+                    FileEntry::Name(name.as_bytes(), written.resolve(list_match)),
+                ),
+                Item::Pattern(p) => add(number, FileEntry::Pattern(p)),
+                Item::Skip(_) => {}
             }
-            match check_domain(field) {
-                Ok(valid) => {
-                    name.clear();
-                    name.extend(valid.bytes().map(|b| b.to_ascii_lowercase()));
-                    add(&name);
-                }
-                Err(why) => {
-                    errors.push(error_at(field, &why));
-                    if errors.len() >= 100 {
-                        // a binary or wrong file: a hundred errors say enough
-                        return Err(LoadErrors(errors));
-                    }
-                }
-            }
-        }
+        });
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadErrors(errors))
-    }
+    tally.reject_majority_invalid().map_err(whole)?;
+    Ok(FileReport {
+        format,
+        detected,
+        tally,
+    })
 }
 
 pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
@@ -270,6 +308,18 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
                 text,
                 d.span(),
                 format!("{:?}: {why}", d.get_ref()),
+            )),
+        }
+    }
+    let mut patterns = Vec::with_capacity(raw.patterns.len());
+    for p in &raw.patterns {
+        match formats::check_pattern(p.get_ref()) {
+            Ok(()) => patterns.push(p.get_ref().clone()),
+            Err(why) => errors.push(LoadError::at(
+                path,
+                text,
+                p.span(),
+                format!("pattern {:?}: {why}", p.get_ref()),
             )),
         }
     }
@@ -298,6 +348,9 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
         description: raw.description,
         block_response: raw.block_response,
         domains,
+        format: raw.format,
+        match_kind: raw.match_kind,
+        patterns,
     })
 }
 
@@ -324,6 +377,7 @@ fn parse_subscription(
         url: parsed_url?,
         refresh: refresh?,
         sha256: sha256?,
+        format: raw.format,
     })
 }
 
@@ -390,7 +444,7 @@ pub fn check_domain(raw: &str) -> Result<&str, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{formats::SkipReason, *};
 
     fn parse(text: &str) -> Result<ListFile, LoadErrors> {
         parse_list(Path::new("/lists/xiaomi.toml"), text)
@@ -504,44 +558,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn domains_files_take_plain_and_hosts_lines_and_locate_errors() {
+    fn read(text: &str, format: Format, m: Option<Match>) -> (Vec<String>, FileReport) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.txt");
-        std::fs::write(
-            &path,
-            "# imported\nA.Example.com\n\n0.0.0.0 b.example.com c.example.com # two\n127.0.0.1 localhost\n  bad name!\nd.example.com.\n0.0.0.0 x_y!.com\n",
-        )
-        .unwrap();
-        let mut names = Vec::new();
-        let err = read_domains_file(&path, |n| {
-            names.push(String::from_utf8(n.to_vec()).unwrap())
+        std::fs::write(&path, text).unwrap();
+        let mut got = Vec::new();
+        let report = read_domains_file(&path, format, m, |line, e| match e {
+            FileEntry::Name(n, kind) => got.push(format!(
+                "{line}:{}:{}",
+                String::from_utf8(n.to_vec()).unwrap(),
+                kind.as_str()
+            )),
+            FileEntry::Pattern(p) => got.push(format!("{line}:/{p}/")),
         })
-        .unwrap_err();
+        .map_err(|e| e.to_string());
+        match report {
+            Ok(r) => (got, r),
+            Err(e) => (vec![format!("error: {e}")], FileReport::default()),
+        }
+    }
+
+    #[test]
+    fn domains_files_skip_and_count_bad_lines_with_their_place() {
+        let (names, report) = read(
+            "# imported\nA.Example.com\n\n0.0.0.0 b.example.com c.example.com # two\n127.0.0.1 localhost\n  bad name!\nd.example.com.\n0.0.0.0 x_y!.com\n",
+            Format::Auto,
+            None,
+        );
+        assert_eq!(report.format, Format::Plain);
+        // plain names follow `match` (subdomains); hosts entries are exact names
         assert_eq!(
             names,
             [
-                "a.example.com",
-                "b.example.com",
-                "c.example.com",
-                "d.example.com"
+                "2:a.example.com:subdomains",
+                "4:b.example.com:exact",
+                "4:c.example.com:exact",
+                "7:d.example.com:subdomains"
             ]
         );
-        let errs: Vec<_> = err.0.iter().map(ToString::to_string).collect();
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(
-            errs[1].ends_with(
-                "big.txt:8:9: \"x_y!.com\": character '!' is not allowed in a domain name"
-            ),
-            "{errs:?}"
+        assert_eq!(report.tally.entries, 4);
+        assert_eq!(
+            report.tally.first_skipped,
+            [
+                (6, SkipReason::ExtraFields, "bad name!".to_string()),
+                (8, SkipReason::InvalidName, "0.0.0.0 x_y!.com".to_string())
+            ]
         );
-        assert!(
-            errs[0].ends_with(
-                "big.txt:6:7: \"name!\": one name per line (or hosts format: ADDRESS NAME...)"
-            ),
-            "{errs:?}"
-        );
-        let missing = read_domains_file(&dir.path().join("none.txt"), |_| {}).unwrap_err();
+        let (err, _) = read("", Format::Auto, None);
+        assert!(err.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let missing =
+            read_domains_file(&dir.path().join("none.txt"), Format::Auto, None, |_, _| {})
+                .unwrap_err();
         assert!(missing.to_string().contains("none.txt: cannot read"));
     }
 
@@ -580,6 +648,50 @@ mod tests {
             err.starts_with("/lists/xiaomi.toml:2:11: refresh and sha256 need a url"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_page_a_binary_or_a_mostly_broken_file_is_rejected_whole() {
+        for bad in [
+            "<!DOCTYPE html>\n<html><body>Sign in to the hotel Wi-Fi</body></html>\n",
+            "a.com\n\0\0\0\n",
+            "a.com\nthis is not\na list of names\nat all, is it\n",
+        ] {
+            let (got, _) = read(bad, Format::Auto, None);
+            assert!(got[0].starts_with("error: "), "{bad:?}: {got:?}");
+        }
+        // one bad line in four is skipped, not fatal
+        let (got, report) = read("a.com\nb.com\nc.com\nbad line\n", Format::Auto, None);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(report.tally.invalid(), 1);
+    }
+
+    #[test]
+    fn list_keys_format_match_and_patterns() {
+        let l = parse(
+            "action = \"block\"\ndomains_file = \"x.txt\"\nformat = \"hosts\"\nmatch = \"exact\"\npatterns = ['^ads?[0-9]*\\.']\n",
+        )
+        .unwrap();
+        assert_eq!(l.format, Format::Hosts);
+        assert_eq!(l.match_kind, Some(Match::Exact));
+        assert_eq!(l.inline_kind(), Kind::Exact);
+        assert_eq!(l.patterns, ["^ads?[0-9]*\\."]);
+        let l = parse("action = \"block\"\n").unwrap();
+        assert_eq!(
+            (l.format, l.inline_kind()),
+            (Format::Auto, Kind::Subdomains)
+        );
+        let err = parse("action = \"block\"\npatterns = [\n  'ok',\n  '(unclosed',\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/lists/xiaomi.toml:4:3: pattern \"(unclosed\""),
+            "{err}"
+        );
+        let err = parse("action = \"block\"\nformat = \"csv\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/lists/xiaomi.toml:2:10"), "{err}");
     }
 
     #[test]

@@ -277,8 +277,9 @@ impl Subscriber {
                 ));
             }
             (Download::Body { bytes, validators }, _) => {
-                let sha256 = fetch::check_download(&bytes, self.sub.sha256.as_deref())
-                    .map_err(FetchError::Rejected)?;
+                let sha256 =
+                    fetch::check_download(&bytes, self.sub.sha256.as_deref(), self.sub.format)
+                        .map_err(FetchError::Rejected)?;
                 let meta = Meta {
                     url: self.sub.url.to_string(),
                     etag: validators.etag,
@@ -330,6 +331,7 @@ mod tests {
             url: Url::parse("http://127.0.0.1/x.txt").unwrap(),
             refresh: Duration::from_secs(refresh_secs),
             sha256: pin.map(str::to_string),
+            format: Default::default(),
         }
     }
 

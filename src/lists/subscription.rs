@@ -16,6 +16,8 @@ pub struct Subscription {
     pub refresh: Duration,
     /// Pinned content: a download with another SHA-256 is rejected. Lower-case hex.
     pub sha256: Option<String>,
+    /// The list's `format`: a download is judged as the copy will be read.
+    pub format: super::formats::Format,
 }
 
 pub fn parse_url(raw: &str) -> Result<Url, String> {

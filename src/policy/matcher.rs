@@ -1,7 +1,9 @@
 //! `DomainSet`: the compact, immutable set of listed names that every query is matched against.
 //!
 //! A listed name matches itself and every subdomain, label-aligned: `mistat.xiaomi.com` matches
-//! `a.b.mistat.xiaomi.com` but not `xmistat.xiaomi.com`. A query is matched by looking up each of
+//! `a.b.mistat.xiaomi.com` but not `xmistat.xiaomi.com`; an `Exact` entry matches itself only.
+//! One name may be held twice, as an exact and as a subdomain entry (and once more per list
+//! that excepts it): the copies sit in the same probe run, so a lookup finds them all at once. A query is matched by looking up each of
 //! its label-aligned suffixes, most specific first, so the cost is a handful of hash probes
 //! whatever the size of the lists.
 //!
@@ -26,6 +28,29 @@ const NO_PARENT: u32 = u32::MAX;
 
 /// A tag carried by each entry: the index of the list it came from.
 pub type Tag = u16;
+
+/// The highest tag: an entry's 16-bit tag field keeps its top two bits for its `Kind`, so
+/// telling exact from subdomain entries costs no memory.
+pub const MAX_TAG: Tag = 0x3fff;
+const KIND_SHIFT: u32 = 14;
+
+pub use crate::lists::formats::Kind;
+
+fn kind_bits(kind: Kind) -> u16 {
+    match kind {
+        Kind::Subdomains => 0,
+        Kind::Exact => 1,
+        Kind::Except => 2,
+    }
+}
+
+fn kind_of(field: u16) -> Kind {
+    match field >> KIND_SHIFT {
+        1 => Kind::Exact,
+        2 => Kind::Except,
+        _ => Kind::Subdomains,
+    }
+}
 
 /// Zeroed memory for the matcher's big tables, mapped straight from the kernel instead of taken
 /// from malloc, so that dropping the old policy after a reload gives its pages back at once.
@@ -208,17 +233,57 @@ impl DomainSet {
         self.entries.bytes() + self.parents.bytes() + self.slots.len() * 4
     }
 
-    /// The tag of exactly this (normalised, lower-case, no final dot) name.
+    /// The tag of the subdomain entry of exactly this (normalised, lower-case, no final dot)
+    /// name, or else of its exact entry.
     pub fn get(&self, name: &[u8]) -> Option<Tag> {
-        find_entry(&self.entries, &self.parents, &self.slots, name)
-            .ok()
-            .map(|off| tag_at(&self.entries, off))
+        let mut found = None;
+        self.visit_name(name, |tag, kind| match (kind, found) {
+            (Kind::Subdomains, None | Some((_, Kind::Exact))) => found = Some((tag, kind)),
+            (Kind::Exact, None) => found = Some((tag, kind)),
+            _ => {}
+        });
+        found.map(|(tag, _)| tag)
     }
 
-    /// Tags of every listed name that covers `key`, from the most specific (the name itself)
-    /// to the least (its top-level label).
-    pub fn matches<'a>(&'a self, key: &'a NameKey) -> impl Iterator<Item = Tag> + 'a {
-        (0..key.labels).filter_map(move |i| self.get(key.suffix(i)))
+    /// Tags of every listed name that covers `key` (exceptions left out), from the most
+    /// specific (the name itself) to the least (its top-level label).
+    pub fn matches(&self, key: &NameKey) -> impl Iterator<Item = Tag> + use<> {
+        let mut tags = Vec::new();
+        self.visit(key, |tag, kind| {
+            if kind != Kind::Except {
+                tags.push(tag);
+            }
+        });
+        tags.into_iter()
+    }
+
+    /// Calls `f(tag, kind)` for every entry that covers `key`, most specific first: the name's
+    /// own entries of every kind, then the subdomain and exception entries of its parents.
+    /// Allocates nothing (the hot path).
+    pub fn visit(&self, key: &NameKey, mut f: impl FnMut(Tag, Kind)) {
+        for i in 0..key.labels {
+            self.visit_name(key.suffix(i), |tag, kind| {
+                if i == 0 || kind != Kind::Exact {
+                    f(tag, kind);
+                }
+            });
+        }
+    }
+
+    fn visit_name(&self, name: &[u8], mut f: impl FnMut(Tag, Kind)) {
+        let mask = self.slots.len() - 1;
+        let mut i = hash(name) & mask;
+        loop {
+            match self.slots.get(i) {
+                0 => return,
+                s if entry_is(&self.entries, &self.parents, s as usize - 1, name) => {
+                    let field = field_at(&self.entries, s as usize - 1);
+                    f(field & MAX_TAG, kind_of(field));
+                }
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
     }
 }
 
@@ -244,21 +309,47 @@ impl DomainSetBuilder {
         }
     }
 
-    /// Adds `name` (already normalised: lower-case ASCII, no final dot, at most 253 bytes) with
-    /// `tag`. If the name is there already, `prefer_new(existing)` decides which tag it keeps.
-    /// `None` only when the set is full (4 GiB of names).
+    /// Adds `name` as a subdomain entry: see `insert_kind`.
     pub fn insert(
         &mut self,
         name: &[u8],
         tag: Tag,
         prefer_new: impl FnOnce(Tag) -> bool,
     ) -> Option<Inserted> {
+        self.insert_kind(name, Kind::Subdomains, tag, |_| true, prefer_new)
+    }
+
+    /// Adds `name` (already normalised: lower-case ASCII, no final dot, at most 253 bytes) of
+    /// `kind` with `tag` (at most `MAX_TAG`). If the name is there already as that kind with a
+    /// tag it `shares_with`, `prefer_new(existing)` decides which tag the one entry keeps;
+    /// otherwise each keeps its own entry. Exceptions are never shared (each cancels only its
+    /// own list), nor are the entries of a list that has exceptions (cancelling it must not
+    /// cancel another list's entry). `None` only when the set is full (4 GiB of names).
+    pub fn insert_kind(
+        &mut self,
+        name: &[u8],
+        kind: Kind,
+        tag: Tag,
+        shares_with: impl Fn(Tag) -> bool,
+        prefer_new: impl FnOnce(Tag) -> bool,
+    ) -> Option<Inserted> {
         debug_assert!(!name.is_empty() && name.len() < MAX_NAME);
-        match find_entry(&self.entries, &self.parents, &self.slots, name) {
+        debug_assert!(tag <= MAX_TAG);
+        let field = tag | (kind_bits(kind) << KIND_SHIFT);
+        let same = |entries: &Arena, off: usize| {
+            let old = field_at(entries, off);
+            kind_of(old) == kind
+                && (old == field || kind != Kind::Except && shares_with(old & MAX_TAG))
+        };
+        let (entries, parents) = (&self.entries, &self.parents);
+        let found = probe(&self.slots, hash(name), |off| {
+            entry_is(entries, parents, off, name) && same(entries, off)
+        });
+        match found {
             Ok(off) => {
-                let old = tag_at(&self.entries, off);
+                let old = field_at(&self.entries, off) & MAX_TAG;
                 if old != tag && prefer_new(old) {
-                    self.entries.at_mut(off)[1..3].copy_from_slice(&tag.to_le_bytes());
+                    self.entries.at_mut(off)[1..3].copy_from_slice(&field.to_le_bytes());
                     Some(Inserted::Replaced(old))
                 } else {
                     Some(Inserted::Kept(old))
@@ -272,7 +363,7 @@ impl DomainSetBuilder {
                 let header = [label.len() as u8];
                 let off = self.entries.push(&[
                     &header,
-                    &tag.to_le_bytes(),
+                    &field.to_le_bytes(),
                     &parent.to_le_bytes(),
                     label,
                 ])?;
@@ -386,20 +477,10 @@ fn probe(slots: &Slots, hash: usize, mut eq: impl FnMut(usize) -> bool) -> Resul
     }
 }
 
-fn find_entry(
-    entries: &Arena,
-    parents: &Arena,
-    slots: &Slots,
-    name: &[u8],
-) -> Result<usize, usize> {
-    probe(slots, hash(name), |off| {
-        entry_is(entries, parents, off, name)
-    })
-}
-
-fn tag_at(entries: &Arena, off: usize) -> Tag {
+/// An entry's tag field: its tag, and its `Kind` in the top two bits.
+fn field_at(entries: &Arena, off: usize) -> u16 {
     let e = entries.at(off);
-    Tag::from_le_bytes([e[1], e[2]])
+    u16::from_le_bytes([e[1], e[2]])
 }
 
 fn parent_at(parents: &Arena, off: usize) -> &[u8] {
@@ -488,6 +569,11 @@ impl NameKey {
             }
         }
         key
+    }
+
+    /// The whole name as matched: lower-case, no final dot (what patterns see).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 
     /// The suffix starting at label `i` (0 is the whole name).
@@ -596,6 +682,64 @@ mod tests {
         assert_eq!(matches(&s, "a\\.b.com."), Vec::<Tag>::new());
         assert_eq!(matches(&s, "x.a\\.b.com."), Vec::<Tag>::new());
         assert_eq!(matches(&s, "a.b.com."), vec![1, 2]);
+    }
+
+    fn kinds(s: &DomainSet, q: &str) -> Vec<(Tag, Kind)> {
+        let mut got = Vec::new();
+        s.visit(&NameKey::new(&Name::from_ascii(q).unwrap()), |t, k| {
+            got.push((t, k))
+        });
+        got
+    }
+
+    #[test]
+    fn exact_entries_match_only_the_name_and_share_it_with_other_kinds() {
+        let mut b = DomainSetBuilder::with_capacity(4);
+        let all = |_| true;
+        for (kind, tag) in [
+            (Kind::Exact, 1),
+            (Kind::Subdomains, 2),
+            (Kind::Except, 3),
+            (Kind::Except, 4),
+        ] {
+            b.insert_kind(b"a.example", kind, tag, all, |_| false)
+                .unwrap();
+        }
+        // the same kind again is the same entry, unless a list keeps its own
+        assert_eq!(
+            b.insert_kind(b"a.example", Kind::Exact, MAX_TAG, all, |_| true),
+            Some(Inserted::Replaced(1))
+        );
+        assert_eq!(
+            b.insert_kind(b"a.example", Kind::Subdomains, 5, |_| false, |_| true),
+            Some(Inserted::New)
+        );
+        let s = b.build();
+        assert_eq!(s.len(), 5);
+        let mut own = kinds(&s, "a.example");
+        own.sort_by_key(|(t, _)| *t);
+        assert_eq!(
+            own,
+            [
+                (2, Kind::Subdomains),
+                (3, Kind::Except),
+                (4, Kind::Except),
+                (5, Kind::Subdomains),
+                (MAX_TAG, Kind::Exact)
+            ]
+        );
+        let mut under = kinds(&s, "x.a.example");
+        under.sort_by_key(|(t, _)| *t);
+        assert_eq!(
+            under,
+            [
+                (2, Kind::Subdomains),
+                (3, Kind::Except),
+                (4, Kind::Except),
+                (5, Kind::Subdomains)
+            ]
+        );
+        assert_eq!(s.get(b"a.example"), Some(2));
     }
 
     #[test]

@@ -12,13 +12,13 @@ use hickory_proto::rr::Name;
 
 use self::{
     access::ClientAccess,
-    matcher::{DomainSet, DomainSetBuilder, NameKey, Tag},
+    matcher::{DomainSet, DomainSetBuilder, Kind, NameKey, Tag},
 };
 pub use crate::{config::BlockResponse, lists::Action};
 use crate::{
     config::Config,
     diagnostic::{LoadError, LoadErrors},
-    lists::{self, ListFile},
+    lists::{self, ListFile, formats::Format},
 };
 
 /// When lists disagree about a name, the higher rank wins: an allow entry overrides any
@@ -41,6 +41,12 @@ pub struct ListMeta {
     pub block_response: BlockResponse,
     /// Distinct names in this list's file.
     pub domains: usize,
+    /// Regular expressions of this list (its `patterns` and its file's `/regex/` lines).
+    pub patterns: usize,
+    /// What reading its `domains_file` gave (the format `auto` decided, skipped lines).
+    pub file: Option<lists::FileReport>,
+    /// The same for the stored copy of its subscription (`url`), once there is one.
+    pub copy: Option<lists::FileReport>,
     /// This list's `hushd_list_matches_total` counter, resolved on its first match and kept
     /// for the life of this policy.
     pub matches: OnceLock<prometheus::IntCounter>,
@@ -71,7 +77,15 @@ pub struct Policy {
     access: ClientAccess,
     lists: Vec<ListMeta>,
     domains: DomainSet,
+    patterns: Option<Patterns>,
     pub block_ttl: u32,
+}
+
+/// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`.
+#[derive(Debug)]
+struct Patterns {
+    regex: regex_automata::meta::Regex,
+    owners: Vec<Tag>,
 }
 
 /// The stored copy of `file`'s subscription, if it has one and it was fetched already.
@@ -89,13 +103,13 @@ impl Policy {
     }
 
     pub fn build(config: &Config, files: Vec<ListFile>) -> Result<Self, LoadErrors> {
-        if files.len() > usize::from(Tag::MAX) {
+        if files.len() > usize::from(matcher::MAX_TAG) {
             return Err(LoadError::File {
                 path: config.blocklists.dir.clone(),
                 message: format!(
                     "{} list files; hushd supports at most {}",
                     files.len(),
-                    Tag::MAX
+                    matcher::MAX_TAG
                 ),
             }
             .into());
@@ -117,60 +131,113 @@ impl Policy {
         let mut errors = Vec::new();
         let mut full = false;
         let mut batch = NameBatch::default();
+        let (mut patterns, mut owners) = (Vec::new(), Vec::new());
+        // Lists with `@@` exceptions keep their own entries: an exception cancels its own list,
+        // so the entry of another list for the same name must survive it.
+        let mut own_entries: Vec<bool> = Vec::with_capacity(files.len());
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
             let file_rank = rank(file.action);
             let mut distinct = 0;
+            let copy = stored_copy(config, &file);
+            let isolated = file
+                .domains_file
+                .iter()
+                .chain(&copy)
+                .any(|p| lists::file_format(p, file.format) == Format::Adblock);
+            own_entries.push(isolated);
             let mut insert = |batch: &mut NameBatch| {
                 builder.warm(batch.names());
-                for name in batch.names() {
-                    let outcome = builder.insert(name, tag, |old: Tag| {
+                let shares_with = |old: Tag| {
+                    !isolated && !own_entries.get(usize::from(old)).copied().unwrap_or(true)
+                };
+                for (name, kind) in batch.entries() {
+                    let outcome = builder.insert_kind(name, kind, tag, shares_with, |old: Tag| {
                         file_rank > lists.get(usize::from(old)).map_or(0, |l| rank(l.action))
                     });
                     match outcome {
                         Some(matcher::Inserted::Kept(t)) if t == tag => {}
+                        Some(_) if kind == Kind::Except => {}
                         Some(_) => distinct += 1,
                         None => full = true,
                     }
                 }
                 batch.clear();
             };
-            let mut add = |name: &[u8]| {
-                batch.push(name);
+            let inline = file.inline_kind();
+            for d in &file.domains {
+                batch.push(d.as_bytes(), inline);
                 if batch.is_full() {
                     insert(&mut batch);
                 }
-            };
-            for d in &file.domains {
-                add(d.as_bytes());
             }
-            let read = match &file.domains_file {
-                Some(path) => lists::read_domains_file(path, &mut add),
-                None => Ok(()),
+            let mut list_patterns = file.patterns.len();
+            patterns.extend(file.patterns);
+            let mut read_source = |path: &std::path::Path| {
+                lists::read_domains_file(path, file.format, file.match_kind, |_, entry| match entry
+                {
+                    lists::FileEntry::Name(name, kind) => {
+                        batch.push(name, kind);
+                        if batch.is_full() {
+                            insert(&mut batch);
+                        }
+                    }
+                    lists::FileEntry::Pattern(p) => {
+                        patterns.push(p.to_string());
+                        list_patterns += 1;
+                    }
+                })
             };
-            // A subscription's last good copy is one more source file of the list. It passed
-            // its checks when it was stored, so a stray bad line in it is the publisher's and
-            // is skipped with a warning, never a reason to refuse the whole policy.
-            if let Some(copy) = stored_copy(config, &file)
-                && let Err(skipped) = lists::read_domains_file(&copy, &mut add)
-            {
-                for e in &skipped.0 {
-                    tracing::warn!(list = %file.name, "skipped: {e}");
+            let read = file
+                .domains_file
+                .as_deref()
+                .map(&mut read_source)
+                .transpose();
+            // A subscription's last good copy is one more source of the list, read by the same
+            // parsers. It passed the whole-file checks when it was stored, so should it fail them
+            // now the list keeps its other sources and the log says why: a publisher's file is
+            // never a reason to refuse the whole policy.
+            let copy = copy.as_deref().and_then(|path| match read_source(path) {
+                Ok(report) => Some(report),
+                Err(e) => {
+                    for e in &e.0 {
+                        tracing::warn!(list = %file.name, "subscription copy not used: {e}");
+                    }
+                    None
                 }
-            }
+            });
             insert(&mut batch);
-            if let Err(e) = read {
+            owners.resize(patterns.len(), tag);
+            let report = read.unwrap_or_else(|e| {
                 errors.extend(e.0);
-            }
+                None
+            });
             lists.push(ListMeta {
                 name: file.name,
                 action: file.action,
                 description: file.description,
                 block_response: file.block_response.unwrap_or(config.server.block_response),
                 domains: distinct,
+                patterns: list_patterns,
+                file: report,
+                copy,
                 matches: OnceLock::new(),
             });
         }
+        // Each pattern compiled alone; together they may still pass the size limit.
+        let patterns = match patterns.is_empty() {
+            true => None,
+            false => match lists::formats::compile_patterns(&patterns) {
+                Ok(regex) => Some(Patterns { regex, owners }),
+                Err(why) => {
+                    errors.push(LoadError::File {
+                        path: config.blocklists.dir.clone(),
+                        message: format!("the lists' {} patterns together: {why}", patterns.len()),
+                    });
+                    None
+                }
+            },
+        };
         if full {
             errors.push(LoadError::File {
                 path: config.blocklists.dir.clone(),
@@ -184,12 +251,33 @@ impl Policy {
             access: ClientAccess::new(config.server.allow_clients.clone()),
             lists,
             domains: builder.build(),
+            patterns,
             block_ttl: config.server.block_ttl,
         })
     }
 
     pub fn lists(&self) -> &[ListMeta] {
         &self.lists
+    }
+
+    /// Lines each list's file left out, as `(list, reason, lines)`. Every list has its
+    /// `invalid_name` count, 0 included, so the series exists (and `rate()` works) before the
+    /// first bad line; other reasons appear once they occur.
+    pub fn skipped(&self) -> Vec<(&str, &'static str, usize)> {
+        let invalid = lists::formats::SkipReason::InvalidName;
+        let mut out = Vec::new();
+        for l in &self.lists {
+            let mut by_reason = std::collections::BTreeMap::from([(invalid, 0)]);
+            for tally in l.file.iter().chain(&l.copy).map(|f| &f.tally) {
+                for (reason, n) in &tally.skipped {
+                    *by_reason.entry(*reason).or_default() += n;
+                }
+            }
+            for (reason, n) in by_reason {
+                out.push((l.name.as_str(), reason.as_str(), n));
+            }
+        }
+        out
     }
 
     /// Bytes held by the name matcher.
@@ -212,19 +300,79 @@ impl Policy {
             return Verdict::Refuse;
         }
         let key = NameKey::new(qname);
-        // Most specific first; on equal rank the more specific entry names the list.
-        let best = self
-            .domains
-            .matches(&key)
-            .filter_map(|tag| self.lists.get(usize::from(tag)))
-            .fold(None::<&ListMeta>, |best, l| match best {
-                Some(b) if rank(b.action) >= rank(l.action) => Some(b),
-                _ => Some(l),
-            });
+        let best = self.best_match(&key);
         match best {
             Some(l) if l.action == Action::Block => Verdict::Block(l),
             other => Verdict::Forward(other),
         }
+    }
+
+    /// The list that decides `key`: among every list with an entry covering it (a list's own
+    /// `@@` exceptions cancel that list's entries), the highest rank; on equal rank the more
+    /// specific entry names the list. Patterns are run only when no name entry of the highest
+    /// rank (allow) matched, and win only by a strictly higher rank.
+    fn best_match(&self, key: &NameKey) -> Option<&ListMeta> {
+        let mut excepted = false;
+        let best = self.best_of_names(key, |_| true, &mut excepted);
+        let (best, cancelled) = if excepted {
+            let mut cancelled = Vec::new();
+            self.domains.visit(key, |tag, kind| {
+                if kind == Kind::Except {
+                    cancelled.push(tag);
+                }
+            });
+            let best = self.best_of_names(key, |t| !cancelled.contains(&t), &mut excepted);
+            (best, cancelled)
+        } else {
+            (best, Vec::new())
+        };
+        let floor = best.map(|l| rank(l.action));
+        if floor == Some(rank(Action::Allow)) {
+            return best;
+        }
+        let Some(patterns) = &self.patterns else {
+            return best;
+        };
+        let input = regex_automata::Input::new(key.as_bytes());
+        if !patterns.regex.is_match(input.clone()) {
+            return best;
+        }
+        let mut set = regex_automata::PatternSet::new(patterns.regex.pattern_len());
+        patterns.regex.which_overlapping_matches(&input, &mut set);
+        set.iter()
+            .filter_map(|p| patterns.owners.get(p.as_usize()))
+            .filter(|t| !cancelled.contains(t))
+            .filter_map(|&t| self.lists.get(usize::from(t)))
+            .fold(best, |best, l| match best {
+                Some(b) if rank(b.action) >= rank(l.action) => Some(b),
+                _ => Some(l),
+            })
+    }
+
+    fn best_of_names(
+        &self,
+        key: &NameKey,
+        counts: impl Fn(Tag) -> bool,
+        excepted: &mut bool,
+    ) -> Option<&ListMeta> {
+        let mut best = None::<&ListMeta>;
+        self.domains.visit(key, |tag, kind| {
+            if kind == Kind::Except {
+                *excepted = true;
+                return;
+            }
+            if !counts(tag) {
+                return;
+            }
+            let Some(l) = self.lists.get(usize::from(tag)) else {
+                return;
+            };
+            match best {
+                Some(b) if rank(b.action) >= rank(l.action) => {}
+                _ => best = Some(l),
+            }
+        });
+        best
     }
 }
 
@@ -252,6 +400,9 @@ mod tests {
             domains: domains.iter().map(ToString::to_string).collect(),
             domains_file: None,
             subscription: None,
+            format: Format::Auto,
+            match_kind: None,
+            patterns: Vec::new(),
         }
     }
 
@@ -319,6 +470,144 @@ mod tests {
         assert_eq!(p.domain_count(), 4);
     }
 
+    fn file_list(dir: &Path, name: &str, toml: &str, txt: &str) -> ListFile {
+        std::fs::write(dir.join(format!("{name}.txt")), txt).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        let text = format!("{toml}\ndomains_file = \"{name}.txt\"\n");
+        std::fs::write(&path, &text).unwrap();
+        lists::parse_list(&path, &text).unwrap()
+    }
+
+    #[test]
+    fn hosts_entries_are_exact_and_plain_ones_cover_subdomains() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Policy::build(
+            &config(""),
+            vec![
+                file_list(
+                    dir.path(),
+                    "hosts",
+                    "action = \"block\"",
+                    "0.0.0.0 s3.amazonaws.com\n0.0.0.0 t.example\n",
+                ),
+                file_list(dir.path(), "plain", "action = \"log\"", "t.example\n"),
+            ],
+        )
+        .unwrap();
+        let c = "10.0.0.1";
+        assert_eq!(verdict(&p, c, "s3.amazonaws.com").0, "block");
+        assert_eq!(verdict(&p, c, "bucket.s3.amazonaws.com").0, "forward");
+        // exact in one list, subdomains in another: both held, each where it applies
+        assert_eq!(
+            verdict(&p, c, "t.example"),
+            ("block".into(), Some("hosts".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "a.t.example"),
+            ("forward".into(), Some("plain:log".into()))
+        );
+        assert_eq!(p.lists()[0].domains, 2);
+        assert_eq!(p.lists()[0].file.as_ref().unwrap().format, Format::Hosts);
+    }
+
+    #[test]
+    fn match_key_decides_bare_names_and_an_exact_allow_still_outranks() {
+        let mut exact_block = list("b", Action::Block, &["ads.example"]);
+        exact_block.match_kind = Some(lists::formats::Match::Exact);
+        let p = Policy::build(
+            &config(""),
+            vec![
+                list("allow", Action::Allow, &["ok.ads.example"]),
+                exact_block,
+                list("sub", Action::Block, &["ok.ads.example"]),
+            ],
+        )
+        .unwrap();
+        let c = "10.0.0.1";
+        assert_eq!(verdict(&p, c, "ads.example").0, "block");
+        assert_eq!(verdict(&p, c, "x.ads.example").0, "forward");
+        assert_eq!(
+            verdict(&p, c, "ok.ads.example"),
+            ("forward".into(), Some("allow:allow".into()))
+        );
+    }
+
+    #[test]
+    fn an_adblock_exception_cancels_its_own_list_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Policy::build(
+            &config(""),
+            vec![
+                file_list(
+                    dir.path(),
+                    "easy",
+                    "action = \"block\"",
+                    "! adblock\n||example.com^\n@@||cdn.example.com^\n/^ads[0-9]*\\.cdn\\./\n||x.com^$client=10.0.0.5\n",
+                ),
+                // the same name as the block list's: the exception must not cancel it
+                file_list(dir.path(), "other", "action = \"log\"", "example.com\n"),
+            ],
+        )
+        .unwrap();
+        let c = "10.0.0.1";
+        assert_eq!(verdict(&p, c, "a.example.com").0, "block");
+        assert_eq!(
+            verdict(&p, c, "img.cdn.example.com"),
+            ("forward".into(), Some("other:log".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "cdn.example.com"),
+            ("forward".into(), Some("other:log".into()))
+        );
+        // the exception cancels the list's pattern too
+        assert_eq!(verdict(&p, c, "ads1.cdn.example.com").0, "forward");
+        // a `$client` rule is skipped, never widened into a block for everyone
+        assert_eq!(verdict(&p, c, "x.com"), ("forward".into(), None));
+        let report = p.lists()[0].file.as_ref().unwrap();
+        assert_eq!(
+            report
+                .tally
+                .skipped
+                .get(&lists::formats::SkipReason::Modifier),
+            Some(&1)
+        );
+        assert_eq!(p.lists()[0].patterns, 1);
+    }
+
+    #[test]
+    fn patterns_match_when_no_name_entry_of_higher_rank_does() {
+        let mut ads = list("ads", Action::Block, &[]);
+        ads.patterns = vec![r"^ads?[0-9]*\.".into()];
+        let mut audit = list("audit", Action::Log, &[]);
+        audit.patterns = vec![r"telemetry".into()];
+        let p = Policy::build(
+            &config(""),
+            vec![
+                ads,
+                audit,
+                list("allow", Action::Allow, &["ad1.good.example"]),
+                list("log", Action::Log, &["ads.example"]),
+            ],
+        )
+        .unwrap();
+        let c = "10.0.0.1";
+        assert_eq!(
+            verdict(&p, c, "AD7.Example.com."),
+            ("block".into(), Some("ads".into()))
+        );
+        assert_eq!(verdict(&p, c, "bad.example.com"), ("forward".into(), None));
+        // a name entry of lower rank loses to a block pattern; an allow entry wins over it
+        assert_eq!(verdict(&p, c, "ads.example").0, "block");
+        assert_eq!(
+            verdict(&p, c, "ad1.good.example"),
+            ("forward".into(), Some("allow:allow".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "x.telemetry.example"),
+            ("forward".into(), Some("audit:log".into()))
+        );
+    }
+
     #[test]
     fn block_response_comes_from_the_list_or_the_server_default() {
         let mut special = list("b", Action::Block, &["b.com"]);
@@ -338,14 +627,16 @@ mod tests {
 struct NameBatch {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    kinds: Vec<Kind>,
 }
 
 impl NameBatch {
     const SIZE: usize = 16;
 
-    fn push(&mut self, name: &[u8]) {
+    fn push(&mut self, name: &[u8], kind: Kind) {
         self.bytes.extend_from_slice(name);
         self.ends.push(self.bytes.len());
+        self.kinds.push(kind);
     }
 
     fn is_full(&self) -> bool {
@@ -359,8 +650,13 @@ impl NameBatch {
             .map(|(start, end)| &self.bytes[start..end])
     }
 
+    fn entries(&self) -> impl Iterator<Item = (&[u8], Kind)> {
+        self.names().zip(self.kinds.iter().copied())
+    }
+
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.kinds.clear();
     }
 }
