@@ -2,7 +2,7 @@
 """Generate the benchmark's block lists and query files.
 
 usage: gen.py OUTDIR [--sizes 1000,1000000] [--telemetry blocklists/xiaomi.toml] [--real 200]
-                     [--queries 200000] [--allowed 10000] [--miss 1000000] [--seed 1]
+                     [--queries 200000] [--allowed 10000] [--miss 1000000] [--patterns 1000] [--seed 1]
 
 Writes, for each list size N:
   OUTDIR/list-N.txt     N names, one per line: ~200 real telemetry names taken from hushd's own
@@ -17,6 +17,11 @@ Writes, for each list size N:
 and once:
   OUTDIR/queries-miss.txt  unique allowed names (every query is a cache miss, forwarded upstream),
                         and queries-miss.expect (all NOERROR).
+  OUTDIR/patterns.txt   regular expressions, one a line, in the shapes of Pi-hole's and Blocky's
+                        regex lists (anchors, alternations, classes, counted repeats), on the
+                        lower-case name without final dot; none matches any name the benchmark
+                        asks for (checked here), so every query pays the full pattern scan and
+                        every answer stays what the .expect files say.
 """
 import argparse
 import bisect
@@ -63,6 +68,49 @@ def write_expect(path, expect, count):
         f.writelines(f"{name} {rcode}\n" for name, rcode in expect.items())
 
 
+# Made-up ad-network words: none is part of a name the benchmark asks for.
+AD_WORDS = ["adzerk", "adnxs", "bidswitch", "pubmatic", "openx", "criteo", "taboola", "outbrain",
+            "mgid", "revcontent", "smartadserver", "yieldmo", "sovrn", "teads", "adform", "spotx",
+            "zemanta", "adcolony", "vungle", "inmobi", "mopub", "chartboost", "applovin", "unityads"]
+PATTERN_SHAPES = [
+    r"^ads?[0-9]*\.{w}{n}\.example$",
+    r"^(pixel|beacon|collect|events?)[0-9]{{0,3}}\.{w}{n}\.(com|net|io)$",
+    r"(^|\.){w}{n}-(analytics|metrics|telemetry)\.[a-z]{{2,6}}$",
+    r"^[a-z0-9-]+\.{w}cdn{n}\.(net|com)$",
+    r"^([a-z]{{2,8}}\.)?(ad)?serv(er|ing)?[0-9]*\.{w}{n}\.",
+    r"^{w}[0-9]{{1,4}}\.(ads|adserver|banners?){n}\.",
+    r"\.{w}-{n}\.(example|invalid)$",
+    r"^[0-9a-f]{{8}}\.{w}{n}\.[a-z]+$",
+    r"^(www\.)?{w}{n}\.(co|com?)\.[a-z]{{2}}$",
+    r"^rtb[0-9]*[_.-]{w}{n}x[0-9]*\.",
+    r"[_.-]{w}{n}[_.-](sync|match|ssp|dsp)\.",
+    r"^(ad|ads|adv|banner)[sxv]?[0-9]*[_.-]{w}{n}[_.-]",
+]
+
+
+def patterns(count, asked, rnd):
+    """`count` distinct regexes, none of which matches a name in `asked` (names the benchmark
+    queries, or samples of each synthetic shape): the shapes only use the common subset of
+    Python's and Rust's regex syntax, so this check holds for hushd too."""
+    out, seen = [], set()
+    for _ in range(count * 10):  # bounded: 24 words x 1000 numbers per shape is plenty
+        if len(out) == count:
+            break
+        shape = PATTERN_SHAPES[len(out) % len(PATTERN_SHAPES)]
+        p = shape.format(w=rnd.choice(AD_WORDS), n=rnd.randrange(1000))
+        if p in seen:
+            continue
+        rx = re.compile(p)
+        hit = next((a for a in asked if rx.search(a)), None)
+        if hit is not None:
+            raise SystemExit(f"gen: pattern {p!r} matches the benchmark's name {hit!r}")
+        seen.add(p)
+        out.append(p)
+    if len(out) < count:
+        raise SystemExit(f"gen: only {len(out)} distinct patterns of {count}")
+    return out
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -76,6 +124,7 @@ def main():
     ap.add_argument("--aaaa-frac", type=float, default=0.20)
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--miss", type=int, default=1000000, help="unique names for the cache-miss run")
+    ap.add_argument("--patterns", type=int, default=1000, help="regexes for hushd-patterns")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
@@ -116,6 +165,17 @@ def main():
             f.write(f"miss{i}-{rnd.randrange(10**6)}.example-allowed.test {qtype()}\n")
     write_expect(f"{a.outdir}/queries-miss.expect", {}, {"NOERROR": a.miss})
     print(f"gen: queries-miss.txt ({a.miss} unique names)")
+
+    # Every shape of name the benchmark asks for: the real ones, their subdomains, and samples of
+    # each synthetic kind (the patterns' words and anchors never meet their fixed parts).
+    asked = real + [f"sub{i}.{r}" for i, r in enumerate(real)]
+    for i in list(range(0, 10)) + list(range(10, a.allowed, 97)):
+        asked += [f"host{i}.example-allowed.test", f"track{i}.telemetry-block.test",
+                  f"sub{i % 100}.track{i}.telemetry-block.test", f"new{i}{i}.telemetry-block.test",
+                  f"miss{i}-{i * 7919 % 10**6}.example-allowed.test"]
+    with open(f"{a.outdir}/patterns.txt", "w") as f:
+        f.writelines(p + "\n" for p in patterns(a.patterns, asked, random.Random(a.seed)))
+    print(f"gen: patterns.txt ({a.patterns} regexes, none matching a queried name)")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,39 @@ def main():
         print(line(c))
     for peer, version in dict((t["peer"], t["version"]) for t in table).items():
         print(f"  {peer}: {version}")
+    for line in list_targets(table):
+        print(line)
     return 0
+
+
+def list_targets(table):
+    """The targets for lists from anywhere, from the hushd-sub and hushd-patterns rows: the
+    patterns' QPS against hushd's, start-up from a subscription's stored copy, peak memory."""
+    rows = {(t["peer"], t["list"]): t for t in table}
+    num = lambda t, c: None if t is None or t[c] == "NA" else float(t[c])
+    verdict = lambda ok: "NA" if ok is None else ("ok" if ok else "MISSED")
+    out = []
+    for size in dict.fromkeys(t["list"] for t in table):
+        base, sub, pat = (rows.get((p, size)) for p in ("hushd", "hushd-sub", "hushd-patterns"))
+        if sub is None and pat is None:
+            continue
+        out.append(f"lists from anywhere, list {size}:")
+        if pat is not None:
+            q, q0 = num(pat, "qps"), num(base, "qps")
+            ratio = None if q is None or not q0 else q / q0
+            shown = "NA (needs the hushd row too)" if ratio is None else f"{ratio:.2f}"
+            out.append(f"  qps hushd-patterns / hushd = {shown} (target >= 0.90): "
+                       f"{verdict(None if ratio is None else ratio >= 0.9)}")
+        if sub is not None:
+            st = num(sub, "startup_s")
+            out.append(f"  start_s hushd-sub = {sub['startup_s']} (target <= 0.5): "
+                       f"{verdict(None if st is None else st <= 0.5)}")
+        for t in (base, sub, pat):
+            if t is not None:
+                pk = num(t, "rss_peak_mib")
+                out.append(f"  peakMiB {t['peer']} = {t['rss_peak_mib']} (target <= 64): "
+                           f"{verdict(None if pk is None else pk <= 64)}")
+    return out
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # the same queries and the same CPU pinning. Everything runs on 127.0.0.0/8. See bench/README.md.
 #
 # usage: bench/run.sh [--quick] [--runs N] [--sizes 1000,1000000] [--peers hushd,unbound,dnsmasq,floor]
-#                     [--run DIR]
+#                     [--run DIR]      (more peers: hushd-sub, hushd-patterns; see bench/peers/)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
@@ -48,7 +48,7 @@ fi
 : "${DAEMON_CPU:=1}" "${LOAD_CPU:=0}"   # daemon on one CPU; dnsperf, probes and NSD on another
 : "${STARTUP_TIMEOUT:=60}" "${RELOAD_TIMEOUT:=60}"
 # Addresses: the upstream on $BENCH_NET.1, the daemons on .2 (unbound) .3 (dnsmasq) .4 (hushd)
-# and .5 (floor), all on port PEER_PORT: well away from a hushd or resolver you may run yourself.
+# .5 (floor) .6 (hushd-sub) and .7 (hushd-patterns), all on port PEER_PORT: well away from a hushd or resolver you may run yourself.
 : "${BENCH_NET:=127.0.53}" "${PEER_PORT:=5353}" "${CACHE_ENTRIES:=100000}"
 : "${UPSTREAM:=$BENCH_NET.1:5300}"
 UPSTREAM_ADDR=${UPSTREAM%:*} UPSTREAM_PORT=${UPSTREAM##*:}
@@ -300,7 +300,7 @@ IFS=, read -r -a SIZE_LIST <<< "$SIZES"
 for peer in "${PEER_LIST[@]}"; do
   [[ -f $HERE/peers/$peer.sh ]] || die "unknown peer $peer (have: $(ls "$HERE/peers" | sed 's/\.sh$//' | xargs))"
   case $peer in
-    hushd) [[ -x ${HUSHD_BIN:-$REPO/target/release/hushd} ]] || die "no hushd binary: run 'cargo build --release' or set HUSHD_BIN" ;;
+    hushd|hushd-*) [[ -x ${HUSHD_BIN:-$REPO/target/release/hushd} ]] || die "no hushd binary: run 'cargo build --release' or set HUSHD_BIN" ;;
     unbound|dnsmasq) command -v "$peer" >/dev/null || die "$peer not found" ;;
     floor)
       log "building udp-floor"

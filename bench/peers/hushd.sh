@@ -4,10 +4,14 @@
 PEER_ADDR=$BENCH_NET.4
 HUSHD_BIN=${HUSHD_BIN:-$REPO/target/release/hushd}
 
-peer_prepare() {  # LIST
+peer_prepare() { hushd_prepare "$1"; }
+hushd_prepare() {  # LIST (also used by the hushd-* variants)
   mkdir -p "$PDIR/blocklists"
   cp "$1" "$PDIR/blocklists/bench.txt"
   printf 'action = "block"\ndomains_file = "bench.txt"\n' > "$PDIR/blocklists/bench.toml"
+  hushd_config
+}
+hushd_config() {  # $PDIR/hushd.toml
   cat > "$PDIR/hushd.toml" <<C
 [server]
 listen = ["$PEER_ADDR:$PEER_PORT"]
