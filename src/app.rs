@@ -16,6 +16,7 @@ use crate::{
     listener,
     lists::refresh::{self, Refresher},
     metrics::Metrics,
+    policy_thread::PolicyThread,
     reload::{Reloader, load_policy},
     tcp::TcpServer,
     udp,
@@ -29,9 +30,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     // Subscriptions start from their stored copies: startup never waits for the network.
-    let (policy, plan) = load_policy(&config)
-        .map_err(|e| anyhow!("{e}"))
-        .context("invalid blocklists")?;
+    let builder = PolicyThread::spawn().context("cannot start the policy thread")?;
+    let (policy, plan) = {
+        let config = config.clone();
+        builder.run_blocking(move || load_policy(&config))
+    }
+    .ok_or_else(|| anyhow!("the policy build failed"))?
+    .map_err(|e| anyhow!("{e}"))
+    .context("invalid blocklists")?;
     for note in plan.notes() {
         tracing::warn!("{note}");
     }
@@ -91,9 +97,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (trigger, requests) = tokio::sync::mpsc::channel(1);
     let (plans, plan) = tokio::sync::watch::channel(Arc::new(plan));
     tokio::spawn(
-        Reloader::new(config.clone(), policy, metrics.clone(), trigger.clone())
-            .with_plans(plans)
-            .run(requests),
+        Reloader::new(
+            config.clone(),
+            policy,
+            metrics.clone(),
+            builder,
+            trigger.clone(),
+        )
+        .with_plans(plans)
+        .run(requests),
     );
     let (hangups, hangup_count) = tokio::sync::watch::channel(0u64);
     tokio::spawn(

@@ -23,6 +23,7 @@ pub mod listener;
 pub mod lists;
 pub mod metrics;
 pub mod policy;
+pub mod policy_thread;
 pub mod reload;
 pub mod reply;
 pub mod tcp;

@@ -1,6 +1,6 @@
 //! Live reload. A change to the config file or to any list file in the blocklist folder (seen by
-//! `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on a blocking
-//! thread, off the query path, and swapped in atomically. If anything is wrong, the old policy
+//! `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on the policy
+//! thread (`policy_thread`), off the query path, and swapped in atomically. If anything is wrong, the old policy
 //! stays in force in full, and every error is logged with its file, line and column.
 
 use std::{
@@ -19,6 +19,7 @@ use crate::{
     lists::{self, is_policy_file, refresh::Plan},
     metrics::Metrics,
     policy::Policy,
+    policy_thread::PolicyThread,
 };
 
 /// Editors write a file in several steps (write a temporary file, rename it over, touch it);
@@ -33,6 +34,7 @@ pub struct Reloader {
     running: Config,
     policy: Arc<ArcSwap<Policy>>,
     metrics: Arc<Metrics>,
+    builder: PolicyThread,
     watcher: Option<RecommendedWatcher>,
     watched: Vec<PathBuf>,
     trigger: Trigger,
@@ -54,12 +56,14 @@ impl Reloader {
         running: Config,
         policy: Arc<ArcSwap<Policy>>,
         metrics: Arc<Metrics>,
+        builder: PolicyThread,
         trigger: Trigger,
     ) -> Self {
         let mut reloader = Self {
             running,
             policy,
             metrics,
+            builder,
             watcher: None,
             watched: Vec::new(),
             trigger,
@@ -150,16 +154,17 @@ impl Reloader {
     async fn reload(&mut self) {
         let path = self.running.path.clone();
         let started = std::time::Instant::now();
-        let loaded =
-            tokio::task::spawn_blocking(move || -> Result<(Config, Policy, Plan), LoadErrors> {
+        let loaded = self
+            .builder
+            .run(move || -> Result<(Config, Policy, Plan), LoadErrors> {
                 let config = Config::load(&path)?;
                 let (policy, plan) = load_policy(&config)?;
                 Ok((config, policy, plan))
             })
             .await;
         let (config, policy, plan) = match loaded {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(errors)) => {
+            Some(Ok(loaded)) => loaded,
+            Some(Err(errors)) => {
                 for e in &errors.0 {
                     tracing::error!("{e}");
                 }
@@ -170,8 +175,8 @@ impl Reloader {
                 self.metrics.reload_error();
                 return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "reload task failed; the previous policy stays in force");
+            None => {
+                tracing::error!("the policy build failed; the previous policy stays in force");
                 self.metrics.reload_error();
                 return;
             }
@@ -195,8 +200,7 @@ impl Reloader {
             build_ms = started.elapsed().as_millis() as u64,
             "policy reloaded"
         );
-        // Freeing a large policy takes long enough to stall a runtime thread.
-        tokio::task::spawn_blocking(move || drop(old));
+        self.builder.drop_later(old);
         if let Some(plans) = &self.plans {
             for note in plan.notes() {
                 tracing::warn!("{note}");
