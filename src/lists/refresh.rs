@@ -125,6 +125,20 @@ impl Refresher {
         let mut current: Option<(ListsConfig, Arc<Fetcher>)> = None;
         loop {
             let plan = plans.borrow_and_update().clone();
+            if plan.subscriptions.is_empty() {
+                // No HTTP client until a list subscribes: building one loads the system's trust
+                // roots and TLS code, ~3 MiB of a daemon that may never download anything.
+                for (name, (_, task)) in tasks.drain() {
+                    task.cancel();
+                    self.metrics.subscription_removed(&name);
+                }
+                current = None;
+                tokio::select! {
+                    changed = plans.changed() => if changed.is_err() { break },
+                    () = self.shutdown.cancelled() => break,
+                }
+                continue;
+            }
             let fetcher = match &current {
                 Some((settings, fetcher)) if *settings == plan.settings => fetcher.clone(),
                 _ => {
