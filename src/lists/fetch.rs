@@ -50,7 +50,10 @@ pub enum Download {
 }
 
 pub struct Fetcher {
-    client: Result<reqwest::Client, String>,
+    settings: ListsConfig,
+    /// Built at the first download, not before: the trust roots and TLS state cost ~1.3 MiB
+    /// of RSS that a daemon whose copies are fresh does not need until they fall due.
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     max_bytes: u64,
     timeout: std::time::Duration,
 }
@@ -60,7 +63,8 @@ impl Fetcher {
     /// fetch fail with the reason, counted and logged; stored copies stay in force.
     pub fn new(settings: &ListsConfig) -> Self {
         Self {
-            client: build_client(settings),
+            settings: settings.clone(),
+            client: std::sync::OnceLock::new(),
             max_bytes: settings.max_bytes,
             timeout: settings.timeout,
         }
@@ -69,6 +73,7 @@ impl Fetcher {
     pub async fn get(&self, url: &Url, previous: &Validators) -> Result<Download, FetchError> {
         let client = self
             .client
+            .get_or_init(|| build_client(&self.settings))
             .as_ref()
             .map_err(|e| FetchError::Setup(e.clone()))?;
         let mut request = client.get(url.clone());
