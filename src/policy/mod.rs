@@ -84,7 +84,7 @@ pub struct Policy {
 /// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`.
 #[derive(Debug)]
 struct Patterns {
-    regex: regex_automata::meta::Regex,
+    regex: lists::formats::PatternSet,
     owners: Vec<Tag>,
 }
 
@@ -333,14 +333,14 @@ impl Policy {
         let Some(patterns) = &self.patterns else {
             return best;
         };
-        let input = regex_automata::Input::new(key.as_bytes());
-        if !patterns.regex.is_match(input.clone()) {
+        if !patterns.regex.is_match(key.as_bytes()) {
             return best;
         }
-        let mut set = regex_automata::PatternSet::new(patterns.regex.pattern_len());
-        patterns.regex.which_overlapping_matches(&input, &mut set);
-        set.iter()
-            .filter_map(|p| patterns.owners.get(p.as_usize()))
+        patterns
+            .regex
+            .matching(key.as_bytes())
+            .into_iter()
+            .filter_map(|p| patterns.owners.get(p))
             .filter(|t| !cancelled.contains(t))
             .filter_map(|&t| self.lists.get(usize::from(t)))
             .fold(best, |best, l| match best {
