@@ -220,19 +220,11 @@ mod tests {
             ),
         )
         .unwrap();
-        let list = ListFile {
-            name: "telemetry".into(),
-            path: PathBuf::from("/test/telemetry.toml"),
-            action: ListAction::Block,
-            description: None,
-            block_response: None,
-            domains: vec!["tracking.example".into()],
-            domains_file: None,
-            format: Default::default(),
-            match_kind: None,
-            patterns: Vec::new(),
-            subscription: None,
-        };
+        let list = ListFile::inline(
+            PathBuf::from("/test/telemetry.toml"),
+            ListAction::Block,
+            &["tracking.example"],
+        );
         let policy = Policy::build(&config, vec![list]).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let h = QueryHandler::new(&config, Arc::new(ArcSwap::from_pointee(policy)), metrics)

@@ -47,18 +47,8 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
         "[server]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\nclient_qps = 1\nslip = 2\nexempt_clients = [\"127.0.0.1/32\", \"192.0.2.1/32\"]\n",
     )
     .unwrap();
-    let list = |name: &str, action, domains: &[&str]| ListFile {
-        name: name.into(),
-        path: PathBuf::from(format!("/fuzz/{name}.toml")),
-        action,
-        description: None,
-        block_response: None,
-        domains: domains.iter().map(ToString::to_string).collect(),
-        domains_file: None,
-        subscription: None,
-        format: Default::default(),
-        match_kind: None,
-        patterns: Vec::new(),
+    let list = |name: &str, action, domains: &[&str]| {
+        ListFile::inline(PathBuf::from(format!("/fuzz/{name}.toml")), action, domains)
     };
     let policy = Policy::build(
         &config,

@@ -67,6 +67,28 @@ pub struct ListFile {
 }
 
 impl ListFile {
+    /// A list of inline names only, every other key at its default: what a list file holding
+    /// just `action` and `domains` loads as (tests and fuzz targets build policies from these).
+    pub fn inline(path: PathBuf, action: Action, domains: &[&str]) -> Self {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            name,
+            path,
+            action,
+            description: None,
+            block_response: None,
+            domains: domains.iter().map(ToString::to_string).collect(),
+            domains_file: None,
+            format: Format::Auto,
+            match_kind: None,
+            patterns: Vec::new(),
+            subscription: None,
+        }
+    }
+
     /// The kind of an inline `domains` entry: the list's `match`, by default subdomains.
     pub fn inline_kind(&self) -> Kind {
         Written::Bare.resolve(self.match_kind)

@@ -391,19 +391,7 @@ mod tests {
     }
 
     fn list(name: &str, action: Action, domains: &[&str]) -> ListFile {
-        ListFile {
-            name: name.into(),
-            path: PathBuf::from(format!("/l/{name}.toml")),
-            action,
-            description: None,
-            block_response: None,
-            domains: domains.iter().map(ToString::to_string).collect(),
-            domains_file: None,
-            subscription: None,
-            format: Format::Auto,
-            match_kind: None,
-            patterns: Vec::new(),
-        }
+        ListFile::inline(PathBuf::from(format!("/l/{name}.toml")), action, domains)
     }
 
     fn verdict(p: &Policy, client: &str, q: &str) -> (String, Option<String>) {
