@@ -38,7 +38,24 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: LimitsConfig,
     pub lists: ListsConfig,
+    pub egress: EgressConfig,
 }
+
+/// `[egress]`: what answer addresses are checked against, and how firewall sets are fed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EgressConfig {
+    /// A MaxMind DB (GeoLite2-Country, DB-IP, iptoasn-country) for lists' `countries`; absolute,
+    /// or already joined to the config's folder.
+    pub country_db: Option<PathBuf>,
+    /// A MaxMind DB (GeoLite2-ASN, iptoasn-asn) for lists' `asns`.
+    pub asn_db: Option<PathBuf>,
+    /// Shortest timeout an address is given in an nftables set, in seconds: a short DNS TTL must
+    /// not let the set entry expire while the device is still connected.
+    pub min_timeout_secs: u32,
+}
+
+/// `[egress] min_timeout_secs` default: five minutes outlives most connections' DNS TTLs.
+pub const DEFAULT_NFT_MIN_TIMEOUT_SECS: u32 = 300;
 
 /// `[lists]`: where subscriptions keep their last good copies, and how they are fetched.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +156,16 @@ mod raw {
         pub limits: Limits,
         #[serde(default)]
         pub lists: Lists,
+        #[serde(default)]
+        pub egress: Egress,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Egress {
+        pub country_db: Option<String>,
+        pub asn_db: Option<String>,
+        pub min_timeout_secs: Option<Spanned<u32>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -411,6 +438,24 @@ impl Config {
         let lists = lists_config(base, &raw.lists, &mut |span, m| {
             errors.push(LoadError::at(path, text, span, m));
         });
+        let min_timeout_secs = match &raw.egress.min_timeout_secs {
+            Some(v) if *v.get_ref() == 0 => {
+                errors.push(LoadError::at(
+                    path,
+                    text,
+                    v.span(),
+                    "min_timeout_secs must be at least 1".to_string(),
+                ));
+                DEFAULT_NFT_MIN_TIMEOUT_SECS
+            }
+            Some(v) => *v.get_ref(),
+            None => DEFAULT_NFT_MIN_TIMEOUT_SECS,
+        };
+        let egress = EgressConfig {
+            country_db: raw.egress.country_db.as_deref().map(|f| base.join(f)),
+            asn_db: raw.egress.asn_db.as_deref().map(|f| base.join(f)),
+            min_timeout_secs,
+        };
         // Stored copies (`*.txt`) and their records (`*.meta.toml`) there would be read as lists.
         if lists.state_dir == dir {
             errors.push(LoadError::File {
@@ -437,6 +482,7 @@ impl Config {
                 cache,
                 limits,
                 lists,
+                egress,
             }),
             _ => Err(LoadErrors(errors)),
         }

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod diagnostic;
+pub mod egress;
 pub mod explain;
 pub mod handler;
 pub mod hit_path;

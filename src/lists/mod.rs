@@ -12,12 +12,14 @@ use self::formats::{Format, Item, Kind, Match, Tally, Written};
 
 use std::path::{Path, PathBuf};
 
+use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
     config::BlockResponse,
     diagnostic::{LoadError, LoadErrors},
+    egress::SetRef,
 };
 
 /// What a list does with the names it holds.
@@ -64,6 +66,17 @@ pub struct ListFile {
     /// `url` (and `refresh`, `sha256`): names downloaded in the background; their stored copy
     /// is read like a `domains_file`.
     pub subscription: Option<subscription::Subscription>,
+    /// Answer addresses this list matches (RPZ-IP): `ips`, addresses or CIDRs.
+    pub ips: Vec<IpNetwork>,
+    /// A file of more addresses or CIDRs, one a line, in the same folder (`ips_file`).
+    pub ips_file: Option<PathBuf>,
+    /// Answer addresses in these countries (ISO 3166-1 alpha-2, upper-case), looked up in
+    /// `[egress] country_db`.
+    pub countries: Vec<String>,
+    /// Answer addresses in these autonomous systems, looked up in `[egress] asn_db`.
+    pub asns: Vec<u32>,
+    /// nftables sets that receive every address answered for a name this list matches.
+    pub nft_sets: Vec<SetRef>,
 }
 
 impl ListFile {
@@ -86,6 +99,11 @@ impl ListFile {
             match_kind: None,
             patterns: Vec::new(),
             subscription: None,
+            ips: Vec::new(),
+            ips_file: None,
+            countries: Vec::new(),
+            asns: Vec::new(),
+            nft_sets: Vec::new(),
         }
     }
 
@@ -113,6 +131,15 @@ struct RawList {
     url: Option<Spanned<String>>,
     refresh: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    ips: Vec<Spanned<String>>,
+    ips_file: Option<Spanned<String>>,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    asns: Vec<u32>,
+    #[serde(default)]
+    nft_sets: Vec<Spanned<String>>,
 }
 
 /// Reads every list in `dir`, sorted by name. Collects the errors of all files.
@@ -358,6 +385,20 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
     let subscription = parse_subscription(&raw, &mut |span, why| {
         errors.push(LoadError::at(path, text, span, why));
     });
+    let mut err_at = |span, why| errors.push(LoadError::at(path, text, span, why));
+    let ips = parse_each(&raw.ips, parse_ip_rule, &mut err_at);
+    let countries = parse_each(&raw.countries, parse_country, &mut err_at);
+    let nft_sets = parse_each(&raw.nft_sets, SetRef::parse, &mut err_at);
+    let ips_file = raw
+        .ips_file
+        .as_ref()
+        .and_then(|f| match sibling_file(path, f.get_ref()) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                errors.push(LoadError::at(path, text, f.span(), why));
+                None
+            }
+        });
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
@@ -373,7 +414,43 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
         format: raw.format,
         match_kind: raw.match_kind,
         patterns,
+        ips,
+        ips_file,
+        countries,
+        asns: raw.asns,
+        nft_sets,
     })
+}
+
+/// An `ips` entry: an address (a host route) or a CIDR whose host bits are zero, so a typo such
+/// as `203.0.113.7/24` is caught instead of silently matching its whole /24.
+pub fn parse_ip_rule(raw: &str) -> Result<IpNetwork, String> {
+    let raw = raw.trim();
+    let net: IpNetwork = match raw.parse::<std::net::IpAddr>() {
+        Ok(addr) => IpNetwork::from(addr),
+        Err(_) => raw
+            .parse()
+            .map_err(|e| format!("{raw:?} is not an address or CIDR: {e}"))?,
+    };
+    if net.network() != net.ip() {
+        return Err(format!(
+            "{raw:?} has host bits set; the network is {}/{}",
+            net.network(),
+            net.prefix()
+        ));
+    }
+    Ok(net)
+}
+
+/// A `countries` entry: an ISO 3166-1 alpha-2 code, as the country databases write it.
+pub fn parse_country(raw: &str) -> Result<String, String> {
+    if raw.len() == 2 && raw.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(raw.to_ascii_uppercase())
+    } else {
+        Err(format!(
+            "{raw:?} is not a two-letter ISO 3166-1 country code (such as \"CN\")"
+        ))
+    }
 }
 
 fn parse_subscription(
@@ -401,6 +478,18 @@ fn parse_subscription(
         sha256: sha256?,
         format: raw.format,
     })
+}
+
+/// Parses each value, reporting each bad one at its place.
+fn parse_each<T>(
+    values: &[Spanned<String>],
+    parse: fn(&str) -> Result<T, String>,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Vec<T> {
+    values
+        .iter()
+        .filter_map(|v| checked(v, parse, err_at))
+        .collect()
 }
 
 fn checked<T>(
@@ -483,6 +572,27 @@ mod tests {
         assert_eq!(l.domains, vec!["tracking.miui.com", "mistat.xiaomi.com"]);
         assert_eq!(l.description.as_deref(), Some("Xiaomi"));
         assert_eq!(l.block_response, None);
+    }
+
+    #[test]
+    fn egress_keys_parse_and_point_at_their_errors() {
+        let l = parse(
+            "action = \"log\"\nips = [\"203.0.113.0/24\", \"2001:db8::1\"]\ncountries = [\"cn\"]\nasns = [64500]\nnft_sets = [\"inet hushd x4\"]\n",
+        )
+        .unwrap();
+        assert_eq!(l.ips.len(), 2);
+        assert_eq!(l.ips[1].prefix(), 128);
+        assert_eq!(l.countries, vec!["CN"]);
+        assert_eq!(l.asns, vec![64500]);
+        assert_eq!(l.nft_sets[0].to_string(), "inet hushd x4");
+        let e = parse("action = \"log\"\nips = [\"203.0.113.7/24\"]\ncountries = [\"China\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("host bits set; the network is 203.0.113.0/24"),
+            "{e}"
+        );
+        assert!(e.contains(":3:"), "{e}");
     }
 
     #[test]

@@ -114,6 +114,27 @@ impl Policy {
             }
             .into());
         }
+        // The egress keys parse, but until answers are inspected they would be silent no-ops:
+        // refuse them rather than let an admin believe they are enforced.
+        let unenforced: Vec<LoadError> = files
+            .iter()
+            .filter(|f| {
+                !f.ips.is_empty()
+                    || f.ips_file.is_some()
+                    || !f.countries.is_empty()
+                    || !f.asns.is_empty()
+                    || !f.nft_sets.is_empty()
+            })
+            .map(|f| LoadError::File {
+                path: f.path.clone(),
+                message:
+                    "ips, ips_file, countries, asns and nft_sets are not enforced by this build yet"
+                        .into(),
+            })
+            .collect();
+        if !unenforced.is_empty() {
+            return Err(LoadErrors(unenforced));
+        }
         // Size the table up front: growing it means a second table while the first still lives.
         // A domains file has at most one name per line.
         let total = files
