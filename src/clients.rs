@@ -23,22 +23,61 @@ pub struct ClientMarks {
     pub allowed: bool,
     /// In `exempt_clients`: never rate limited, only held to the total TCP connection cap.
     pub exempt: bool,
+    /// The client's group (an index the policy gives it), from the most specific group entry
+    /// covering the address; `None`: the implicit default group.
+    pub group: Option<u16>,
+    /// The client's name (an index into the policy's `[clients]` names): only for an address
+    /// named exactly, never inherited by the addresses inside a prefix.
+    pub name: Option<u32>,
 }
 
 impl ClientMarks {
     pub const ALLOWED: Self = Self {
         allowed: true,
         exempt: false,
+        group: None,
+        name: None,
     };
     pub const EXEMPT: Self = Self {
         allowed: false,
         exempt: true,
+        group: None,
+        name: None,
     };
 
+    pub fn in_group(group: u16) -> Self {
+        Self {
+            group: Some(group),
+            ..Self::default()
+        }
+    }
+
+    pub fn named(name: u32) -> Self {
+        Self {
+            name: Some(name),
+            ..Self::default()
+        }
+    }
+
+    /// The marks of one prefix listed in several places: everything each gives it.
     fn union(self, other: Self) -> Self {
         Self {
             allowed: self.allowed || other.allowed,
             exempt: self.exempt || other.exempt,
+            group: other.group.or(self.group),
+            name: other.name.or(self.name),
+        }
+    }
+
+    /// These (a prefix's own) marks, with what a covering prefix `outer` passes down: its
+    /// allow and exempt marks, and its group where this prefix has none of its own (the more
+    /// specific group entry wins). A name is not passed down: it names one address.
+    fn inherit(self, outer: Self) -> Self {
+        Self {
+            allowed: self.allowed || outer.allowed,
+            exempt: self.exempt || outer.exempt,
+            group: self.group.or(outer.group),
+            name: self.name,
         }
     }
 }
@@ -84,15 +123,20 @@ impl ClientTableBuilder {
     }
 }
 
-/// Every prefix with the union of its own marks and those of every prefix covering it.
+/// Every prefix with its own marks and what the prefixes covering it pass down, the nearest
+/// first (so the most specific group entry decides).
 fn inherit<P: prefix_trie::Prefix + Clone>(
     own: &PrefixMap<P, ClientMarks>,
 ) -> PrefixMap<P, ClientMarks> {
     let mut out = PrefixMap::new();
     for (prefix, _) in own {
-        let marks = own
-            .cover(prefix)
-            .fold(ClientMarks::default(), |acc, (_, m)| acc.union(*m));
+        let mut covering: Vec<(&P, &ClientMarks)> = own.cover(prefix).collect();
+        covering.sort_by_key(|(p, _)| std::cmp::Reverse(p.prefix_len()));
+        let marks = covering
+            .into_iter()
+            .map(|(_, m)| *m)
+            .reduce(ClientMarks::inherit)
+            .unwrap_or_default();
         out.insert(prefix.clone(), marks);
     }
     out
@@ -144,6 +188,28 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNetwork> {
         list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_most_specific_group_entry_decides_and_names_are_not_inherited() {
+        let t = ClientTable::builder()
+            .mark(&nets(&["10.0.0.0/8"]), ClientMarks::ALLOWED)
+            .mark(&nets(&["10.0.5.0/24"]), ClientMarks::in_group(1))
+            .mark(&nets(&["10.0.0.0/16"]), ClientMarks::in_group(2))
+            .mark(&nets(&["10.0.5.40/32"]), ClientMarks::named(7))
+            .mark(&nets(&["10.0.5.41/32"]), ClientMarks::in_group(3))
+            .build();
+        let at = |ip: &str| t.lookup(ip.parse().unwrap());
+        assert_eq!(at("10.0.5.9").group, Some(1));
+        assert_eq!(at("10.0.6.9").group, Some(2));
+        assert_eq!(at("10.1.0.1").group, None);
+        let named = at("10.0.5.40");
+        assert_eq!(
+            (named.group, named.name, named.allowed),
+            (Some(1), Some(7), true)
+        );
+        assert_eq!(at("10.0.5.41").group, Some(3));
+        assert_eq!(at("10.0.5.42").name, None);
     }
 
     fn marks(t: &ClientTable, ip: &str) -> (bool, bool) {

@@ -14,6 +14,9 @@ use toml::Spanned;
 
 use crate::diagnostic::{LoadError, LoadErrors};
 
+mod groups;
+pub use self::groups::{ClientName, DEFAULT_GROUP, GroupConfig};
+
 /// The answer a blocked lookup gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,6 +28,28 @@ pub enum BlockResponse {
     Null,
     /// REFUSED, with the same Extended DNS Error.
     Refused,
+}
+
+/// What a list does with the names it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Answer the lookup with the block response instead of forwarding it.
+    Block,
+    /// Audit: forward as normal, and log and count the match.
+    Log,
+    /// Exempt the name (and its subdomains) from every block and log list.
+    Allow,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Log => "log",
+            Self::Allow => "allow",
+        }
+    }
 }
 
 /// The validated config.
@@ -39,6 +64,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub lists: ListsConfig,
     pub egress: EgressConfig,
+    /// `[clients]`: names for devices, in logs, evidence and groups.
+    pub clients: Vec<ClientName>,
+    /// `[[groups]]`, in file order; clients in none are in the implicit `default` group.
+    pub groups: Vec<GroupConfig>,
 }
 
 /// `[egress]`: what answer addresses are checked against, and how firewall sets are fed.
@@ -158,6 +187,10 @@ mod raw {
         pub lists: Lists,
         #[serde(default)]
         pub egress: Egress,
+        #[serde(default)]
+        pub clients: std::collections::BTreeMap<Spanned<String>, groups::raw::Addresses>,
+        #[serde(default)]
+        pub groups: Vec<groups::raw::Group>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -451,6 +484,9 @@ impl Config {
             Some(v) => *v.get_ref(),
             None => DEFAULT_NFT_MIN_TIMEOUT_SECS,
         };
+        let mut err_at = |span, m| errors.push(LoadError::at(path, text, span, m));
+        let clients = groups::client_names(&raw.clients, &mut err_at);
+        let groups = groups::groups(&raw.groups, &clients, &mut err_at);
         let egress = EgressConfig {
             country_db: raw.egress.country_db.as_deref().map(|f| base.join(f)),
             asn_db: raw.egress.asn_db.as_deref().map(|f| base.join(f)),
@@ -483,6 +519,8 @@ impl Config {
                 limits,
                 lists,
                 egress,
+                clients,
+                groups,
             }),
             _ => Err(LoadErrors(errors)),
         }

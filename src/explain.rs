@@ -28,12 +28,21 @@ pub struct Evidence {
     /// The file the entry is in (the list's `.toml`, or its `domains_file`).
     pub file: String,
     pub line: usize,
+    /// Whether the list applies to the client's group (`action` is then the group's, which
+    /// may override the list's own).
+    pub applies: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub name: String,
     pub client: IpAddr,
+    /// The client's name in `[clients]`, if it has one.
+    pub client_name: Option<String>,
+    /// The group the client falls in (`default`: in no `[[groups]]`).
+    pub group: String,
+    /// Every group: its name and, per list it changes, what it does (`-` for left out).
+    pub groups: Vec<GroupSummary>,
     /// `block`, `log`, `allow`, `forward` (no list decides), or `refuse` (client not allowed).
     pub decision: &'static str,
     /// The list whose action was taken.
@@ -42,6 +51,35 @@ pub struct Explanation {
     pub why: String,
     /// Every entry of every list that covers the name, the winner's first.
     pub matches: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSummary {
+    pub name: String,
+    /// The lists whose action differs from their own for this group, as `list=action` (or
+    /// `list=-` for a list left out).
+    pub changes: Vec<String>,
+}
+
+fn group_summaries(policy: &Policy) -> Vec<GroupSummary> {
+    policy
+        .groups()
+        .iter()
+        .map(|g| GroupSummary {
+            name: g.name.clone(),
+            changes: policy
+                .lists()
+                .iter()
+                .enumerate()
+                .filter_map(|(tag, l)| {
+                    let tag = tag as crate::policy::matcher::Tag;
+                    g.overrides(tag, l.action).then(|| {
+                        format!("{}={}", l.name, g.action(tag).map_or("-", Action::as_str))
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Explains `name` for `client` under `policy`, with evidence from `files` (the list sources
@@ -55,14 +93,25 @@ pub fn explain(
 ) -> Explanation {
     let text = name_text(name);
     let verdict = policy.decide(client, name);
+    let who = policy.client(client);
+    let group = policy.group(&who);
     let (decision, winner) = match verdict {
         Verdict::Refuse => ("refuse", None),
-        Verdict::Block(l) => ("block", Some(l)),
-        Verdict::Forward(Some(l)) => (l.action.as_str(), Some(l)),
+        Verdict::Block(m) => ("block", Some(m)),
+        Verdict::Forward(Some(m)) => (m.action.as_str(), Some(m)),
         Verdict::Forward(None) => ("forward", None),
     };
     let mut matches = evidence(files, state_dir, &text);
-    let winner_name = winner.map(|l| l.name.clone());
+    // What each list does for this client's group.
+    for e in &mut matches {
+        let tag = policy.lists().iter().position(|l| l.name == e.list);
+        let action = tag.and_then(|t| group.action(t as crate::policy::matcher::Tag));
+        e.applies = action.is_some();
+        if let Some(a) = action {
+            e.action = a.as_str();
+        }
+    }
+    let winner_name = winner.map(|m| m.list.name.clone());
     // winner's entries first, then the rest by rank (highest first)
     matches.sort_by_key(|e| {
         (
@@ -76,11 +125,27 @@ pub fn explain(
             "the only entries are cancelled by their own list's @@ exception; forwarded".into()
         }
         (_, None) => "no list has an entry or pattern covering the name; forwarded".into(),
-        (_, Some(w)) => why_wins(w.name.as_str(), w.action, &matches),
+        (_, Some(w)) => why_wins(w.list.name.as_str(), w.action, &matches),
+    };
+    let why = match matches
+        .iter()
+        .filter(|e| !e.applies)
+        .map(|e| e.list.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        left_out if left_out.is_empty() => why,
+        left_out => format!(
+            "{why}; group {} leaves out {}",
+            group.name,
+            left_out.into_iter().collect::<Vec<_>>().join(", ")
+        ),
     };
     Explanation {
         name: text,
         client,
+        client_name: who.name.map(str::to_string),
+        group: group.name.clone(),
+        groups: group_summaries(policy),
         decision,
         winner: winner_name,
         why,
@@ -105,7 +170,10 @@ fn why_wins(winner: &str, action: Action, matches: &[Evidence]) -> String {
     let mut others: Vec<&Evidence> = matches
         .iter()
         .filter(|e| {
-            e.list != winner && e.kind != "exception" && !cancelled.contains(&e.list.as_str())
+            e.applies
+                && e.list != winner
+                && e.kind != "exception"
+                && !cancelled.contains(&e.list.as_str())
         })
         .collect();
     others.dedup_by(|a, b| a.list == b.list);
@@ -168,6 +236,7 @@ pub fn evidence(files: &[ListFile], state_dir: &Path, name: &str) -> Vec<Evidenc
                 kind,
                 file: source,
                 line,
+                applies: true,
             });
         };
         let list_file = file.path.display().to_string();
@@ -233,10 +302,14 @@ fn toml_line(toml: &str, needle: &str) -> usize {
 
 /// Human-readable output of `hushd explain`.
 pub fn render(e: &Explanation) -> String {
+    let client = match &e.client_name {
+        Some(n) => format!("{} {n:?}", e.client),
+        None => e.client.to_string(),
+    };
     let mut out = format!(
-        "{} (client {}): {}{}\n  why: {}\n",
+        "{} (client {client}, group {}): {}{}\n  why: {}\n",
         e.name,
-        e.client,
+        e.group,
         e.decision,
         e.winner
             .as_ref()
@@ -248,10 +321,21 @@ pub fn render(e: &Explanation) -> String {
         out.push_str("  matching entries:\n");
     }
     for m in &e.matches {
+        let action = if m.applies { m.action } else { "-" };
         out.push_str(&format!(
             "    {:<16} {:<6} {} ({}) at {}:{}\n",
-            m.list, m.action, m.entry, m.kind, m.file, m.line
+            m.list, action, m.entry, m.kind, m.file, m.line
         ));
+    }
+    if e.groups.len() > 1 {
+        out.push_str("  groups:\n");
+        for g in &e.groups {
+            let changes = match g.changes.is_empty() {
+                true => "every list, each with its own action".to_string(),
+                false => g.changes.join(" "),
+            };
+            out.push_str(&format!("    {:<16} {changes}\n", g.name));
+        }
     }
     out
 }

@@ -43,7 +43,9 @@ use crate::{
     inflight::{Finish, Joined, LookupKey, Lookups},
     limits::{Admit, RateLimiter, Transport},
     metrics::{Metrics, Outcome},
-    policy::{Action, Policy, Verdict},
+    policy::{
+        Action, Match, Policy, Verdict, Via, access::Client, groups::Group, matcher::NameKey,
+    },
     reply::Reply,
     upstream::{Upstream, UpstreamSetupError},
     wire::{formerr_for, question_is_plain},
@@ -315,32 +317,28 @@ impl QueryHandler {
         };
         let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
         let policy = self.policy.load();
-        match policy.decide(client, qname) {
+        let who = policy.client(client);
+        if !who.allowed {
+            return error(ResponseCode::Refused, Outcome::Refused, qtype);
+        }
+        let group = policy.group(&who);
+        let found = policy.name_match(group, &NameKey::new(qname), Via::Name);
+        match Policy::verdict(found) {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
-            Verdict::Block(list) => {
-                list.count_match(&self.metrics);
-                tracing::debug!(%client, %qname, %qtype, list = %list.name, action = "block", "list match");
+            Verdict::Block(m) => {
+                self.note_match(&m, client, &who, group, qname, qtype);
                 let reply = Reply::blocked(
                     meta,
                     edns,
                     qname,
                     qtype,
-                    list.block_response,
-                    &list.name,
+                    m.list.block_response,
+                    &m.list.name,
                     policy.block_ttl,
                 );
                 return done(reply, Outcome::Blocked, qtype);
             }
-            Verdict::Forward(Some(list)) => {
-                list.count_match(&self.metrics);
-                if list.action == Action::Log {
-                    // The audit record an admin gathers before deciding to block; rate-limited
-                    // per (client, list) in audit.rs, while the metric above counts every match.
-                    if let Some(suppressed) = self.audit.admit(client, &list.name) {
-                        tracing::info!(target: "hushd::audit", %client, %qname, %qtype, list = %list.name, action = "log", suppressed, "list match");
-                    }
-                }
-            }
+            Verdict::Forward(Some(m)) => self.note_match(&m, client, &who, group, qname, qtype),
             Verdict::Forward(None) => {}
         }
         drop(policy);
@@ -355,6 +353,36 @@ impl QueryHandler {
         }
         self.metrics.cache_misses.inc();
         Step::Forward
+    }
+
+    /// Counts a list match and, for an audit (`log`) match, writes the audit record an admin
+    /// gathers before deciding to block: rate-limited per (client, list) in audit.rs, while
+    /// the metric counts every match. A block is logged at debug level only: it is answered,
+    /// and counted.
+    fn note_match(
+        &self,
+        m: &Match<'_>,
+        client: IpAddr,
+        who: &Client<'_>,
+        group: &Group,
+        qname: &LowerName,
+        qtype: RecordType,
+    ) {
+        m.count(&self.metrics);
+        let (list, via, group) = (&m.list.name, m.via.as_str(), &group.name);
+        // "-" for a client without a name, so every line has the same fields.
+        let client_name = who.name.unwrap_or("-");
+        match m.action {
+            Action::Block => {
+                tracing::debug!(%client, %client_name, %group, %qname, %qtype, %list, via, action = "block", "list match");
+            }
+            Action::Log => {
+                if let Some(suppressed) = self.audit.admit(client, list) {
+                    tracing::info!(target: "hushd::audit", %client, %client_name, %group, %qname, %qtype, %list, via, action = "log", suppressed, "list match");
+                }
+            }
+            Action::Allow => {}
+        }
     }
 
     /// The second part, for a query `answer_locally` passed on: ask upstream, cache, reply.

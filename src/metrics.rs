@@ -209,9 +209,9 @@ impl Metrics {
         let list_matches = IntCounterVec::new(
             Opts::new(
                 "hushd_list_matches_total",
-                "Queries that matched a list, by list and the list's action",
+                "Queries that matched a list, by list, the action applied (a group may override the list's own) and how it matched (name, cname, ip, country, asn)",
             ),
-            &["list", "action"],
+            &["list", "action", "via"],
         )?;
         let list_entries_skipped = IntCounterVec::new(
             Opts::new(
@@ -420,8 +420,8 @@ impl Metrics {
 
     /// The counter of one list's matches. The policy keeps the handle with the list, so a match
     /// is counted without a label lookup.
-    pub fn list_match_counter(&self, list: &str, action: &str) -> IntCounter {
-        self.list_matches.with_label_values(&[list, action])
+    pub fn list_match_counter(&self, list: &str, action: &str, via: &str) -> IntCounter {
+        self.list_matches.with_label_values(&[list, action, via])
     }
 
     /// Counts the lines a newly loaded policy's files left out, as `(list, reason, lines)`.
@@ -502,7 +502,7 @@ mod tests {
             RecordType::Unknown(65000),
             Outcome::Forwarded,
         );
-        m.list_match_counter("xiaomi", "block").inc();
+        m.list_match_counter("xiaomi", "block", "name").inc();
         m.policy_loaded([("xiaomi", 3)], 3);
         m.entries_skipped([("xiaomi", "modifier", 2)]);
         m.reload_error();
@@ -518,7 +518,7 @@ mod tests {
         for want in [
             r#"hushd_queries_total{outcome="blocked",protocol="udp",qtype="A"} 1"#,
             r#"hushd_queries_total{outcome="forwarded",protocol="tcp",qtype="other"} 1"#,
-            r#"hushd_list_matches_total{action="block",list="xiaomi"} 1"#,
+            r#"hushd_list_matches_total{action="block",list="xiaomi",via="name"} 1"#,
             r#"hushd_blocklist_domains{list="xiaomi"} 3"#,
             r#"hushd_list_entries_skipped_total{list="xiaomi",reason="modifier"} 2"#,
             r#"hushd_reloads_total{result="ok"} 1"#,

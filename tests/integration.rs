@@ -142,7 +142,7 @@ async fn blocks_listed_names_and_subdomains_with_an_extended_error() {
         up.seen.names()
     );
     assert_eq!(
-        hushd.metric(r#"hushd_list_matches_total{action="block",list="xiaomi"}"#),
+        hushd.metric(r#"hushd_list_matches_total{action="block",list="xiaomi",via="name"}"#),
         Some(5.0)
     );
     assert_eq!(
@@ -213,7 +213,7 @@ async fn log_only_lists_answer_normally_and_record_the_match() {
         assert!(line.contains(want), "{want} missing from {line}");
     }
     assert_eq!(
-        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung"}"#),
+        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung",via="name"}"#),
         Some(1.0)
     );
 }

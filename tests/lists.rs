@@ -176,7 +176,7 @@ fn explain_names_the_decision_the_winner_every_match_and_why() {
     let (ok, out) = explain_cli(&setup, &["x.ads.example"]);
     assert!(ok, "{out}");
     assert!(
-        out.starts_with("x.ads.example (client 127.0.0.1): block by list adguard\n"),
+        out.starts_with("x.ads.example (client 127.0.0.1, group default): block by list adguard\n"),
         "{out}"
     );
     assert!(out.contains("why: block outranks audit (log)"), "{out}");
@@ -205,7 +205,10 @@ fn explain_names_the_decision_the_winner_every_match_and_why() {
     assert!(out.contains(": log by list audit"), "{out}");
     assert!(out.contains("cancelled by its own @@ exception"), "{out}");
     let (_, out) = explain_cli(&setup, &["track7.example", "--client", "::1"]);
-    assert!(out.contains("(client ::1): block by list adguard"), "{out}");
+    assert!(
+        out.contains("(client ::1, group default): block by list adguard"),
+        "{out}"
+    );
     assert!(out.contains("/^track[0-9]+\\./ (pattern)"), "{out}");
     let (ok, out) = explain_cli(&setup, &["nothing.example"]);
     assert!(ok && out.contains(": forward\n"), "{out}");

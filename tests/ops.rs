@@ -42,7 +42,7 @@ async fn a_stalled_log_sink_does_not_stop_answers() {
 
     // Thousands of list matches from several sources, without waiting for the answers, until
     // hushd has matched (and logged) far more block matches than its log buffer holds.
-    let blocks = r#"hushd_list_matches_total{action="block",list="ads"}"#;
+    let blocks = r#"hushd_list_matches_total{action="block",list="ads",via="name"}"#;
     let started = Instant::now();
     let mut sent = 0u32;
     let mut buf = vec![0u8; 2048];
@@ -131,7 +131,7 @@ async fn audit_lines_are_rate_limited_per_client_and_list() {
         "{lines:#?}"
     );
     assert_eq!(
-        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung"}"#),
+        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung",via="name"}"#),
         Some(31.0)
     );
 

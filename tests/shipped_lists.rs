@@ -188,13 +188,15 @@ async fn a_fresh_install_blocks_xiaomi_and_only_logs_the_other_vendors() {
             .find(|n| !n.starts_with("nx.")) // the fixture answers nx.* with NXDOMAIN
             .unwrap();
         let code = rcode(&mut udp, &format!("{name}.")).await;
-        let counted = format!("hushd_list_matches_total{{action=\"{action}\",list=\"{vendor}\"}}");
+        let counted = format!(
+            "hushd_list_matches_total{{action=\"{action}\",list=\"{vendor}\",via=\"name\"}}"
+        );
         assert_eq!(hushd.metric(&counted), Some(1.0), "{counted}");
         if action == "block" {
             assert_eq!((code, up.seen.count(&name)), (ResponseCode::NXDomain, 0));
         } else {
             assert_eq!((code, up.seen.count(&name)), (ResponseCode::NoError, 1));
-            let line = format!("qname={name}. qtype=A list={vendor} action=\"log\"");
+            let line = format!("qname={name}. qtype=A list={vendor} via=\"name\" action=\"log\"");
             assert!(
                 hushd.wait_log(&line, Duration::from_secs(5)),
                 "no `{line}` in\n{}",

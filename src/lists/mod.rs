@@ -16,33 +16,12 @@ use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use crate::config::Action;
 use crate::{
     config::BlockResponse,
     diagnostic::{LoadError, LoadErrors},
     egress::SetRef,
 };
-
-/// What a list does with the names it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Answer the lookup with the block response instead of forwarding it.
-    Block,
-    /// Audit: forward as normal, and log and count the match.
-    Log,
-    /// Exempt the name (and its subdomains) from every block and log list.
-    Allow,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Block => "block",
-            Self::Log => "log",
-            Self::Allow => "allow",
-        }
-    }
-}
 
 /// One parsed and validated list file.
 #[derive(Debug, Clone, PartialEq)]

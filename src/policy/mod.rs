@@ -4,6 +4,7 @@
 //! client address and the name, so it is tested without sockets.
 
 pub mod access;
+pub mod groups;
 pub mod matcher;
 
 use std::{net::IpAddr, sync::OnceLock};
@@ -11,7 +12,8 @@ use std::{net::IpAddr, sync::OnceLock};
 use hickory_proto::rr::Name;
 
 use self::{
-    access::ClientAccess,
+    access::{Client, ClientAccess},
+    groups::{Group, Groups},
     matcher::{DomainSet, DomainSetBuilder, Kind, NameKey, Tag},
 };
 pub use crate::{config::BlockResponse, lists::Action};
@@ -47,17 +49,60 @@ pub struct ListMeta {
     pub file: Option<lists::FileReport>,
     /// The same for the stored copy of its subscription (`url`), once there is one.
     pub copy: Option<lists::FileReport>,
-    /// This list's `hushd_list_matches_total` counter, resolved on its first match and kept
-    /// for the life of this policy.
-    pub matches: OnceLock<prometheus::IntCounter>,
+    /// This list's `hushd_list_matches_total` counters, one per (action, via), each resolved on
+    /// its first match and kept for the life of this policy. The action is the one applied, which
+    /// a group may have overridden.
+    pub matches: [[OnceLock<prometheus::IntCounter>; Via::COUNT]; 3],
+}
+
+/// How a list matched a query: the name asked, a CNAME/DNAME target in its answer, or an
+/// address in its answer (by range, country or network). The `via` label of
+/// `hushd_list_matches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Name,
+    Cname,
+    Ip,
+    Country,
+    Asn,
+}
+
+impl Via {
+    pub const COUNT: usize = 5;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Cname => "cname",
+            Self::Ip => "ip",
+            Self::Country => "country",
+            Self::Asn => "asn",
+        }
+    }
 }
 
 impl ListMeta {
-    /// Counts a match in `metrics` under this list's name and action.
-    pub fn count_match(&self, metrics: &crate::metrics::Metrics) {
-        self.matches
-            .get_or_init(|| metrics.list_match_counter(&self.name, self.action.as_str()))
+    /// Counts a match in `metrics` under this list's name, the action applied and how it matched.
+    pub fn count_match(&self, metrics: &crate::metrics::Metrics, action: Action, via: Via) {
+        self.matches[action as usize][via as usize]
+            .get_or_init(|| metrics.list_match_counter(&self.name, action.as_str(), via.as_str()))
             .inc();
+    }
+}
+
+/// A list that matched a query, with what it does for this client (its group may override the
+/// list's own action) and how it matched.
+#[derive(Debug, Clone, Copy)]
+pub struct Match<'p> {
+    pub list: &'p ListMeta,
+    pub action: Action,
+    pub via: Via,
+}
+
+impl Match<'_> {
+    /// Counts it in `hushd_list_matches_total`.
+    pub fn count(&self, metrics: &crate::metrics::Metrics) {
+        self.list.count_match(metrics, self.action, self.via);
     }
 }
 
@@ -67,14 +112,15 @@ pub enum Verdict<'p> {
     /// The client is not in `allow_clients`.
     Refuse,
     /// Answer with the list's block response.
-    Block(&'p ListMeta),
+    Block(Match<'p>),
     /// Forward upstream; `Some` names the log or allow list that matched.
-    Forward(Option<&'p ListMeta>),
+    Forward(Option<Match<'p>>),
 }
 
 #[derive(Debug, Default)]
 pub struct Policy {
     access: ClientAccess,
+    groups: Groups,
     lists: Vec<ListMeta>,
     domains: DomainSet,
     patterns: Option<Patterns>,
@@ -147,9 +193,17 @@ impl Policy {
                         .map_or(0, lists::count_lines)
             })
             .sum();
+        let mut errors = Vec::new();
+        // Groups first: they decide which lists may share a matcher entry.
+        let names_actions: Vec<(&str, Action)> =
+            files.iter().map(|f| (f.name.as_str(), f.action)).collect();
+        let groups = Groups::build(config, &names_actions).unwrap_or_else(|e| {
+            errors.extend(e);
+            Groups::default()
+        });
+        drop(names_actions);
         let mut builder = DomainSetBuilder::with_capacity(total);
         let mut lists: Vec<ListMeta> = Vec::with_capacity(files.len());
-        let mut errors = Vec::new();
         let mut full = false;
         let mut batch = NameBatch::default();
         let (mut patterns, mut owners) = (Vec::new(), Vec::new());
@@ -158,7 +212,6 @@ impl Policy {
         let mut own_entries: Vec<bool> = Vec::with_capacity(files.len());
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
-            let file_rank = rank(file.action);
             let mut distinct = 0;
             let copy = stored_copy(config, &file);
             let isolated = file
@@ -170,11 +223,13 @@ impl Policy {
             let mut insert = |batch: &mut NameBatch| {
                 builder.warm(batch.names());
                 let shares_with = |old: Tag| {
-                    !isolated && !own_entries.get(usize::from(old)).copied().unwrap_or(true)
+                    !isolated
+                        && !own_entries.get(usize::from(old)).copied().unwrap_or(true)
+                        && groups.shared_winner(old, tag).is_some()
                 };
                 for (name, kind) in batch.entries() {
                     let outcome = builder.insert_kind(name, kind, tag, shares_with, |old: Tag| {
-                        file_rank > lists.get(usize::from(old)).map_or(0, |l| rank(l.action))
+                        groups.shared_winner(old, tag) == Some(tag)
                     });
                     match outcome {
                         Some(matcher::Inserted::Kept(t)) if t == tag => {}
@@ -242,7 +297,7 @@ impl Policy {
                 patterns: list_patterns,
                 file: report,
                 copy,
-                matches: OnceLock::new(),
+                matches: Default::default(),
             });
         }
         // Each pattern compiled alone; together they may still pass the size limit.
@@ -269,7 +324,8 @@ impl Policy {
             return Err(LoadErrors(errors));
         }
         Ok(Self {
-            access: ClientAccess::new(config.server.allow_clients.clone()),
+            access: ClientAccess::from_config(config),
+            groups,
             lists,
             domains: builder.build(),
             patterns,
@@ -316,25 +372,45 @@ impl Policy {
         self.access.allows(client)
     }
 
+    /// Who `client` is: served or not, its group, its name.
+    pub fn client(&self, client: IpAddr) -> Client<'_> {
+        self.access.lookup(client)
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    pub fn group(&self, client: &Client<'_>) -> &Group {
+        self.groups.get(client.group)
+    }
+
     pub fn decide(&self, client: IpAddr, qname: &Name) -> Verdict<'_> {
-        if !self.access.allows(client) {
+        let client = self.access.lookup(client);
+        if !client.allowed {
             return Verdict::Refuse;
         }
-        let key = NameKey::new(qname);
-        let best = self.best_match(&key);
-        match best {
-            Some(l) if l.action == Action::Block => Verdict::Block(l),
+        let group = self.groups.get(client.group);
+        Self::verdict(self.name_match(group, &NameKey::new(qname), Via::Name))
+    }
+
+    /// Block when the match's action (for this client) is block; otherwise forward.
+    pub fn verdict(found: Option<Match<'_>>) -> Verdict<'_> {
+        match found {
+            Some(m) if m.action == Action::Block => Verdict::Block(m),
             other => Verdict::Forward(other),
         }
     }
 
-    /// The list that decides `key`: among every list with an entry covering it (a list's own
-    /// `@@` exceptions cancel that list's entries), the highest rank; on equal rank the more
-    /// specific entry names the list. Patterns are run only when no name entry of the highest
-    /// rank (allow) matched, and win only by a strictly higher rank.
-    fn best_match(&self, key: &NameKey) -> Option<&ListMeta> {
+    /// The list that decides `key` for `group`'s members, if any: among every list that
+    /// applies to the group with an entry covering the name (a list's own `@@` exceptions
+    /// cancel that list's entries), the highest rank of the action the group gives it; on equal
+    /// rank the more specific entry names the list. Patterns are run only when no name entry
+    /// of the highest rank (allow) matched, and win only by a strictly higher rank. `via` says
+    /// what `key` is (the name asked, or a CNAME target in its answer).
+    pub fn name_match(&self, group: &Group, key: &NameKey, via: Via) -> Option<Match<'_>> {
         let mut excepted = false;
-        let best = self.best_of_names(key, |_| true, &mut excepted);
+        let best = self.best_of_names(group, key, |_| true, &mut excepted);
         let (best, cancelled) = if excepted {
             let mut cancelled = Vec::new();
             self.domains.visit(key, |tag, kind| {
@@ -342,13 +418,13 @@ impl Policy {
                     cancelled.push(tag);
                 }
             });
-            let best = self.best_of_names(key, |t| !cancelled.contains(&t), &mut excepted);
+            let best = self.best_of_names(group, key, |t| !cancelled.contains(&t), &mut excepted);
             (best, cancelled)
         } else {
             (best, Vec::new())
         };
-        let floor = best.map(|l| rank(l.action));
-        if floor == Some(rank(Action::Allow)) {
+        let best = best.map(|(list, action)| Match { list, action, via });
+        if best.is_some_and(|m| m.action == Action::Allow) {
             return best;
         }
         let Some(patterns) = &self.patterns else {
@@ -363,20 +439,21 @@ impl Policy {
             .into_iter()
             .filter_map(|p| patterns.owners.get(p))
             .filter(|t| !cancelled.contains(t))
-            .filter_map(|&t| self.lists.get(usize::from(t)))
-            .fold(best, |best, l| match best {
-                Some(b) if rank(b.action) >= rank(l.action) => Some(b),
-                _ => Some(l),
+            .filter_map(|&t| Some((self.lists.get(usize::from(t))?, group.action(t)?)))
+            .fold(best, |best, (list, action)| match best {
+                Some(b) if rank(b.action) >= rank(action) => Some(b),
+                _ => Some(Match { list, action, via }),
             })
     }
 
     fn best_of_names(
         &self,
+        group: &Group,
         key: &NameKey,
         counts: impl Fn(Tag) -> bool,
         excepted: &mut bool,
-    ) -> Option<&ListMeta> {
-        let mut best = None::<&ListMeta>;
+    ) -> Option<(&ListMeta, Action)> {
+        let mut best = None::<(&ListMeta, Action)>;
         self.domains.visit(key, |tag, kind| {
             if kind == Kind::Except {
                 *excepted = true;
@@ -385,12 +462,13 @@ impl Policy {
             if !counts(tag) {
                 return;
             }
-            let Some(l) = self.lists.get(usize::from(tag)) else {
+            let (Some(action), Some(l)) = (group.action(tag), self.lists.get(usize::from(tag)))
+            else {
                 return;
             };
             match best {
-                Some(b) if rank(b.action) >= rank(l.action) => {}
-                _ => best = Some(l),
+                Some((_, b)) if rank(b) >= rank(action) => {}
+                _ => best = Some((l, action)),
             }
         });
         best
@@ -419,10 +497,10 @@ mod tests {
         let v = p.decide(client.parse().unwrap(), &Name::from_ascii(q).unwrap());
         match v {
             Verdict::Refuse => ("refuse".into(), None),
-            Verdict::Block(l) => ("block".into(), Some(l.name.clone())),
+            Verdict::Block(l) => ("block".into(), Some(l.list.name.clone())),
             Verdict::Forward(l) => (
                 "forward".into(),
-                l.map(|l| format!("{}:{}", l.name, l.action.as_str())),
+                l.map(|l| format!("{}:{}", l.list.name, l.action.as_str())),
             ),
         }
     }
@@ -434,6 +512,61 @@ mod tests {
         assert_eq!(verdict(&p, "fd12::1", "example.com").0, "forward");
         assert_eq!(verdict(&p, "192.168.1.1", "example.com").0, "refuse");
         assert_eq!(verdict(&p, "::ffff:10.0.0.1", "example.com").0, "forward");
+    }
+
+    #[test]
+    fn each_group_sees_its_own_lists_and_actions() {
+        let c = config(concat!(
+            "[clients]\n\"reception-tv\" = \"10.9.0.40\"\n",
+            "[[groups]]\nname = \"iot\"\nclients = [\"10.0.5.0/24\", \"reception-tv\"]\n",
+            "lists = [\"samsung\", \"xiaomi\"]\nactions = { samsung = \"block\" }\n",
+            "[[groups]]\nname = \"staff\"\nclients = [\"10.0.6.0/24\"]\nlists = [\"samsung\"]\n",
+        ));
+        let p = Policy::build(
+            &c,
+            vec![
+                list("ads", Action::Block, &["ads.com"]),
+                list("samsung", Action::Log, &["samsung.com", "shared.com"]),
+                list("xiaomi", Action::Block, &["xiaomi.com", "shared.com"]),
+            ],
+        )
+        .unwrap();
+        let v = |client: &str, q: &str| verdict(&p, client, q);
+        let block = |l: &str| ("block".to_string(), Some(l.to_string()));
+        let forward = |l: Option<&str>| ("forward".to_string(), l.map(str::to_string));
+        // the default group: every list, its own action
+        assert_eq!(v("10.1.1.1", "a.samsung.com"), forward(Some("samsung:log")));
+        assert_eq!(v("10.1.1.1", "shared.com"), block("xiaomi"));
+        assert_eq!(v("10.1.1.1", "ads.com"), block("ads"));
+        // iot: samsung blocked by the override, ads not among its lists
+        assert_eq!(v("10.0.5.9", "samsung.com"), block("samsung"));
+        assert_eq!(v("10.0.5.9", "ads.com"), forward(None));
+        assert_eq!(v("10.0.5.9", "xiaomi.com"), block("xiaomi"));
+        // a named client is a host route into its group
+        assert_eq!(v("10.9.0.40", "samsung.com"), block("samsung"));
+        assert_eq!(v("10.9.0.41", "samsung.com"), forward(Some("samsung:log")));
+        // staff leaves xiaomi out: a name both lists hold must still be samsung's for staff
+        assert_eq!(v("10.0.6.7", "shared.com"), forward(Some("samsung:log")));
+        assert_eq!(v("10.0.6.7", "xiaomi.com"), forward(None));
+        let who = p.client("10.9.0.40".parse().unwrap());
+        assert_eq!(
+            (p.group(&who).name.as_str(), who.name),
+            ("iot", Some("reception-tv"))
+        );
+    }
+
+    #[test]
+    fn a_group_naming_a_missing_list_is_an_error() {
+        let c = config(
+            "[[groups]]\nname = \"iot\"\nclients = [\"10.0.5.0/24\"]\nlists = [\"samsng\"]\n",
+        );
+        let e = Policy::build(&c, vec![list("samsung", Action::Log, &["samsung.com"])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("group \"iot\": lists entry \"samsng\" is not a list"),
+            "{e}"
+        );
     }
 
     #[test]
