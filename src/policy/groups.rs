@@ -108,6 +108,16 @@ impl Groups {
                     None => errors.push(problem("actions key", name)),
                 }
             }
+            if g.egress_set.is_some() {
+                // Until the set writer is wired in, a strict group would silently not be strict.
+                errors.push(LoadError::File {
+                    path: config.path.clone(),
+                    message: format!(
+                        "group {:?}: egress_set is not enforced by this build yet",
+                        g.name
+                    ),
+                });
+            }
             groups.push(Group {
                 name: g.name.clone(),
                 actions,
