@@ -5,6 +5,7 @@
 
 use std::{
     hash::{Hash, Hasher},
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -22,12 +23,17 @@ use quick_cache::{
     sync::{Cache as QuickCache, DefaultLifecycle},
 };
 
-use crate::{answer::Answer, config::CacheConfig};
+use crate::{
+    answer::Answer,
+    config::CacheConfig,
+    destinations::{self, Destinations, DestinationsRef},
+};
 
 /// A cached answer, kept only in wire form: a few hundred bytes where hickory's `Record`s took
 /// about a kilobyte per answer (measured with heaptrack under the bench's query mix). UDP hits
 /// copy the bytes and patch the TTLs; the rarer paths that need records (TCP, truncation, stale)
-/// decode them.
+/// decode them. Where the answer sends the client (`Destinations`) is worked out when the entry
+/// is made and kept after the records, so a hit can be inspected without decoding.
 #[derive(Debug)]
 pub struct Entry {
     rcode: ResponseCode,
@@ -38,9 +44,12 @@ pub struct Entry {
     /// The question (this entry's name and type) and then the answer, authority and additional
     /// records, encoded as one message after its header, TTLs as upstream gave them. Compression
     /// pointers in the records are valid behind any question of the same length, and every
-    /// client question for this entry has that length (same name, same type).
+    /// client question for this entry has that length (same name, same type). From
+    /// `records_end` on: the answer's destinations, encoded as `Destinations` does (no second
+    /// allocation: a plain A answer adds 10 bytes).
     wire: Box<[u8]>,
     question_len: u16,
+    records_end: u16,
     /// Where each record's TTL field is in `wire`.
     ttl_at: Box<[u16]>,
     /// When a refresh of this answer last failed, in milliseconds after `stored`, plus one; 0 if
@@ -206,9 +215,39 @@ impl Cache {
 
     /// Stores `answer` under the TTL bounds of the config; returns the TTL used, if stored.
     pub fn insert(&self, name: LowerName, qtype: RecordType, answer: &Answer) -> Option<u32> {
+        self.store(name, qtype, answer, None)
+    }
+
+    /// `insert`, with the answer's destinations already worked out (`Destinations::of`, for the
+    /// same name and answer) by a caller that needed them anyway.
+    pub fn insert_inspected(
+        &self,
+        name: LowerName,
+        qtype: RecordType,
+        answer: &Answer,
+        destinations: &Destinations,
+    ) -> Option<u32> {
+        self.store(name, qtype, answer, Some(destinations))
+    }
+
+    fn store(
+        &self,
+        name: LowerName,
+        qtype: RecordType,
+        answer: &Answer,
+        destinations: Option<&Destinations>,
+    ) -> Option<u32> {
         let entries = self.entries.as_ref()?;
         let ttl = self.clamp(answer)?;
-        let entry = Entry::encode(&name, qtype, answer, ttl, self.config.min_ttl, &self.bytes)?;
+        let entry = Entry::encode(
+            &name,
+            qtype,
+            answer,
+            destinations,
+            ttl,
+            self.config.min_ttl,
+            &self.bytes,
+        )?;
         entries.insert((name, qtype), Arc::new(entry));
         Some(ttl)
     }
@@ -267,10 +306,12 @@ impl Cache {
 
 impl Entry {
     /// `None` if the answer cannot be encoded (it came decoded from upstream, so it should).
+    /// `destinations`, if given, are the answer's; otherwise they are worked out here.
     fn encode(
         name: &LowerName,
         qtype: RecordType,
         answer: &Answer,
+        destinations: Option<&Destinations>,
         ttl: u32,
         min_ttl: u32,
         ledger: &Arc<AtomicU64>,
@@ -280,7 +321,8 @@ impl Entry {
         m.add_answers(answer.answers.iter().cloned());
         m.add_authorities(answer.authorities.iter().cloned());
         m.add_additionals(answer.additionals.iter().cloned());
-        let bytes = m.to_vec().ok()?;
+        let mut bytes = m.to_vec().ok()?;
+        let records_end = u16::try_from(bytes.len() - HEADER_LEN).ok()?;
         let counts = HeaderCounts {
             queries: 1,
             answers: u16::try_from(answer.answers.len()).ok()?,
@@ -304,6 +346,10 @@ impl Entry {
             let rdlength = decoder.read_u16().ok()?.unverified();
             decoder.read_slice(usize::from(rdlength)).ok()?;
         }
+        match destinations {
+            Some(d) => bytes.extend_from_slice(d.as_bytes()),
+            None => destinations::encode(name, &answer.answers, &mut bytes),
+        }
         let entry = Self {
             rcode: answer.rcode,
             stored: Instant::now(),
@@ -312,6 +358,7 @@ impl Entry {
             counts,
             wire: bytes.get(HEADER_LEN..)?.into(),
             question_len,
+            records_end,
             ttl_at: ttl_at.into(),
             failed_at: AtomicU64::new(0),
             ledger: ledger.clone(),
@@ -320,7 +367,8 @@ impl Entry {
         Some(entry)
     }
 
-    /// About what this answer costs in memory: the entry, its wire bytes and TTL offsets, and the
+    /// About what this answer costs in memory: the entry, its wire bytes (destinations included)
+    /// and TTL offsets, and the
     /// cache's slot for it (the key, whose name's heap part, if any, is at most the question
     /// again, and the `Arc`'s counts and quick_cache's bookkeeping). Fixed once made, as
     /// quick_cache requires of a weight.
@@ -331,6 +379,21 @@ impl Entry {
             + self.wire.len()
             + usize::from(self.question_len)
             + self.ttl_at.len() * size_of::<u16>()) as u64
+    }
+
+    /// The question and the records, without the destinations that follow them.
+    fn records(&self) -> &[u8] {
+        self.wire
+            .get(..usize::from(self.records_end))
+            .unwrap_or_default()
+    }
+
+    fn destinations(&self) -> DestinationsRef<'_> {
+        DestinationsRef::new(
+            self.wire
+                .get(usize::from(self.records_end)..)
+                .unwrap_or_default(),
+        )
     }
 
     /// Within the failure-recheck period of a failed refresh.
@@ -384,7 +447,7 @@ impl Hit {
         if header.emit(&mut BinEncoder::new(&mut bytes)).is_err() {
             return answer;
         }
-        bytes.extend_from_slice(&entry.wire);
+        bytes.extend_from_slice(entry.records());
         // Encoded by `Entry::encode` from records hickory had decoded: this does not fail.
         let Ok(message) = Message::from_vec(&bytes) else {
             return answer;
@@ -405,6 +468,21 @@ impl Hit {
 
     pub fn rcode(&self) -> ResponseCode {
         self.entry.rcode
+    }
+
+    /// Where the answer sends the client, recorded when it was cached: read in place, nothing
+    /// decoded. Its address TTLs are the records' own; `addresses` gives them as served now.
+    pub fn destinations(&self) -> DestinationsRef<'_> {
+        self.entry.destinations()
+    }
+
+    /// The answer's addresses with the TTLs this hit serves them with: lowered by the entry's
+    /// age and within its bounds, as in the reply (`STALE_TTL` when stale): how long the client
+    /// may use each address without asking again, so how long a firewall set must keep it.
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, u32)> + '_ {
+        self.destinations()
+            .addresses()
+            .map(|(ip, ttl)| (ip, self.ttl_now(ttl)))
     }
 
     /// Past its TTL (only `Cache::get_stale` returns such hits).
@@ -444,7 +522,7 @@ impl Hit {
             return false;
         }
         out.extend_from_slice(question);
-        out.extend_from_slice(&entry.wire[question_len..]);
+        out.extend_from_slice(entry.records().get(question_len..).unwrap_or_default());
         for &at in entry.ttl_at.iter() {
             let at = usize::from(at);
             let (Some(stored), Some(field)) = (
@@ -468,9 +546,15 @@ impl Hit {
 
 #[cfg(test)]
 mod tests {
-    use std::{net::Ipv4Addr, str::FromStr};
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        str::FromStr,
+    };
 
-    use hickory_proto::rr::{Name, RData, rdata::A};
+    use hickory_proto::rr::{
+        Name, RData,
+        rdata::{A, AAAA, CNAME},
+    };
 
     use super::*;
 
@@ -562,6 +646,111 @@ mod tests {
         assert_eq!(decoded.additionals[0].data, answer.additionals[0].data);
         // too big for the client: refused, so the caller truncates
         assert!(!hit.write_wire(metadata, question, None, 40, &mut out));
+    }
+
+    /// `www.example.` -> CNAME `cdn.example.` -> A and AAAA (TTLs 3600 and 30), and an A for
+    /// `cdn.example.` in the additional section, which is no destination.
+    fn chained() -> Answer {
+        let (www, cdn) = (
+            Name::from_str("www.example.").unwrap(),
+            Name::from_str("cdn.example.").unwrap(),
+        );
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![
+                Record::from_rdata(www, 600, RData::CNAME(CNAME(cdn.clone()))),
+                Record::from_rdata(cdn.clone(), 3600, RData::A(A(Ipv4Addr::new(192, 0, 2, 7)))),
+                Record::from_rdata(cdn, 30, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))),
+            ],
+            authorities: vec![],
+            additionals: vec![Record::from_rdata(
+                Name::from_str("cdn.example.").unwrap(),
+                300,
+                RData::A(A(Ipv4Addr::new(203, 0, 113, 53))),
+            )],
+            ttl: Some(30),
+        }
+    }
+
+    fn www() -> LowerName {
+        LowerName::from_str("www.example.").unwrap()
+    }
+
+    #[test]
+    fn a_hit_gives_the_destinations_recorded_when_it_was_cached() {
+        let c = Cache::new(&CacheConfig {
+            min_ttl: 10,
+            ..config()
+        });
+        let answer = chained();
+        c.insert(www(), RecordType::A, &answer);
+        let mut hit = c.get(&www(), RecordType::A).unwrap();
+        let d = hit.destinations();
+        assert_eq!(d.targets().collect::<Vec<_>>(), [b"cdn.example"]);
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        // as upstream gave them, and as `Destinations::of` has them
+        assert_eq!(d.addresses().collect::<Vec<_>>(), [(v4, 3600), (v6, 30)]);
+        let of = Destinations::of(&www(), &answer);
+        assert!(d.addresses().eq(of.addresses()) && d.targets().eq(of.targets()));
+
+        // as served: within the entry's bounds (it is kept 30 s, the answer's TTL), then
+        // lowered by its age
+        assert_eq!(hit.addresses().collect::<Vec<_>>(), [(v4, 30), (v6, 30)]);
+        hit.age = 25;
+        assert_eq!(hit.addresses().collect::<Vec<_>>(), [(v4, 5), (v6, 5)]);
+        // the same TTLs as the reply's records
+        let reply = hit.answer();
+        assert_eq!(
+            reply.answers[1..].iter().map(|r| r.ttl).collect::<Vec<_>>(),
+            [5, 5]
+        );
+        hit.stale = true;
+        assert!(hit.addresses().all(|(_, ttl)| ttl == STALE_TTL));
+
+        // the destinations ride behind the records: replies are as before
+        let mut out = Vec::new();
+        let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
+        let question = b"\x03www\x07example\x00\x00\x01\x00\x01";
+        assert!(hit.write_wire(metadata, question, None, 512, &mut out));
+        let reply = Message::from_vec(&out).unwrap();
+        assert_eq!(reply.answers.len(), 3);
+        assert_eq!(reply.additionals.len(), 1);
+        assert_eq!(hit.answer().answers.len(), 3);
+    }
+
+    #[test]
+    fn destinations_given_by_the_caller_are_the_ones_kept() {
+        let c = Cache::new(&config());
+        let answer = chained();
+        let d = Destinations::of(&www(), &answer);
+        c.insert_inspected(www(), RecordType::A, &answer, &d);
+        let hit = c.get(&www(), RecordType::A).unwrap();
+        assert_eq!(hit.destinations().addresses().count(), 2);
+        assert!(hit.destinations().targets().eq(d.targets()));
+    }
+
+    #[test]
+    fn an_entrys_weight_counts_its_destinations() {
+        let c = Cache::new(&config());
+        // the same records, but only as destinations in the second entry
+        let mut answer = positive(300);
+        let plain = {
+            let mut a = answer.clone();
+            a.additionals = std::mem::take(&mut a.answers);
+            a
+        };
+        c.insert(key(), RecordType::A, &plain);
+        let without = c.get(&key(), RecordType::A).unwrap();
+        assert!(without.destinations().is_empty());
+        c.insert(key(), RecordType::AAAA, &answer);
+        let with = c.get(&key(), RecordType::AAAA).unwrap();
+        assert_eq!(with.destinations().addresses().count(), 1);
+        // 1 count byte, then the address: family, TTL, 4 bytes
+        assert_eq!(with.entry.bytes(), without.entry.bytes() + 10);
+        answer.answers.clear();
+        let empty = Entry::encode(&key(), RecordType::A, &answer, None, 300, 0, &c.bytes);
+        assert!(empty.unwrap().destinations().is_empty());
     }
 
     #[test]

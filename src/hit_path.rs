@@ -358,6 +358,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_hit_on_this_path_has_its_destinations_at_hand() {
+        let h = handler("").await;
+        let d = query("WWW.example.", RecordType::A, None);
+        let q = read(&d).unwrap();
+        let client = CLIENT.parse::<SocketAddr>().unwrap().ip();
+        let step = h.answer_question(&q.metadata, None, client, &q.name, q.qtype);
+        let Step::Cached(hit, _) = step else {
+            panic!("www.example. is cached");
+        };
+        let addresses: Vec<_> = hit.addresses().collect();
+        assert_eq!(addresses, [([192, 0, 2, 0].into(), 300)]);
+        assert_eq!(hit.destinations().targets().count(), 0);
+    }
+
+    #[tokio::test]
     async fn the_rate_limit_applies_once_per_query() {
         let d = query("www.example.", RecordType::A, None);
         // 2 q/s, every second limited query slips (TC=1): both paths drop and slip alike

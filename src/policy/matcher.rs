@@ -571,6 +571,31 @@ impl NameKey {
         key
     }
 
+    /// The key `new` made, from its `as_bytes()`, without the `Name`: how names recorded in
+    /// wire-free form (a cached answer's CNAME targets, see `destinations`) are matched. A `.`
+    /// in those bytes is always a label boundary, since `new` stores a dot inside a label as 0.
+    pub fn from_key_bytes(bytes: &[u8]) -> Self {
+        let mut key = Self {
+            buf: [0; MAX_NAME],
+            len: 0,
+            starts: [0; 128],
+            labels: 0,
+        };
+        let bytes = &bytes[..bytes.len().min(MAX_NAME)];
+        key.buf[..bytes.len()].copy_from_slice(bytes);
+        key.len = bytes.len();
+        if !bytes.is_empty() {
+            key.labels = 1; // the first label starts at 0; the root has none
+            for (i, &b) in bytes.iter().enumerate() {
+                if b == b'.' && key.labels < key.starts.len() {
+                    key.starts[key.labels] = (i + 1) as u8; // i < MAX_NAME
+                    key.labels += 1;
+                }
+            }
+        }
+        key
+    }
+
     /// The whole name as matched: lower-case, no final dot (what patterns see).
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
