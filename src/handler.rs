@@ -36,15 +36,17 @@ use hickory_server::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    answer::Answer,
     audit::AuditLimiter,
     cache::{Cache, Hit, replaces_stale},
     config::Config,
+    destinations::{Destinations, DestinationsRef},
+    inflight::Resolved,
     inflight::{Finish, Joined, LookupKey, Lookups},
     limits::{Admit, RateLimiter, Transport},
     metrics::{Metrics, Outcome},
     policy::{
-        Action, Match, Policy, Verdict, Via, access::Client, groups::Group, matcher::NameKey,
+        Action, AnswerMatch, Match, Policy, Verdict, Via, access::Client, groups::Group,
+        matcher::NameKey,
     },
     reply::Reply,
     upstream::{Upstream, UpstreamSetupError},
@@ -341,7 +343,6 @@ impl QueryHandler {
             Verdict::Forward(Some(m)) => self.note_match(&m, client, &who, group, qname, qtype),
             Verdict::Forward(None) => {}
         }
-        drop(policy);
 
         if qtype == RecordType::ANY {
             return done(Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
@@ -349,10 +350,90 @@ impl QueryHandler {
 
         if let Some(hit) = self.cache.get(qname, qtype) {
             self.metrics.cache_hits.inc();
+            // The policy of now applies to where a cached answer leads: a list edit covers
+            // answers cached before it.
+            let screened = policy.answer_match(group, found, hit.destinations());
+            if let Some(reply) = self.answer_screened(
+                screened,
+                meta,
+                edns,
+                client,
+                &who,
+                group,
+                qname,
+                qtype,
+                policy.block_ttl,
+            ) {
+                return done(reply, Outcome::Blocked, qtype);
+            }
             return Step::Cached(hit, qtype);
         }
         self.metrics.cache_misses.inc();
         Step::Forward
+    }
+
+    /// Acts on what an answer's destinations matched: counts and logs it, and for a block gives
+    /// the block reply for the question, its EDE text naming the list and what matched
+    /// (`blocked by list tiktok (CNAME x.tiktokv.com)`).
+    #[allow(clippy::too_many_arguments)]
+    fn answer_screened(
+        &self,
+        screened: Option<AnswerMatch<'_>>,
+        meta: &Metadata,
+        edns: Option<&Edns>,
+        client: IpAddr,
+        who: &Client<'_>,
+        group: &Group,
+        qname: &LowerName,
+        qtype: RecordType,
+        block_ttl: u32,
+    ) -> Option<Reply> {
+        let AnswerMatch { matched, what } = screened?;
+        self.note_match(&matched, client, who, group, qname, qtype);
+        tracing::debug!(%client, %qname, %qtype, list = %matched.list.name, %what, "answer matched");
+        (matched.action == Action::Block).then(|| {
+            Reply::blocked(
+                meta,
+                edns,
+                qname,
+                qtype,
+                matched.list.block_response,
+                &format!("{} ({what})", matched.list.name),
+                block_ttl,
+            )
+        })
+    }
+
+    /// `answer_question`'s screening of a cached answer, for an answer `forward` got: the
+    /// client's group and the question's own match are looked up again (off the hot path).
+    fn screen_forwarded(
+        &self,
+        meta: &Metadata,
+        edns: Option<&Edns>,
+        client: IpAddr,
+        qname: &LowerName,
+        qtype: RecordType,
+        destinations: DestinationsRef<'_>,
+    ) -> Option<Reply> {
+        if destinations.is_empty() {
+            return None;
+        }
+        let policy = self.policy.load();
+        let who = policy.client(client);
+        let group = policy.group(&who);
+        let asked = policy.name_match(group, &NameKey::new(qname), Via::Name);
+        let screened = policy.answer_match(group, asked, destinations);
+        self.answer_screened(
+            screened,
+            meta,
+            edns,
+            client,
+            &who,
+            group,
+            qname,
+            qtype,
+            policy.block_ttl,
+        )
     }
 
     /// Counts a list match and, for an audit (`log`) match, writes the audit record an admin
@@ -413,8 +494,15 @@ impl QueryHandler {
             outcome,
             qtype,
         };
+        let client = request.src().ip();
+        let screen = |destinations: DestinationsRef<'_>| {
+            self.screen_forwarded(meta, edns, client, qname, qtype, destinations)
+        };
         let stale = self.cache.get_stale(qname, qtype);
         if let Some(hit) = &stale {
+            if let Some(blocked) = screen(hit.destinations()) {
+                return done(blocked, Outcome::Blocked);
+            }
             if !hit.is_stale() {
                 // a lookup that ended since `answer_locally` missed has cached it
                 return done(Reply::forwarded(meta, edns, hit.answer()), Outcome::Cached);
@@ -451,17 +539,18 @@ impl QueryHandler {
             }
         };
         match (answer, stale) {
-            (Some(answer), stale) if stale.is_none() || replaces_stale(&answer) => {
+            (Some(resolved), stale) if stale.is_none() || replaces_stale(&resolved.0) => {
+                if let Some(blocked) = screen(resolved.1.view()) {
+                    return done(blocked, Outcome::Blocked);
+                }
+                let (answer, _) = Arc::unwrap_or_clone(resolved);
                 // a resolution failure (RFC 9520) reaches the client as the SERVFAIL it is
                 let outcome = if answer.is_resolution_failure() {
                     Outcome::Servfail
                 } else {
                     Outcome::Forwarded
                 };
-                done(
-                    Reply::forwarded(meta, edns, Arc::unwrap_or_clone(answer)),
-                    outcome,
-                )
+                done(Reply::forwarded(meta, edns, answer), outcome)
             }
             (_, Some(stale)) => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
             _ => done(
@@ -476,19 +565,22 @@ impl QueryHandler {
     /// (logged), an expired answer for the question enters its failure-recheck period.
     async fn resolve_and_cache(
         self,
-        finish: Finish<LookupKey, Option<Arc<Answer>>>,
+        finish: Finish<LookupKey, Option<Arc<Resolved>>>,
         _permit: OwnedSemaphorePermit,
     ) {
         let LookupKey { name, qtype } = finish.key().clone();
         let answer = match self.upstream.resolve(&name, qtype).await {
             Ok(answer) => {
+                // Worked out once, for the cache and every waiter's screening.
+                let destinations = Destinations::of(&name, &answer);
                 if !replaces_stale(&answer) && self.cache.get_stale(&name, qtype).is_some() {
                     // a failure must not replace an answer that can still be served stale
                     self.cache.refresh_failed(&name, qtype);
                 } else {
-                    self.cache.insert(name, qtype, &answer);
+                    self.cache
+                        .insert_inspected(name, qtype, &answer, &destinations);
                 }
-                Some(Arc::new(answer))
+                Some(Arc::new((answer, destinations)))
             }
             Err(e) => {
                 tracing::debug!(qname = %name, %qtype, error = %e, "no upstream answer");

@@ -25,7 +25,10 @@ use crate::answer::Answer;
 
 /// The upstream lookups of a `QueryHandler`: each yields upstream's answer, or `None` when no
 /// upstream answered.
-pub type Lookups = InFlight<LookupKey, Option<Arc<Answer>>>;
+/// An upstream answer with where it leads, worked out once for the cache and every waiter.
+pub type Resolved = (Answer, crate::destinations::Destinations);
+
+pub type Lookups = InFlight<LookupKey, Option<Arc<Resolved>>>;
 
 /// What a lookup is shared by: the question. A struct so that the bits that change an upstream
 /// answer (DNSSEC's DO and CD) can join it.

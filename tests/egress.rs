@@ -139,3 +139,102 @@ fn group_mistakes_are_reported_by_check_with_their_place() {
         "{err}"
     );
 }
+
+fn ede_text(r: &hickory_proto::op::DnsResponse) -> Option<String> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    r.edns
+        .as_ref()?
+        .options()
+        .as_ref()
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(15, data) => Some(String::from_utf8_lossy(&data[2..]).into_owned()),
+            _ => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cname_to_a_listed_name_is_blocked_even_from_the_cache_and_a_log_target_is_counted() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    // the upstream answers cname.X with a CNAME to target.X and its address
+    setup.write_list("unrelated", &list("block", &["unrelated.example"]));
+    let hushd = setup.start();
+    let mut c = udp_client(hushd.dns, None).await;
+
+    // cached before any list covers its target
+    let r = query(&mut c, "cname.cloak.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers.len(), 2);
+
+    // a list edit covers the cached answer at once: the target is blocked
+    setup.write_list("tiktok", &list("block", &["target.cloak.example"]));
+    let dns = hushd.dns;
+    let blocked = wait_until(Duration::from_secs(5), || {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            rt.block_on(async {
+                let mut c = udp_client(dns, None).await;
+                query(&mut c, "cname.cloak.example.", RecordType::A)
+                    .await
+                    .response_code
+                    == ResponseCode::NXDomain
+            })
+        })
+    });
+    assert!(
+        blocked,
+        "the cached CNAME answer was not blocked:\n{}",
+        hushd.log()
+    );
+    assert_eq!(
+        up.seen.count("cname.cloak.example"),
+        1,
+        "the block came from the cache"
+    );
+    let r = query(&mut c, "cname.cloak.example.", RecordType::A).await;
+    assert_eq!(
+        ede_text(&r).as_deref(),
+        Some("blocked by list tiktok (CNAME target.cloak.example)")
+    );
+    assert!(r.answers.is_empty());
+    // a forwarded (not cached) answer is screened the same way, over TCP too
+    let mut tcp = support::tcp_client(hushd.dns).await;
+    let r = query(&mut tcp, "cname.cloak.example.", RecordType::AAAA).await;
+    assert_eq!(r.response_code, ResponseCode::NXDomain);
+    assert_eq!(up.seen.count("cname.cloak.example"), 2);
+    assert!(
+        hushd
+            .metric(r#"hushd_list_matches_total{action="block",list="tiktok",via="cname"}"#)
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+
+    // an audit list on a target: answered, counted via cname, logged with the target
+    setup.write_list("samsung", &list("log", &["target.audit.example"]));
+    assert!(hushd.wait_log("policy reloaded", Duration::from_secs(5)));
+    wait_until(Duration::from_secs(5), || {
+        hushd.metric(r#"hushd_blocklist_domains{list="samsung"}"#) == Some(1.0)
+    });
+    let r = query(&mut c, "cname.audit.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    assert_eq!(
+        hushd.metric(r#"hushd_list_matches_total{action="log",list="samsung",via="cname"}"#),
+        Some(1.0)
+    );
+    // the question's own allow entry exempts where it leads
+    setup.write_list("allow", &list("allow", &["cname.cloak.example"]));
+    let allowed = wait_until(Duration::from_secs(5), || {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            rt.block_on(async {
+                let mut c = udp_client(dns, None).await;
+                query(&mut c, "cname.cloak.example.", RecordType::A)
+                    .await
+                    .response_code
+                    == ResponseCode::NoError
+            })
+        })
+    });
+    assert!(allowed, "an allowed name was blocked by its CNAME target");
+}

@@ -19,6 +19,7 @@ use self::{
 pub use crate::{config::BlockResponse, lists::Action};
 use crate::{
     config::Config,
+    destinations::DestinationsRef,
     diagnostic::{LoadError, LoadErrors},
     lists::{self, ListFile, formats::Format},
 };
@@ -103,6 +104,23 @@ impl Match<'_> {
     /// Counts it in `hushd_list_matches_total`.
     pub fn count(&self, metrics: &crate::metrics::Metrics) {
         self.list.count_match(metrics, self.action, self.via);
+    }
+}
+
+/// A list matched by where an answer leads, and what it matched (for the block reply's EDE
+/// text and the logs): `CNAME x.tiktokv.com`, `IP 203.0.113.7`.
+#[derive(Debug, Clone)]
+pub struct AnswerMatch<'p> {
+    pub matched: Match<'p>,
+    pub what: String,
+}
+
+impl<'p> AnswerMatch<'p> {
+    fn target(matched: Match<'p>, target: &[u8]) -> Self {
+        Self {
+            matched,
+            what: format!("CNAME {}", String::from_utf8_lossy(target)),
+        }
     }
 }
 
@@ -444,6 +462,37 @@ impl Policy {
                 Some(b) if rank(b.action) >= rank(action) => Some(b),
                 _ => Some(Match { list, action, via }),
             })
+    }
+
+    /// What an answer's destinations add to the decision for `group`'s client: `asked` is the
+    /// question name's own match. An allow match on the name ends it (the admin exempted what
+    /// the device asks, wherever it leads). Otherwise each CNAME/DNAME target is matched like a
+    /// name (via `cname`) and each answered address against the lists' address rules; the
+    /// first block found decides, else the first audit match is reported. Allow entries for a
+    /// target or an address exempt that one only.
+    pub fn answer_match<'p>(
+        &'p self,
+        group: &Group,
+        asked: Option<Match<'p>>,
+        destinations: DestinationsRef<'_>,
+    ) -> Option<AnswerMatch<'p>> {
+        if asked.is_some_and(|m| m.action == Action::Allow) || destinations.is_empty() {
+            return None;
+        }
+        let mut logged = None;
+        for target in destinations.targets() {
+            let key = NameKey::from_key_bytes(target);
+            match self.name_match(group, &key, Via::Cname) {
+                Some(m) if m.action == Action::Block => {
+                    return Some(AnswerMatch::target(m, target));
+                }
+                Some(m) if m.action == Action::Log && logged.is_none() => {
+                    logged = Some(AnswerMatch::target(m, target));
+                }
+                _ => {}
+            }
+        }
+        logged
     }
 
     fn best_of_names(
