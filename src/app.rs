@@ -180,12 +180,16 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
     let config = Config::load(config_path)?;
     let (policy, plan) = load_policy(&config)?;
     let mut out = format!("{}: ok\n", config_path.display());
-    for l in policy.lists() {
+    for (tag, l) in policy.lists().iter().enumerate() {
         out.push_str(&format!(
             "  list {:<20} {:<6} {:>8} names\n",
             l.name,
             l.action.as_str(),
             l.domains
+        ));
+        out.push_str(&check_address_lines(
+            &policy,
+            tag as crate::policy::matcher::Tag,
         ));
         if let Some(file) = &l.file {
             out.push_str(&check_file_lines("file", file, l.patterns));
@@ -205,10 +209,41 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
         policy.domain_count(),
         policy.lists().len()
     ));
+    for db in policy.geo().databases() {
+        let built = std::time::UNIX_EPOCH + Duration::from_secs(db.build_epoch());
+        out.push_str(&format!(
+            "  {} {}: {}, built {}{}\n",
+            db.key(),
+            db.path().display(),
+            db.database_type(),
+            humantime::format_rfc3339_seconds(built),
+            db.country_field()
+                .map(|f| format!(", countries from {f}"))
+                .unwrap_or_default()
+        ));
+    }
     for note in plan.notes() {
         out.push_str(&format!("  note: {note}\n"));
     }
     Ok(out)
+}
+
+/// `hushd check`'s lines about a list's answer-address rules, if it has any.
+fn check_address_lines(policy: &crate::policy::Policy, tag: crate::policy::matcher::Tag) -> String {
+    let mut out = String::new();
+    let networks = policy.ip_rules().listed(tag);
+    if networks > 0 {
+        out.push_str(&format!("    ips: {networks} networks\n"));
+    }
+    let countries: Vec<String> = policy.geo().countries(tag).map(|c| c.to_string()).collect();
+    if !countries.is_empty() {
+        out.push_str(&format!("    countries: {}\n", countries.join(", ")));
+    }
+    let asns: Vec<String> = policy.geo().asns(tag).map(|n| format!("AS{n}")).collect();
+    if !asns.is_empty() {
+        out.push_str(&format!("    asns: {}\n", asns.join(", ")));
+    }
+    out
 }
 
 /// `hushd check`'s lines about one source file of a list (its `domains_file`, or its

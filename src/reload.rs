@@ -1,5 +1,5 @@
-//! Live reload. A change to the config file or to any list file in the blocklist folder (seen by
-//! `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on the policy
+//! Live reload. A change to the config file, to any list file in the blocklist folder or to an
+//! `[egress]` database (seen by `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on the policy
 //! thread (`policy_thread`), off the query path, and swapped in atomically. If anything is wrong, the old policy
 //! stays in force in full, and every error is logged with its file, line and column.
 
@@ -36,7 +36,8 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     builder: PolicyThread,
     watcher: Option<RecommendedWatcher>,
-    watched: Vec<PathBuf>,
+    /// The folders watched, and the database files among what changes in them.
+    watched: (Vec<PathBuf>, Vec<PathBuf>),
     trigger: Trigger,
     /// Where each new policy's subscriptions go (the `Refresher` follows them).
     plans: Option<tokio::sync::watch::Sender<Arc<Plan>>>,
@@ -65,7 +66,7 @@ impl Reloader {
             metrics,
             builder,
             watcher: None,
-            watched: Vec::new(),
+            watched: Default::default(),
             trigger,
             plans: None,
         };
@@ -80,7 +81,7 @@ impl Reloader {
     }
 
     /// Watches the folders (not the files: editors save by renaming a new file over the old
-    /// one, which a watch on the file itself would lose).
+    /// one, which a watch on the file itself would lose, and so do database updaters).
     fn watch(&mut self) {
         let config_file = self.running.path.clone();
         let dirs = [
@@ -90,8 +91,18 @@ impl Reloader {
                 .unwrap_or_else(|| PathBuf::from(".")),
             self.running.blocklists.dir.clone(),
         ];
-        let dirs: Vec<PathBuf> = dirs
+        let egress = &self.running.egress;
+        let databases: Vec<PathBuf> = [&egress.country_db, &egress.asn_db]
             .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let database_dirs = databases
+            .iter()
+            .map(|db| db.parent().map(Path::to_path_buf).unwrap_or_default());
+        let mut dirs: Vec<PathBuf> = dirs
+            .into_iter()
+            .chain(database_dirs)
             .map(|d| {
                 if d.as_os_str().is_empty() {
                     PathBuf::from(".")
@@ -100,21 +111,34 @@ impl Reloader {
                 }
             })
             .collect();
-        if self.watcher.is_some() && dirs == self.watched {
+        let list_dir = dirs[1].clone();
+        // One watch per folder: the databases often sit beside the config.
+        let mut seen = Vec::new();
+        dirs.retain(|d| {
+            let new = !seen.contains(d);
+            seen.push(d.clone());
+            new
+        });
+        let watched = (dirs, databases);
+        if self.watcher.is_some() && watched == self.watched {
             return;
         }
+        let (dirs, databases) = &watched;
         let trigger = self.trigger.clone();
-        let list_dir = dirs[1].clone();
+        let databases_seen = databases.clone();
         let handler = move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, EventKind::Access(_)) {
                 return;
             }
-            // Only the config file itself and list files in the list folder: other files beside
-            // the config (logs, notes, a `.txt` of anything) must not cost a reload.
+            // Only the config file itself, list files in the list folder and the databases: other
+            // files beside them (logs, notes, an updater's temporary file) must not cost a reload.
             let relevant = |p: &PathBuf| {
                 p.file_name() == config_file.file_name()
                     || (is_policy_file(p) && same_dir(p.parent(), &list_dir))
+                    || databases_seen.iter().any(|db| {
+                        p.file_name() == db.file_name() && same_dir(p.parent(), parent_dir(db))
+                    })
             };
             if event.paths.iter().any(relevant) {
                 // Full channel: a reload is already pending, which will see this change too.
@@ -128,13 +152,13 @@ impl Reloader {
                 return;
             }
         };
-        for dir in &dirs {
+        for dir in dirs {
             if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot watch folder; reload with SIGHUP");
             }
         }
         self.watcher = Some(watcher);
-        self.watched = dirs;
+        self.watched = watched;
     }
 
     pub async fn run(mut self, mut requests: mpsc::Receiver<()>) {
@@ -213,13 +237,15 @@ impl Reloader {
                 changed
             });
         }
-        let dir_changed = config.blocklists.dir != self.running.blocklists.dir;
+        let watch_changed = config.blocklists.dir != self.running.blocklists.dir
+            || config.egress != self.running.egress;
         // Keep what is running (listeners, upstreams, cache) but track the config now in force.
         self.running.server.allow_clients = config.server.allow_clients;
         self.running.server.block_response = config.server.block_response;
         self.running.server.block_ttl = config.server.block_ttl;
         self.running.blocklists = config.blocklists;
-        if dir_changed {
+        self.running.egress = config.egress;
+        if watch_changed {
             self.watch();
         }
     }
@@ -243,6 +269,14 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
             key,
             "changed in the config file; it takes effect after a restart"
         );
+    }
+}
+
+/// The folder of `file` as `watch` watches it (`.` for a bare file name).
+fn parent_dir(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod formats;
+pub mod ips;
 pub mod refresh;
 pub mod store;
 pub mod subscription;
@@ -180,16 +181,16 @@ fn is_visible_with_extension(path: &Path, extension: &str) -> bool {
     !file.starts_with('.') && path.extension().is_some_and(|e| e == extension)
 }
 
-/// `domains_file` names a file beside the list, never a path: a list cannot make hushd read
-/// outside its folder.
-fn sibling_file(list: &Path, name: &str) -> Result<PathBuf, String> {
+/// `domains_file` and `ips_file` (`key`) name a file beside the list, never a path: a list
+/// cannot make hushd read outside its folder.
+fn sibling_file(list: &Path, key: &str, name: &str) -> Result<PathBuf, String> {
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\'])
         && Path::new(name).extension().is_some_and(|e| e == "txt");
     if !plain {
         return Err(format!(
-            "domains_file {name:?} must be the name of a .txt file in the list's own folder (no path)"
+            "{key} {name:?} must be the name of a .txt file in the list's own folder (no path)"
         ));
     }
     Ok(list.with_file_name(name))
@@ -351,16 +352,15 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
             )),
         }
     }
-    let domains_file =
-        raw.domains_file
-            .as_ref()
-            .and_then(|f| match sibling_file(path, f.get_ref()) {
-                Ok(p) => Some(p),
-                Err(why) => {
-                    errors.push(LoadError::at(path, text, f.span(), why));
-                    None
-                }
-            });
+    let domains_file = raw.domains_file.as_ref().and_then(|f| {
+        match sibling_file(path, "domains_file", f.get_ref()) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                errors.push(LoadError::at(path, text, f.span(), why));
+                None
+            }
+        }
+    });
     let subscription = parse_subscription(&raw, &mut |span, why| {
         errors.push(LoadError::at(path, text, span, why));
     });
@@ -368,16 +368,16 @@ pub fn parse_list(path: &Path, text: &str) -> Result<ListFile, LoadErrors> {
     let ips = parse_each(&raw.ips, parse_ip_rule, &mut err_at);
     let countries = parse_each(&raw.countries, parse_country, &mut err_at);
     let nft_sets = parse_each(&raw.nft_sets, SetRef::parse, &mut err_at);
-    let ips_file = raw
-        .ips_file
-        .as_ref()
-        .and_then(|f| match sibling_file(path, f.get_ref()) {
-            Ok(p) => Some(p),
-            Err(why) => {
-                errors.push(LoadError::at(path, text, f.span(), why));
-                None
-            }
-        });
+    let ips_file =
+        raw.ips_file
+            .as_ref()
+            .and_then(|f| match sibling_file(path, "ips_file", f.get_ref()) {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    errors.push(LoadError::at(path, text, f.span(), why));
+                    None
+                }
+            });
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }

@@ -4,7 +4,9 @@
 //! client address and the name, so it is tested without sockets.
 
 pub mod access;
+pub mod geo;
 pub mod groups;
+pub mod ip_rules;
 pub mod matcher;
 
 use std::{net::IpAddr, sync::OnceLock};
@@ -13,7 +15,9 @@ use hickory_proto::rr::Name;
 
 use self::{
     access::{Client, ClientAccess},
+    geo::{Geo, GeoBuilder},
     groups::{Group, Groups},
+    ip_rules::{IpRules, IpRulesBuilder},
     matcher::{DomainSet, DomainSetBuilder, Kind, NameKey, Tag},
 };
 pub use crate::{config::BlockResponse, lists::Action};
@@ -142,6 +146,10 @@ pub struct Policy {
     lists: Vec<ListMeta>,
     domains: DomainSet,
     patterns: Option<Patterns>,
+    /// Answer addresses in lists' `ips` and `ips_file`.
+    ip_rules: IpRules,
+    /// Answer addresses' countries and networks, and lists' `countries` and `asns`.
+    geo: Geo,
     pub block_ttl: u32,
 }
 
@@ -178,22 +186,14 @@ impl Policy {
             }
             .into());
         }
-        // The egress keys parse, but until answers are inspected they would be silent no-ops:
-        // refuse them rather than let an admin believe they are enforced.
+        // `nft_sets` parses, but until sets are fed it would be a silent no-op: refuse it rather
+        // than let an admin believe it is enforced.
         let unenforced: Vec<LoadError> = files
             .iter()
-            .filter(|f| {
-                !f.ips.is_empty()
-                    || f.ips_file.is_some()
-                    || !f.countries.is_empty()
-                    || !f.asns.is_empty()
-                    || !f.nft_sets.is_empty()
-            })
+            .filter(|f| !f.nft_sets.is_empty())
             .map(|f| LoadError::File {
                 path: f.path.clone(),
-                message:
-                    "ips, ips_file, countries, asns and nft_sets are not enforced by this build yet"
-                        .into(),
+                message: "nft_sets is not enforced by this build yet".into(),
             })
             .collect();
         if !unenforced.is_empty() {
@@ -228,8 +228,10 @@ impl Policy {
         // Lists with `@@` exceptions keep their own entries: an exception cancels its own list,
         // so the entry of another list for the same name must survive it.
         let mut own_entries: Vec<bool> = Vec::with_capacity(files.len());
+        let (mut ip_rules, mut geo) = (IpRules::builder(), GeoBuilder::default());
         for (tag, file) in files.into_iter().enumerate() {
             let tag = tag as Tag;
+            add_address_rules(&mut ip_rules, &mut geo, tag, &file, &mut errors);
             let mut distinct = 0;
             let copy = stored_copy(config, &file);
             let isolated = file
@@ -332,6 +334,10 @@ impl Policy {
                 }
             },
         };
+        let geo = geo
+            .build(&config.egress, &config.path)
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_default();
         if full {
             errors.push(LoadError::File {
                 path: config.blocklists.dir.clone(),
@@ -347,8 +353,29 @@ impl Policy {
             lists,
             domains: builder.build(),
             patterns,
+            ip_rules: ip_rules.build(),
+            geo,
             block_ttl: config.server.block_ttl,
         })
+    }
+
+    /// Calls `f` with every list an answer address is in, and how: `Via::Ip` for its `ips`,
+    /// `Via::Country` / `Via::Asn` for its `countries` / `asns` (a list may come more than once,
+    /// once per way). IPv4-mapped IPv6 addresses count as IPv4. No allocation; a database
+    /// lookup only if some list has `countries` or `asns`.
+    pub fn address_lists(&self, addr: IpAddr, mut f: impl FnMut(Tag, Via)) {
+        self.ip_rules.visit(addr, |tag| f(tag, Via::Ip));
+        self.geo.visit(addr, f);
+    }
+
+    /// The answer-address table (`ips`, `ips_file`).
+    pub fn ip_rules(&self) -> &IpRules {
+        &self.ip_rules
+    }
+
+    /// The country and network databases, with the lists' `countries` and `asns`.
+    pub fn geo(&self) -> &Geo {
+        &self.geo
     }
 
     pub fn lists(&self) -> &[ListMeta] {
@@ -799,6 +826,97 @@ mod tests {
         );
     }
 
+    fn address_lists(p: &Policy, addr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        p.address_lists(addr.parse().unwrap(), |tag, via| {
+            out.push(format!(
+                "{}:{}",
+                p.lists()[usize::from(tag)].name,
+                via.as_str()
+            ));
+        });
+        out
+    }
+
+    #[test]
+    fn answer_addresses_match_by_ips_ips_file_country_and_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mmdb");
+        std::fs::write(
+            dir.path().join("doh.txt"),
+            "# resolvers\n192.0.2.53\n2001:db8:2::/48\n",
+        )
+        .unwrap();
+        let mut doh = list("doh", Action::Block, &[]);
+        doh.ips = vec!["198.51.100.0/24".parse().unwrap()];
+        doh.ips_file = Some(dir.path().join("doh.txt"));
+        let mut cn = list("cn", Action::Log, &[]);
+        cn.countries = vec!["CN".into()];
+        let mut net = list("net", Action::Log, &[]);
+        net.asns = vec![64501];
+        net.ips = vec!["192.0.2.0/24".parse().unwrap()];
+        let p = Policy::build(
+            &config(&format!(
+                "\n[egress]\ncountry_db = \"{0}/country.mmdb\"\nasn_db = \"{0}/asn.mmdb\"",
+                fixtures.display()
+            )),
+            vec![cn, doh, net],
+        )
+        .unwrap();
+        assert_eq!(
+            address_lists(&p, "192.0.2.53"),
+            ["doh:ip", "net:ip", "cn:country"]
+        );
+        assert_eq!(
+            address_lists(&p, "::ffff:192.0.2.1"),
+            ["net:ip", "cn:country"]
+        );
+        assert_eq!(address_lists(&p, "198.51.100.7"), ["doh:ip", "net:asn"]);
+        assert_eq!(address_lists(&p, "2001:db8:2::1"), ["doh:ip", "net:asn"]);
+        assert_eq!(address_lists(&p, "2001:db8:1::1"), ["cn:country"]);
+        assert_eq!(address_lists(&p, "203.0.113.1"), Vec::<String>::new());
+        assert_eq!(p.ip_rules().listed(1), 3);
+        // names are untouched by address rules
+        assert_eq!(
+            verdict(&p, "10.0.0.1", "example.com"),
+            ("forward".into(), None)
+        );
+    }
+
+    #[test]
+    fn address_rule_errors_fail_the_build_and_nft_sets_stay_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.txt"), "192.0.2.0/24\n192.0.2.1/24\n").unwrap();
+        let mut bad = list("bad", Action::Block, &[]);
+        bad.ips_file = Some(dir.path().join("bad.txt"));
+        let mut cn = list("cn", Action::Log, &[]);
+        cn.countries = vec!["CN".into()];
+        let err = Policy::build(&config(""), vec![bad, cn])
+            .unwrap_err()
+            .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(
+            lines[0].contains("bad.txt:2:1: \"192.0.2.1/24\" has host bits set"),
+            "{err}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "/l/cn.toml: countries needs [egress] country_db in /etc/hushd/hushd.toml"
+            ),
+            "{err}"
+        );
+        let mut sets = list("sets", Action::Block, &[]);
+        sets.nft_sets = vec![crate::egress::SetRef::parse("inet hushd x4").unwrap()];
+        let err = Policy::build(&config(""), vec![sets])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nft_sets is not enforced by this build yet"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn block_response_comes_from_the_list_or_the_server_default() {
         let mut special = list("b", Action::Block, &["b.com"]);
@@ -811,6 +929,26 @@ mod tests {
         assert_eq!(p.lists()[0].block_response, BlockResponse::Null);
         assert_eq!(p.lists()[1].block_response, BlockResponse::Refused);
     }
+}
+
+/// Puts the answer-address rules of `file` (its `ips`, `ips_file`, `countries`, `asns`) in the
+/// builders; a bad `ips_file` line is an error at its place.
+fn add_address_rules(
+    ip_rules: &mut IpRulesBuilder,
+    geo: &mut GeoBuilder,
+    tag: Tag,
+    file: &ListFile,
+    errors: &mut Vec<LoadError>,
+) {
+    for &net in &file.ips {
+        ip_rules.add(net, tag);
+    }
+    if let Some(path) = &file.ips_file
+        && let Err(e) = lists::ips::read_ips_file(path, |_, net| ip_rules.add(net, tag))
+    {
+        errors.extend(e.0);
+    }
+    geo.add_list(tag, file);
 }
 
 /// Names waiting to go into the matcher together (see `DomainSetBuilder::warm`).
