@@ -207,6 +207,16 @@ pub fn slip_reply(request: &Metadata, edns: Option<&Edns>) -> Reply {
     reply
 }
 
+/// Who asked what: the client, what the policy knows of it, and the question; what a match is
+/// counted and logged with.
+struct Asker<'q> {
+    client: IpAddr,
+    who: Client<'q>,
+    group: &'q Group,
+    qname: &'q LowerName,
+    qtype: RecordType,
+}
+
 /// A finished answer: the reply and how the query ended, for the metrics.
 pub struct Answered {
     pub reply: Reply,
@@ -323,12 +333,18 @@ impl QueryHandler {
         if !who.allowed {
             return error(ResponseCode::Refused, Outcome::Refused, qtype);
         }
-        let group = policy.group(&who);
-        let found = policy.name_match(group, &NameKey::new(qname), Via::Name);
+        let asker = Asker {
+            client,
+            who,
+            group: policy.group(&who),
+            qname,
+            qtype,
+        };
+        let found = policy.name_match(asker.group, &NameKey::new(qname), Via::Name);
         match Policy::verdict(found) {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
             Verdict::Block(m) => {
-                self.note_match(&m, client, &who, group, qname, qtype);
+                self.note_match(&m, &asker, "-");
                 let reply = Reply::blocked(
                     meta,
                     edns,
@@ -340,7 +356,7 @@ impl QueryHandler {
                 );
                 return done(reply, Outcome::Blocked, qtype);
             }
-            Verdict::Forward(Some(m)) => self.note_match(&m, client, &who, group, qname, qtype),
+            Verdict::Forward(Some(m)) => self.note_match(&m, &asker, "-"),
             Verdict::Forward(None) => {}
         }
 
@@ -352,18 +368,10 @@ impl QueryHandler {
             self.metrics.cache_hits.inc();
             // The policy of now applies to where a cached answer leads: a list edit covers
             // answers cached before it.
-            let screened = policy.answer_match(group, found, hit.destinations());
-            if let Some(reply) = self.answer_screened(
-                screened,
-                meta,
-                edns,
-                client,
-                &who,
-                group,
-                qname,
-                qtype,
-                policy.block_ttl,
-            ) {
+            let screened = policy.answer_match(asker.group, found, hit.destinations());
+            if let Some(reply) =
+                self.answer_screened(screened, meta, edns, &asker, policy.block_ttl)
+            {
                 return done(reply, Outcome::Blocked, qtype);
             }
             return Step::Cached(hit, qtype);
@@ -375,28 +383,22 @@ impl QueryHandler {
     /// Acts on what an answer's destinations matched: counts and logs it, and for a block gives
     /// the block reply for the question, its EDE text naming the list and what matched
     /// (`blocked by list tiktok (CNAME x.tiktokv.com)`).
-    #[allow(clippy::too_many_arguments)]
     fn answer_screened(
         &self,
         screened: Option<AnswerMatch<'_>>,
         meta: &Metadata,
         edns: Option<&Edns>,
-        client: IpAddr,
-        who: &Client<'_>,
-        group: &Group,
-        qname: &LowerName,
-        qtype: RecordType,
+        asker: &Asker<'_>,
         block_ttl: u32,
     ) -> Option<Reply> {
         let AnswerMatch { matched, what } = screened?;
-        self.note_match(&matched, client, who, group, qname, qtype);
-        tracing::debug!(%client, %qname, %qtype, list = %matched.list.name, %what, "answer matched");
+        self.note_match(&matched, asker, &what);
         (matched.action == Action::Block).then(|| {
             Reply::blocked(
                 meta,
                 edns,
-                qname,
-                qtype,
+                asker.qname,
+                asker.qtype,
                 matched.list.block_response,
                 &format!("{} ({what})", matched.list.name),
                 block_ttl,
@@ -420,46 +422,41 @@ impl QueryHandler {
         }
         let policy = self.policy.load();
         let who = policy.client(client);
-        let group = policy.group(&who);
-        let asked = policy.name_match(group, &NameKey::new(qname), Via::Name);
-        let screened = policy.answer_match(group, asked, destinations);
-        self.answer_screened(
-            screened,
-            meta,
-            edns,
+        let asker = Asker {
             client,
-            &who,
-            group,
+            who,
+            group: policy.group(&who),
             qname,
             qtype,
-            policy.block_ttl,
-        )
+        };
+        let asked = policy.name_match(asker.group, &NameKey::new(qname), Via::Name);
+        let screened = policy.answer_match(asker.group, asked, destinations);
+        self.answer_screened(screened, meta, edns, &asker, policy.block_ttl)
     }
 
     /// Counts a list match and, for an audit (`log`) match, writes the audit record an admin
     /// gathers before deciding to block: rate-limited per (client, list) in audit.rs, while
-    /// the metric counts every match. A block is logged at debug level only: it is answered,
-    /// and counted.
-    fn note_match(
-        &self,
-        m: &Match<'_>,
-        client: IpAddr,
-        who: &Client<'_>,
-        group: &Group,
-        qname: &LowerName,
-        qtype: RecordType,
-    ) {
+    /// the metric counts every match. `matched` says what matched when it was not the name
+    /// asked ("-"): `CNAME x.tiktokv.com`, `IP 192.0.2.7, country CN`. A block is logged at
+    /// debug level only: it is answered, and counted.
+    fn note_match(&self, m: &Match<'_>, asker: &Asker<'_>, matched: &str) {
         m.count(&self.metrics);
-        let (list, via, group) = (&m.list.name, m.via.as_str(), &group.name);
+        let Asker {
+            client,
+            qname,
+            qtype,
+            ..
+        } = asker;
+        let (list, via, group) = (&m.list.name, m.via.as_str(), &asker.group.name);
         // "-" for a client without a name, so every line has the same fields.
-        let client_name = who.name.unwrap_or("-");
+        let client_name = asker.who.name.unwrap_or("-");
         match m.action {
             Action::Block => {
-                tracing::debug!(%client, %client_name, %group, %qname, %qtype, %list, via, action = "block", "list match");
+                tracing::debug!(%client, %client_name, %group, %qname, %qtype, %list, via, matched, action = "block", "list match");
             }
             Action::Log => {
-                if let Some(suppressed) = self.audit.admit(client, list) {
-                    tracing::info!(target: "hushd::audit", %client, %client_name, %group, %qname, %qtype, %list, via, action = "log", suppressed, "list match");
+                if let Some(suppressed) = self.audit.admit(*client, list) {
+                    tracing::info!(target: "hushd::audit", %client, %client_name, %group, %qname, %qtype, %list, via, matched, action = "log", suppressed, "list match");
                 }
             }
             Action::Allow => {}

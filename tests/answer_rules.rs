@@ -246,3 +246,79 @@ async fn a_database_change_reloads_and_a_damaged_one_keeps_the_policy() {
         hushd.log()
     );
 }
+
+fn ede_text(r: &hickory_proto::op::DnsResponse) -> Option<String> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    r.edns
+        .as_ref()?
+        .options()
+        .as_ref()
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(15, data) => Some(String::from_utf8_lossy(&data[2..]).into_owned()),
+            _ => None,
+        })
+}
+
+/// The upstream fixture answers plain names with 192.0.2.1 (CN, AS64500 in the test
+/// databases) and `cname.X` with a CNAME to an A of 192.0.2.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_blocked_or_logged_by_their_addresses_country_and_network() {
+    use hickory_proto::rr::RecordType;
+    let up = Upstream::start().await;
+    let setup = egress_setup(&up);
+    setup.write_list("badip", "action = \"block\"\nips = [\"192.0.2.2/32\"]\n");
+    let hushd = setup.start();
+    let mut c = udp_client(hushd.dns, None).await;
+
+    // 192.0.2.1: in CN and AS64500, both audit lists: answered, counted by how it matched
+    let r = support::query(&mut c, "www.example.", RecordType::A).await;
+    assert_eq!(r.response_code, ResponseCode::NoError);
+    let counted = |list: &str, via: &str| {
+        hushd
+            .metric(&format!(
+                "hushd_list_matches_total{{action=\"log\",list=\"{list}\",via=\"{via}\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    assert_eq!(counted("cn", "country") + counted("net", "asn"), 1.0);
+    assert!(hushd.wait_log(
+        "country CN, AS64500 (Example Net A)",
+        Duration::from_secs(2)
+    ));
+
+    // 192.0.2.2 behind a CNAME: blocked by the range, from upstream and then from the cache
+    for _ in 0..2 {
+        let r = support::query(&mut c, "cname.cdn.example.", RecordType::A).await;
+        assert_eq!(r.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            ede_text(&r).as_deref(),
+            Some("blocked by list badip (IP 192.0.2.2)")
+        );
+    }
+    assert_eq!(up.seen.count("cname.cdn.example"), 1);
+    assert_eq!(
+        hushd.metric(r#"hushd_list_matches_total{action="block",list="badip",via="ip"}"#),
+        Some(2.0)
+    );
+    // an address no list holds (2001:db8::1 is in no test range)
+    assert_eq!(
+        support::query(&mut c, "www.example.", RecordType::AAAA)
+            .await
+            .response_code,
+        ResponseCode::NoError
+    );
+    // an allow list's range exempts the address
+    setup.write_list("ok", "action = \"allow\"\nips = [\"192.0.2.0/30\"]\n");
+    let dns = hushd.dns;
+    let exempt = wait_until(Duration::from_secs(5), || {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            rt.block_on(async {
+                let mut c = udp_client(dns, None).await;
+                rcode(&mut c, "cname.cdn.example.").await == ResponseCode::NoError
+            })
+        })
+    });
+    assert!(exempt, "an allowed address was still blocked");
+}

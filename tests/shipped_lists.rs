@@ -196,7 +196,9 @@ async fn a_fresh_install_blocks_xiaomi_and_only_logs_the_other_vendors() {
             assert_eq!((code, up.seen.count(&name)), (ResponseCode::NXDomain, 0));
         } else {
             assert_eq!((code, up.seen.count(&name)), (ResponseCode::NoError, 1));
-            let line = format!("qname={name}. qtype=A list={vendor} via=\"name\" action=\"log\"");
+            let line = format!(
+                "qname={name}. qtype=A list={vendor} via=\"name\" matched=\"-\" action=\"log\""
+            );
             assert!(
                 hushd.wait_log(&line, Duration::from_secs(5)),
                 "no `{line}` in\n{}",

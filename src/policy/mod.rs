@@ -126,6 +126,16 @@ impl<'p> AnswerMatch<'p> {
             what: format!("CNAME {}", String::from_utf8_lossy(target)),
         }
     }
+
+    /// `IP 203.0.113.7`, or with where it is when a country or network rule matched
+    /// (`IP 203.0.113.7, country CN, AS64500 (Example Net)`).
+    fn address(policy: &Policy, matched: Match<'p>, addr: IpAddr) -> Self {
+        let what = match matched.via {
+            Via::Country | Via::Asn => format!("IP {addr}, {}", policy.geo.place(addr)),
+            _ => format!("IP {addr}"),
+        };
+        Self { matched, what }
+    }
 }
 
 /// What to do with one query.
@@ -519,7 +529,39 @@ impl Policy {
                 _ => {}
             }
         }
+        if self.ip_rules.is_empty() && self.geo.is_empty() {
+            return logged;
+        }
+        for (addr, _) in destinations.addresses() {
+            match self.address_match(group, addr) {
+                Some(m) if m.action == Action::Block => {
+                    return Some(AnswerMatch::address(self, m, addr));
+                }
+                Some(m) if m.action == Action::Log && logged.is_none() => {
+                    logged = Some(AnswerMatch::address(self, m, addr));
+                }
+                _ => {}
+            }
+        }
         logged
+    }
+
+    /// The list that decides answer address `addr` for `group`: the highest rank among the
+    /// lists the group applies whose ranges, countries or networks hold it (an allow list's
+    /// exempts the address).
+    pub fn address_match(&self, group: &Group, addr: IpAddr) -> Option<Match<'_>> {
+        let mut best = None::<Match<'_>>;
+        self.address_lists(addr, |tag, via| {
+            let (Some(action), Some(list)) = (group.action(tag), self.lists.get(usize::from(tag)))
+            else {
+                return;
+            };
+            match best {
+                Some(b) if rank(b.action) >= rank(action) => {}
+                _ => best = Some(Match { list, action, via }),
+            }
+        });
+        best
     }
 
     fn best_of_names(
