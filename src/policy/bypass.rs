@@ -45,7 +45,7 @@ impl BypassAnswer {
     /// NXDOMAIN for the two canaries (Mozilla and Apple both name it; Apple also accepts an
     /// empty answer, but NXDOMAIN is what both share); NOERROR with no records for
     /// `resolver.arpa` (RFC 9462 §4: a resolver without designated resolvers "SHOULD return
-    /// NODATA"; an NXDOMAIN there would also deny the zone every name of which is special).
+    /// NODATA" for the zone).
     pub fn rcode(self) -> ResponseCode {
         match self {
             Self::FirefoxCanary | Self::IcloudPrivateRelay => ResponseCode::NXDomain,
@@ -80,7 +80,7 @@ impl BypassAnswer {
 /// (other `icloud.com` names are iCloud itself). RFC 9462 makes the whole `resolver.arpa`
 /// zone special-use, so every name in it, the apex too, is answered here and never forwarded.
 pub fn bypass_answer(defence: &BypassDefence, qname: &Name) -> Option<BypassAnswer> {
-    // From the top label down: most names are settled by their first comparison.
+    // From the top label down: for most names the first comparison settles it.
     let mut labels = qname.iter().rev();
     let top = labels.next()?;
     let (second, third, fourth) = (labels.next(), labels.next(), labels.next());
