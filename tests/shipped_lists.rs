@@ -329,4 +329,30 @@ fn the_doh_list_names_the_big_resolvers_and_comments_their_addresses() {
     ] {
         assert!(ips.iter().any(|i| i.as_str() == Some(big)), "{big} missing");
     }
+
+    // Uncommented in place, hushd's own parser takes every address: `hushd check` passes, or
+    // (until answer-IP rules are enforced) refuses only the key itself, never an address.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("blocklists")).unwrap();
+    let uncommented: String = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match (start..=end).contains(&i) {
+            true => format!("{}\n", l.strip_prefix("# ").unwrap_or(l)),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(dir.path().join("blocklists/doh.toml"), uncommented).unwrap();
+    let out = std::process::Command::new(support::HUSHD)
+        .args(["check", "--config"])
+        .arg(config_for(dir.path()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("doh.toml")).collect();
+    assert!(
+        out.status.success()
+            || errors.len() == 1 && errors[0].ends_with("are not enforced by this build yet"),
+        "{stderr}"
+    );
 }
