@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Builds a hushd list file (blocklists/<vendor>.toml) from a compiled vendor list.
+"""Builds a hushd list file (blocklists/<vendor>.toml) from a compiled vendor list (or the
+compiled list of public DoH/DoT/DoQ resolvers, doh).
 
 Usage: python3 blocklists/build.py SOURCE.txt [SOURCE.txt ...] [--out DIR]
 
@@ -46,6 +47,9 @@ VENDORS = {
     "oppo-realme": ("OPPO / Realme / OnePlus (ColorOS, HeyTap) telemetry and ads",
                     "OPPO / Realme (ColorOS, HeyTap) telemetry and ads", "log"),
     "vivo": ("Vivo telemetry and tracking", "Vivo telemetry and tracking", "log"),
+    # Not a vendor: the resolvers a device can use to resolve past hushd. Audit only as well.
+    "doh": ("Public encrypted DNS resolvers (DoH, DoT, DoQ)",
+            "Public DNS-over-HTTPS, -TLS and -QUIC resolvers", "log"),
 }
 
 # (vendor, name) -> why it is left out. hushd matches every subdomain of a listed name, so a
@@ -65,10 +69,141 @@ DROPPED = {
         "so it would reach every *.msedge.net service. The telemetry name",
         "win10-trt.msedge.net stays in the list.",
     ],
+    ("doh", "use-application-dns.net"): [
+        "Firefox's canary, not a resolver. hushd answers it itself ([server] firefox_canary,",
+        "before any list), and with that toggle off it must be forwarded, not counted here.",
+    ],
+    ("doh", "mask.icloud.com"): [
+        "iCloud Private Relay, which [server] icloud_private_relay governs, before any list:",
+        "turning that toggle off must let Private Relay work whatever this list's action.",
+    ],
+    ("doh", "mask-h2.icloud.com"): ["iCloud Private Relay, as mask.icloud.com."],
+    ("doh", "mask-api.icloud.com"): ["iCloud Private Relay's own API, as mask.icloud.com."],
 }
+
+# vendor -> (does a name go, why): a whole class of names left out, each listed in the header.
+GENERAL_SLDS = {"co", "com", "net", "org", "ac", "go", "gov", "edu", "or", "ne", "idv", "name"}
+SAYS_DNS = re.compile(r"dns|doh|dot|resolv|quad9")
+# Registrable domains that serve DNS and nothing else, whatever their name says.
+DNS_ONLY_DOMAINS = {"8888.google"}
+
+
+def general_purpose_domain(name):
+    """A registrable domain (example.com, example.co.za) whose first label does not say DNS."""
+    labels = name.split(".")
+    registrable = len(labels) == 2 or (len(labels) == 3 and labels[1] in GENERAL_SLDS)
+    return registrable and not SAYS_DNS.search(labels[0]) and name not in DNS_ONLY_DOMAINS
+
+
+DROP_RULES = {
+    "doh": (general_purpose_domain, [
+        "a whole registrable domain whose name does not say DNS (dns, doh, dot, resolv...).",
+        "Source B lists the hostnames that answered as DoH servers, and some of those are a",
+        "site's or a platform's apex (fly.io, switch.ch, iij.jp, eth.link, a shop, a casino);",
+        "in hushd a listed name also matches every name under it, so these would count (or,",
+        "switched to block, block) everything hosted there. Resolvers on such a domain are",
+        "usually also listed by a name of their own (dns.<domain>, doh.<domain>), which stays.",
+    ]),
+}
+
+# The public resolvers' own addresses, for answer-IP rules and the firewall example: only
+# anycast addresses their operators run for DNS alone, each group with its sources: the
+# operator's documentation, and the names dibdot/DoH-IP-blocklists' doh-ipv4.txt and
+# doh-ipv6.txt (Source B's snapshot, GPL-3.0) resolved to these addresses.
+DOH_IPS = [
+    ("Google Public DNS: developers.google.com/speed/public-dns/docs/using;"
+     " dibdot: dns.google, 8888.google",
+     ["8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844"]),
+    ("Cloudflare 1.1.1.1, and for Families (malware; malware and adult):"
+     " developers.cloudflare.com/1.1.1.1/ip-addresses/;"
+     " dibdot: one.one.one.one, security.cloudflare-dns.com, family.cloudflare-dns.com",
+     ["1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+      "1.1.1.2", "1.0.0.2", "2606:4700:4700::1112", "2606:4700:4700::1002",
+      "1.1.1.3", "1.0.0.3", "2606:4700:4700::1113", "2606:4700:4700::1003"]),
+    ("Quad9 (secure, unsecured, with ECS):"
+     " www.quad9.net/service/service-addresses-and-features;"
+     " dibdot: dns.quad9.net, dns9, dns10, dns11.quad9.net",
+     ["9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9",
+      "9.9.9.10", "149.112.112.10", "2620:fe::10", "2620:fe::fe:10",
+      "9.9.9.11", "149.112.112.11", "2620:fe::11", "2620:fe::fe:11"]),
+    ("Cisco OpenDNS (and FamilyShield, and their DoH front ends): www.opendns.com/setupguide/;"
+     " dibdot: dns.opendns.com, familyshield.opendns.com, doh.opendns.com,"
+     " doh.familyshield.opendns.com",
+     ["208.67.222.222", "208.67.220.220", "2620:119:35::35", "2620:119:53::53",
+      "208.67.222.123", "208.67.220.123", "2620:119:35::123", "2620:119:53::123",
+      "146.112.41.2", "146.112.41.3", "2620:119:fc::2", "2620:119:fc::3"]),
+    ("AdGuard DNS (default, family, unfiltered, private):"
+     " adguard-dns.io/kb/general/dns-providers/;"
+     " dibdot: dns.adguard-dns.com, family.adguard-dns.com, unfiltered.adguard-dns.com,"
+     " d.adguard-dns.com",
+     ["94.140.14.14", "94.140.15.15", "2a10:50c0::ad1:ff", "2a10:50c0::ad2:ff",
+      "94.140.14.15", "94.140.15.16", "2a10:50c0::bad1:ff", "2a10:50c0::bad2:ff",
+      "94.140.14.140", "94.140.14.141", "2a10:50c0::1:ff", "2a10:50c0::2:ff",
+      "94.140.14.49", "2a10:50c0::ded:ff"]),
+    ("Control dibdot: docs.controld.com/docs/control-d-ip-ranges (the secure-DNS endpoints);"
+     " dibdot: freedns.controld.com, dns.controld.com (the 76.76.2.x and 2606:1a40:: ones)",
+     ["76.76.2.11", "76.76.10.11", "2606:1a40::11", "2606:1a40:1::11",
+      "76.76.2.22", "76.76.10.22", "2606:1a40::22", "2606:1a40:1::22"]),
+    ("Mullvad DNS: mullvad.net/en/help/dns-over-https-and-dns-over-tls;"
+     " dibdot: dns.mullvad.net and its adblock, base, extended, family, all profiles",
+     ["194.242.2.2", "194.242.2.3", "194.242.2.4", "194.242.2.5", "194.242.2.6", "194.242.2.9",
+      "2a07:e340::2", "2a07:e340::3", "2a07:e340::4", "2a07:e340::5", "2a07:e340::6",
+      "2a07:e340::9"]),
+    ("CleanBrowsing (security, adult, family filters): cleanbrowsing.org/filters/;"
+     " dibdot: security-, adult-, family-filter-dns.cleanbrowsing.org",
+     ["185.228.168.9", "185.228.168.10", "185.228.168.168"]),
+]
+
+DOH_IPS_NOTE = [
+    "#",
+    "# ---------------------------------------------------------------------------------------",
+    "# Resolver addresses: a commented `ips` key, for answer-IP rules and the firewall example.",
+    "# Commented out because this build of hushd parses `ips` but refuses a list using it until",
+    "# it inspects answers (answer-IP rules); once it does, remove the leading \"# \" from every",
+    "# line from `ips = [` to its `]`. Only the addresses the big operators run for DNS alone",
+    "# are here (anycast, no web site behind them), so dropping them at a firewall cuts nothing",
+    "# else. NextDNS is not (its addresses are per profile and per region). Source B's",
+    "# doh-ipv4.txt and doh-ipv6.txt hold about 2,000 more, resolved from every name above;",
+    "# many are shared hosting or CDN addresses behind a small resolver, which a firewall rule",
+    "# would cut other sites with.",
+    "# Each group names its operator's documentation and, after \"dibdot:\", the names that",
+    "# dibdot/DoH-IP-blocklists' doh-ipv4.txt and doh-ipv6.txt (Source B's repository and",
+    "# snapshot, GPL-3.0) resolved to those addresses.",
+]
+
+
+def ips_block(groups):
+    """The commented `ips = [...]` key of DOH_IPS."""
+    out = DOH_IPS_NOTE + ["# ips = ["]
+    for comment, addresses in groups:
+        out += wrapped(comment.split(" "), "#   # ")
+        out += wrapped([f'"{a}",' for a in addresses], "#   ")
+    out.append("# ]")
+    return out
+
+
+# vendor -> lines written after the `domains` array.
+TRAILERS = {"doh": lambda: ips_block(DOH_IPS)}
 
 SOURCE = re.compile(r"^# Source [A-Z]+: ")
 NEW_ENTRIES = re.compile(r"^#   \((\d+) new entries from this source\)$")
+
+# Replaces ACTION_TEXT for a list that is not a vendor's.
+LIST_TEXT = {
+    "doh": [
+        '# Shipped with action = "log" (audit only): a fresh install must break no one. hushd',
+        "# forwards these lookups as normal and logs and counts each match",
+        '# (hushd_list_matches_total{{list="doh",action="log"}}): the devices that look up a public',
+        "# encrypted resolver, which are the ones that may be resolving past hushd. Switch it to",
+        '# "block" once the evidence says so; a device then cannot reach these resolvers by name',
+        "# (Android Private DNS set to dns.google, a browser's DoH setting), though it may still",
+        "# fall back to hushd or use an address it has hard-coded: that takes the firewall (the",
+        "# resolvers' addresses are at the end of this file, commented, for answer-IP rules and",
+        "# the firewall example). Firefox's canary, iCloud Private Relay and resolver.arpa are",
+        "# not here: hushd answers them itself, before any list ([server] firefox_canary,",
+        "# icloud_private_relay, resolver_arpa).",
+    ],
+}
 
 ACTION_TEXT = {
     "block": [
@@ -155,10 +290,13 @@ def render(vendor, text, example_override=None):
     preamble, sections = parse(text)
     check(vendor, preamble, sections)
     dropped = {n: why for (v, n), why in DROPPED.items() if v == vendor}
+    rule, rule_why = DROP_RULES.get(vendor, (lambda _: False, []))
+    by_rule = [n for s in sections for n in s.names if n not in dropped and rule(n)]
+    dropped_names = set(dropped) | set(by_rule)
     for s in sections:
-        kept = [n for n in s.names if n not in dropped]
+        kept = [n for n in s.names if n not in dropped_names]
         if len(kept) != len(s.names):
-            s.dropped = [n for n in s.names if n in dropped]
+            s.dropped = [n for n in s.names if n in dropped_names]
         s.names = kept
     names = [n for s in sections for n in s.names]
 
@@ -171,14 +309,19 @@ def render(vendor, text, example_override=None):
     for s in sections:
         out += s.header + s.trailer
     out.append("#")
-    out += [line.format(vendor=vendor) for line in ACTION_TEXT[action]]
-    if dropped:
+    out += [line.format(vendor=vendor) for line in LIST_TEXT.get(vendor, ACTION_TEXT[action])]
+    left_out = len(dropped) + len(by_rule)
+    if left_out:
         out.append("#")
-        out.append(f"# LEFT OUT: {len(dropped)} name(s) of the compiled list above, so this file holds")
+        out.append(f"# LEFT OUT: {left_out} name(s) of the compiled list above, so this file holds")
         out.append(f"# {len(names)} names, not the total stated there:")
         for name, why in dropped.items():
             out.append(f"#   {name}: " + why[0])
             out += [f"#     {line}" for line in why[1:]]
+        if by_rule:
+            out.append(f"#   {len(by_rule)} names, each " + rule_why[0])
+            out += [f"#     {line}" for line in rule_why[1:]]
+            out += wrapped([n + "," for n in by_rule[:-1]] + by_rule[-1:], "#     ")
     out += [
         "#",
         "# Each group in `domains` below is preceded by its source's name, location and license.",
@@ -205,7 +348,20 @@ def render(vendor, text, example_override=None):
         out += ["  " + line for line in s.group_comment()]
         out += [f'  "{n}",' for n in s.names]
     out.append("]")
+    out += TRAILERS.get(vendor, list)()
     return "\n".join(out) + "\n", len(names)
+
+
+def wrapped(words, prefix, width=96):
+    """`words`, space-separated, on lines of at most `width` characters starting with `prefix`."""
+    lines, line = [], prefix
+    for word in words:
+        if line != prefix and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = prefix
+        line += ("" if line == prefix else " ") + word
+    lines.append(line)
+    return lines
 
 
 # The example xiaomi.toml has always given; the first nested pair in file order differs.

@@ -52,6 +52,30 @@ impl Action {
     }
 }
 
+/// `[server]` toggles for the answers hushd gives itself to the names devices probe before
+/// they bypass it (see `policy::bypass`). Each is on unless the admin turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BypassDefence {
+    /// `use-application-dns.net` -> NXDOMAIN: Firefox keeps its default DNS over HTTPS off.
+    pub firefox_canary: bool,
+    /// `mask.icloud.com`, `mask-h2.icloud.com` -> NXDOMAIN: Apple devices keep iCloud Private
+    /// Relay off on this network and say so to the user.
+    pub icloud_private_relay: bool,
+    /// Names under `resolver.arpa` -> NODATA: no upstream resolver is designated to clients
+    /// (RFC 9462 DDR), so they stay on hushd.
+    pub resolver_arpa: bool,
+}
+
+impl Default for BypassDefence {
+    fn default() -> Self {
+        Self {
+            firefox_canary: true,
+            icloud_private_relay: true,
+            resolver_arpa: true,
+        }
+    }
+}
+
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -124,6 +148,7 @@ pub struct ServerConfig {
     pub block_response: BlockResponse,
     pub block_ttl: u32,
     pub tcp_idle_timeout: Duration,
+    pub bypass: BypassDefence,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +256,9 @@ mod raw {
         pub block_response: Option<BlockResponse>,
         pub block_ttl: Option<u32>,
         pub tcp_idle_timeout_secs: Option<Spanned<u64>>,
+        pub firefox_canary: Option<bool>,
+        pub icloud_private_relay: Option<bool>,
+        pub resolver_arpa: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -509,6 +537,11 @@ impl Config {
                     block_response: raw.server.block_response.unwrap_or_default(),
                     block_ttl: raw.server.block_ttl.unwrap_or(60),
                     tcp_idle_timeout,
+                    bypass: BypassDefence {
+                        firefox_canary: raw.server.firefox_canary.unwrap_or(true),
+                        icloud_private_relay: raw.server.icloud_private_relay.unwrap_or(true),
+                        resolver_arpa: raw.server.resolver_arpa.unwrap_or(true),
+                    },
                 },
                 upstream,
                 metrics: MetricsConfig {
@@ -673,6 +706,46 @@ mod tests {
         assert_eq!(c.blocklists.dir, Path::new("/etc/hushd/blocklists"));
         assert_eq!(c.server.block_response, BlockResponse::Nxdomain);
         assert!(c.upstream.timeout < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bypass_defences_are_on_unless_turned_off_one_by_one() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().server.bypass,
+            BypassDefence::default()
+        );
+        let all_on = BypassDefence::default();
+        assert!(all_on.firefox_canary && all_on.icloud_private_relay && all_on.resolver_arpa);
+        for (key, off) in [
+            (
+                "firefox_canary",
+                BypassDefence {
+                    firefox_canary: false,
+                    ..all_on
+                },
+            ),
+            (
+                "icloud_private_relay",
+                BypassDefence {
+                    icloud_private_relay: false,
+                    ..all_on
+                },
+            ),
+            (
+                "resolver_arpa",
+                BypassDefence {
+                    resolver_arpa: false,
+                    ..all_on
+                },
+            ),
+        ] {
+            let c = parse(&format!("[server]\n{key} = false\n{MINIMAL}")).unwrap();
+            assert_eq!(c.server.bypass, off, "{key}");
+        }
+        // not a boolean: an error at its place, not a silent default
+        let e = parse(&format!("[server]\nfirefox_canary = \"no\"\n{MINIMAL}")).unwrap_err();
+        let text = e.0[0].to_string();
+        assert!(text.contains(":2:"), "{text}");
     }
 
     #[test]

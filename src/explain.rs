@@ -43,7 +43,8 @@ pub struct Explanation {
     pub group: String,
     /// Every group: its name and, per list it changes, what it does (`-` for left out).
     pub groups: Vec<GroupSummary>,
-    /// `block`, `log`, `allow`, `forward` (no list decides), or `refuse` (client not allowed).
+    /// `block`, `log`, `allow`, `forward` (no list decides), `refuse` (client not allowed), or
+    /// `bypass` (hushd answers itself: a `[server]` bypass-defence toggle, before the lists).
     pub decision: &'static str,
     /// The list whose action was taken.
     pub winner: Option<String>,
@@ -97,6 +98,7 @@ pub fn explain(
     let group = policy.group(&who);
     let (decision, winner) = match verdict {
         Verdict::Refuse => ("refuse", None),
+        Verdict::Bypass(_) => ("bypass", None),
         Verdict::Block(m) => ("block", Some(m)),
         Verdict::Forward(Some(m)) => (m.action.as_str(), Some(m)),
         Verdict::Forward(None) => ("forward", None),
@@ -121,6 +123,7 @@ pub fn explain(
     });
     let why = match (verdict, winner) {
         (Verdict::Refuse, _) => "the client is not in allow_clients: every query is refused".into(),
+        (Verdict::Bypass(answer), _) => format!("{}; the lists are not consulted", answer.why()),
         (_, None) if matches.iter().any(|e| e.kind == "exception") => {
             "the only entries are cancelled by their own list's @@ exception; forwarded".into()
         }

@@ -6,9 +6,10 @@
 //!    limit has counted the source.
 //! 1. **validate**: one question, a standard query, EDNS version 0, class IN; else FORMERR,
 //!    NOTIMP or BADVERS, before any work is spent on it.
-//! 2. **policy** (`Policy::decide`): the lists. It comes before the cache so that a list edit
-//!    applies to the very next query even for names already cached, and so the cache never
-//!    needs flushing on reload.
+//! 2. **policy** (`Policy::decide`): hushd's own answers to bypass probes (the Firefox canary,
+//!    iCloud Private Relay, `resolver.arpa`), then the lists. It comes before the cache so that
+//!    a list edit applies to the very next query even for names already cached, and so the
+//!    cache never needs flushing on reload.
 //! 3. **cache**: answers upstream gave earlier, TTLs counted down.
 //! 4. **upstream**: a place among `max_inflight` (else SERVFAIL), then forward, with failover
 //!    and one deadline; SERVFAIL when it runs out.
@@ -340,9 +341,24 @@ impl QueryHandler {
             qname,
             qtype,
         };
-        let found = policy.name_match(asker.group, &NameKey::new(qname), Via::Name);
-        match Policy::verdict(found) {
+        // hushd's own answer to a bypass probe comes before every list (Policy::decide's order)
+        let bypass = policy.bypass(qname);
+        let found = match bypass {
+            Some(_) => None,
+            None => policy.name_match(asker.group, &NameKey::new(qname), Via::Name),
+        };
+        let verdict = match bypass {
+            Some(answer) => Verdict::Bypass(answer),
+            None => Policy::verdict(found),
+        };
+        match verdict {
             Verdict::Refuse => return error(ResponseCode::Refused, Outcome::Refused, qtype),
+            Verdict::Bypass(answer) => {
+                self.metrics.bypass_answer(answer);
+                tracing::debug!(%client, %qname, %qtype, toggle = answer.toggle(), "bypass defence answer");
+                let reply = Reply::bypass(meta, edns, qname, answer, policy.block_ttl);
+                return done(reply, Outcome::Bypass, qtype);
+            }
             Verdict::Block(m) => {
                 self.note_match(&m, &asker, "-");
                 let reply = Reply::blocked(

@@ -213,10 +213,15 @@ mod tests {
 
     /// A handler with a block list and a few cached answers; its upstream is never asked.
     async fn handler(limits: &str) -> QueryHandler {
+        handler_with("", limits).await
+    }
+
+    /// `handler`, with `server` added to its `[server]` section.
+    async fn handler_with(server: &str, limits: &str) -> QueryHandler {
         let config = Config::parse(
             Path::new("/test/hushd.toml"),
             &format!(
-                "[server]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\n{limits}\n"
+                "[server]\nallow_clients = [\"127.0.0.0/8\"]\n{server}\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\n{limits}\n"
             ),
         )
         .unwrap();
@@ -269,7 +274,20 @@ mod tests {
     /// Runs `datagrams` through the hit path on one handler and through the full path alone on
     /// another, and checks that both sent the same bytes and counted the same.
     async fn same_as_full_path(limits: &str, src: &str, datagrams: &[Vec<u8>]) -> usize {
-        let (fast, full) = (handler(limits).await, handler(limits).await);
+        same_as_full_path_with("", limits, src, datagrams).await
+    }
+
+    /// `same_as_full_path` with `server` added to both handlers' `[server]` section.
+    async fn same_as_full_path_with(
+        server: &str,
+        limits: &str,
+        src: &str,
+        datagrams: &[Vec<u8>],
+    ) -> usize {
+        let (fast, full) = (
+            handler_with(server, limits).await,
+            handler_with(server, limits).await,
+        );
         let src: SocketAddr = src.parse().unwrap();
         let mut taken = 0;
         for d in datagrams {
@@ -334,6 +352,69 @@ mod tests {
         // a client outside allow_clients is refused the same way
         let taken = same_as_full_path("", "192.0.2.7:53000", &datagrams[..3]).await;
         assert_eq!(taken, 3);
+    }
+
+    /// The bypass-defence answers (NXDOMAIN and NODATA, with an SOA and, for the canaries, an
+    /// EDE) are the full path's byte for byte, with EDNS and without, in the client's case; a
+    /// name beside them, or any of them with its toggle off, goes upstream on both paths.
+    #[tokio::test]
+    async fn bypass_answers_are_the_full_paths() {
+        let answered = [
+            ("use-application-dns.net.", RecordType::A),
+            ("Use-Application-DNS.net.", RecordType::AAAA),
+            ("use-application-dns.net.", RecordType::HTTPS),
+            ("use-application-dns.net.", RecordType::ANY),
+            ("mask.icloud.com.", RecordType::A),
+            ("MASK-H2.icloud.com.", RecordType::HTTPS),
+            ("_dns.resolver.arpa.", RecordType::SVCB),
+            ("resolver.arpa.", RecordType::SOA),
+        ];
+        let mut datagrams = Vec::new();
+        for (name, qtype) in answered {
+            datagrams.push(query(name, qtype, None));
+            datagrams.push(query(name, qtype, Some((1232, 0))));
+        }
+        let taken = same_as_full_path("", CLIENT, &datagrams).await;
+        assert_eq!(taken, datagrams.len(), "all take the hit path");
+        // the replies are hushd's own: nothing went upstream, each is counted as bypass
+        let h = handler("").await;
+        let mut out = Vec::new();
+        for d in &datagrams {
+            assert!(matches!(
+                answer(&h, d, CLIENT.parse().unwrap(), &mut out),
+                Some(Action::Send)
+            ));
+            let reply = Message::from_vec(&out).unwrap();
+            assert!(reply.answers.is_empty(), "{reply:?}");
+            assert_eq!(reply.authorities.len(), 1);
+        }
+        let text = String::from_utf8(h.metrics.render()).unwrap();
+        for (toggle, n) in [
+            ("firefox_canary", 8),
+            ("icloud_private_relay", 4),
+            ("resolver_arpa", 4),
+        ] {
+            let series = format!("hushd_bypass_answers_total{{toggle=\"{toggle}\"}} {n}\n");
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
+
+        let forwarded = [
+            query("www.use-application-dns.net.", RecordType::A, None),
+            query("mask-api.icloud.com.", RecordType::A, None),
+        ];
+        same_as_full_path("", CLIENT, &forwarded).await;
+        let off = "firefox_canary = false\nicloud_private_relay = false\nresolver_arpa = false";
+        same_as_full_path_with(off, "", CLIENT, &datagrams).await;
+        let h = handler_with(off, "").await;
+        for d in forwarded.iter().chain(&datagrams) {
+            let action = answer(&h, d, CLIENT.parse().unwrap(), &mut out);
+            let any = Message::from_vec(d).unwrap().queries[0].query_type() == RecordType::ANY;
+            // ANY gets its RFC 8482 answer, as any other name does
+            assert!(
+                matches!(action, Some(Action::Forward(..))) || any,
+                "{d:02x?}"
+            );
+        }
     }
 
     #[tokio::test]

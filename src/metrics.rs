@@ -6,6 +6,8 @@ use std::sync::OnceLock;
 
 use hickory_net::xfer::Protocol;
 use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+use crate::policy::bypass::BypassAnswer;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -27,10 +29,12 @@ pub enum Outcome {
     Local,
     /// An expired cached answer, because upstream failed or was too slow (RFC 8767).
     Stale,
+    /// hushd's own answer to a name devices ask before bypassing it (`policy::bypass`).
+    Bypass,
 }
 
 impl Outcome {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Forwarded,
         Self::Cached,
         Self::Blocked,
@@ -40,6 +44,7 @@ impl Outcome {
         Self::Notimp,
         Self::Local,
         Self::Stale,
+        Self::Bypass,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +58,7 @@ impl Outcome {
             Self::Notimp => "notimp",
             Self::Local => "local",
             Self::Stale => "stale",
+            Self::Bypass => "bypass",
         }
     }
 }
@@ -184,6 +190,8 @@ pub struct Metrics {
     pub tcp_connections: IntGauge,
     list_fetches: IntCounterVec,
     list_last_success: IntGaugeVec,
+    /// `hushd_bypass_answers_total`, one handle per answer (in `BypassAnswer::ALL` order).
+    bypass_answers: [IntCounter; BypassAnswer::ALL.len()],
 }
 
 /// The `result` label values of `hushd_list_fetches_total`.
@@ -330,6 +338,17 @@ impl Metrics {
         )?;
         registry.register(Box::new(list_fetches.clone()))?;
         registry.register(Box::new(list_last_success.clone()))?;
+        let bypass_answers = IntCounterVec::new(
+            Opts::new(
+                "hushd_bypass_answers_total",
+                "Queries hushd answered itself to keep devices from bypassing it, by the [server] toggle that turns the answer off: firefox_canary (use-application-dns.net, NXDOMAIN), icloud_private_relay (mask.icloud.com, mask-h2.icloud.com, NXDOMAIN), resolver_arpa (resolver.arpa, NODATA)",
+            ),
+            &["toggle"],
+        )?;
+        registry.register(Box::new(bypass_answers.clone()))?;
+        // every series exists from the start, 0 included
+        let bypass_answers =
+            BypassAnswer::ALL.map(|a| bypass_answers.with_label_values(&[a.toggle()]));
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -362,7 +381,16 @@ impl Metrics {
             tcp_connections,
             list_fetches,
             list_last_success,
+            bypass_answers,
         })
+    }
+
+    /// Counts one of hushd's own bypass-defence answers.
+    pub fn bypass_answer(&self, answer: BypassAnswer) {
+        // ALL lists the variants in declaration order
+        if let Some(counter) = self.bypass_answers.get(answer as usize) {
+            counter.inc();
+        }
     }
 
     /// Makes a subscription's series exist from the start (so `increase()` sees its first
@@ -514,6 +542,8 @@ mod tests {
         let (h, e, _) = m.upstream("127.0.0.1:53");
         h.observe(0.01);
         e.inc();
+        m.query(Protocol::Udp, RecordType::SVCB, Outcome::Bypass);
+        m.bypass_answer(BypassAnswer::ResolverArpa);
         let text = String::from_utf8(m.render()).unwrap();
         for want in [
             r#"hushd_queries_total{outcome="blocked",protocol="udp",qtype="A"} 1"#,
@@ -530,6 +560,10 @@ mod tests {
             r#"hushd_list_fetches_total{list="ads",result="ok"} 1"#,
             r#"hushd_list_fetches_total{list="ads",result="rejected"} 0"#,
             r#"hushd_list_last_success_timestamp_seconds{list="ads"} 1700000000"#,
+            r#"hushd_queries_total{outcome="bypass",protocol="udp",qtype="SVCB"} 1"#,
+            r#"hushd_bypass_answers_total{toggle="resolver_arpa"} 1"#,
+            r#"hushd_bypass_answers_total{toggle="firefox_canary"} 0"#,
+            r#"hushd_bypass_answers_total{toggle="icloud_private_relay"} 0"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
@@ -539,6 +573,9 @@ mod tests {
     fn outcome_slots_follow_declaration_order() {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i, "{o:?}");
+        }
+        for (i, a) in BypassAnswer::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i, "{a:?}");
         }
     }
 

@@ -243,6 +243,7 @@ impl Reloader {
         self.running.server.allow_clients = config.server.allow_clients;
         self.running.server.block_response = config.server.block_response;
         self.running.server.block_ttl = config.server.block_ttl;
+        self.running.server.bypass = config.server.bypass;
         self.running.blocklists = config.blocklists;
         self.running.egress = config.egress;
         if watch_changed {

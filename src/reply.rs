@@ -14,7 +14,9 @@ use hickory_proto::{
     },
 };
 
-use crate::{answer::Answer, config::BlockResponse, wire::EDNS_PAYLOAD};
+use crate::{
+    answer::Answer, config::BlockResponse, policy::bypass::BypassAnswer, wire::EDNS_PAYLOAD,
+};
 
 /// EDNS option code of an Extended DNS Error (RFC 8914).
 const EDE_OPTION: u16 = 15;
@@ -77,6 +79,29 @@ impl Reply {
             (BlockResponse::Refused, None) => {}
         }
         reply.add_ede(EDE_BLOCKED, &format!("blocked by list {list}"));
+        reply
+    }
+
+    /// hushd's own answer to a name devices ask before they bypass it (`policy::bypass`):
+    /// NXDOMAIN or NODATA, each with the SOA a blocked name's negative answer carries, so
+    /// resolvers behind hushd cache it for `ttl` (RFC 2308). The canaries' NXDOMAIN is a block
+    /// by local policy and says so in an EDE naming the toggle; `resolver.arpa`'s NODATA is the
+    /// ordinary answer of a locally served zone (RFC 9462 §4) and carries none.
+    pub fn bypass(
+        request: &Metadata,
+        request_edns: Option<&Edns>,
+        qname: &Name,
+        answer: BypassAnswer,
+        ttl: u32,
+    ) -> Self {
+        let mut reply = Self::new(request, request_edns, answer.rcode());
+        reply.authorities.push(block_soa(qname, ttl));
+        if answer.rcode() == ResponseCode::NXDomain {
+            reply.add_ede(
+                EDE_BLOCKED,
+                &format!("answered by hushd ([server] {})", answer.toggle()),
+            );
+        }
         reply
     }
 
@@ -263,6 +288,51 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::Refused);
         assert!(r.answers.is_empty() && r.authorities.is_empty());
         assert!(ede_of(r.edns.as_ref().unwrap()).is_some());
+    }
+
+    #[test]
+    fn bypass_answers_are_negative_with_an_soa_and_name_their_toggle() {
+        let edns = client_edns(1232);
+        let canary = Name::from_ascii("use-application-dns.net.").unwrap();
+        let r = Reply::bypass(
+            &request(),
+            Some(&edns),
+            &canary,
+            BypassAnswer::FirefoxCanary,
+            60,
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert!(r.answers.is_empty());
+        assert_eq!(r.authorities[0].record_type(), RecordType::SOA);
+        assert_eq!(r.authorities[0].ttl, 60);
+        assert_eq!(
+            ede_of(r.edns.as_ref().unwrap()),
+            Some((
+                EDE_BLOCKED,
+                "answered by hushd ([server] firefox_canary)".into()
+            ))
+        );
+        let ddr = Name::from_ascii("_dns.resolver.arpa.").unwrap();
+        let r = Reply::bypass(
+            &request(),
+            Some(&edns),
+            &ddr,
+            BypassAnswer::ResolverArpa,
+            60,
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.answers.is_empty());
+        assert_eq!(r.authorities.len(), 1);
+        assert_eq!(ede_of(r.edns.as_ref().unwrap()), None);
+        // no EDNS from the client, none back
+        let r = Reply::bypass(
+            &request(),
+            None,
+            &canary,
+            BypassAnswer::IcloudPrivateRelay,
+            60,
+        );
+        assert!(r.edns.is_none());
     }
 
     #[test]

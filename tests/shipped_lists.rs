@@ -1,7 +1,7 @@
-//! The vendor lists hushd ships in `blocklists/`: each loads with the action a fresh install
-//! must have (xiaomi blocks; every other vendor only logs, so no device breaks before an admin
-//! has looked at the evidence), and the commented allow entries in `allow.toml` are valid names
-//! that belong to the vendor list they are filed under.
+//! The lists hushd ships in `blocklists/`: each loads with the action a fresh install must have
+//! (xiaomi blocks; every other vendor and the public encrypted-DNS resolvers of `doh.toml` only
+//! log, so no device breaks before an admin has looked at the evidence), and the commented allow
+//! entries in `allow.toml` are valid names that belong to the vendor list they are filed under.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step should stop the test
 
@@ -12,8 +12,9 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use hickory_proto::op::ResponseCode;
 use support::{Setup, rcode, udp_client, upstream::Upstream};
 
-/// Every shipped vendor list and the action it ships with.
-const SHIPPED: [(&str, &str); 11] = [
+/// Every shipped list (the vendors', and the public encrypted-DNS resolvers') and the action it
+/// ships with.
+const SHIPPED: [(&str, &str); 12] = [
     ("xiaomi", "block"),
     ("samsung", "log"),
     ("huawei", "log"),
@@ -25,6 +26,7 @@ const SHIPPED: [(&str, &str); 11] = [
     ("roku", "log"),
     ("oppo-realme", "log"),
     ("vivo", "log"),
+    ("doh", "log"),
 ];
 
 /// Fewer names than this means a list was truncated or emptied (the smallest, roku, has 74).
@@ -257,4 +259,102 @@ fn commented_allow_entries_belong_to_their_vendor_list() {
     .unwrap();
     let loaded = check(&config_for(dir.path()));
     assert_eq!(loaded["allow"].names, filed.len());
+}
+
+/// `doh.toml` names the public resolvers devices are most often set to, leaves to hushd's own
+/// answers the names the `[server]` bypass toggles govern (so turning a toggle off is never
+/// undone by this list), and carries the resolvers' addresses as a commented `ips` key that,
+/// uncommented, is an array of addresses.
+#[test]
+fn the_doh_list_names_the_big_resolvers_and_comments_their_addresses() {
+    let text = shipped_list_text("doh");
+    let names = domains(&text);
+    for resolver in [
+        "dns.google",
+        "cloudflare-dns.com",
+        "one.one.one.one",
+        "dns.quad9.net",
+        "doh.opendns.com",
+        "dns.nextdns.io",
+        "dns.adguard-dns.com",
+    ] {
+        assert!(names.iter().any(|n| n == resolver), "{resolver} missing");
+    }
+    let covers = |listed: &str, name: &str| name == listed || name.ends_with(&format!(".{listed}"));
+    for probe in [
+        "use-application-dns.net",
+        "mask.icloud.com",
+        "mask-h2.icloud.com",
+        "_dns.resolver.arpa",
+    ] {
+        assert!(
+            !names.iter().any(|n| covers(n, probe)),
+            "{probe} is answered by a [server] toggle, not by this list"
+        );
+    }
+    // GPL-3.0 entries stay traceable: the source and its license head their group
+    assert!(text.contains("# Source B: dibdot/DoH-IP-blocklists"));
+    assert!(text.contains("#   License: GPL-3.0"));
+
+    // as shipped, no `ips` key (hushd rejects keys it does not know)...
+    let value: toml::Table = toml::from_str(&text).unwrap();
+    assert!(!value.contains_key("ips"));
+    // ...but uncommented, a valid array of addresses
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "# ips = [")
+        .expect("commented ips");
+    let end = start + lines[start..].iter().position(|l| *l == "# ]").unwrap();
+    let block: String = lines[start..=end]
+        .iter()
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+            )
+        })
+        .collect();
+    let value: toml::Table = toml::from_str(&block).unwrap();
+    let ips = value["ips"].as_array().unwrap();
+    assert!(ips.len() >= 40, "{} addresses", ips.len());
+    for ip in ips {
+        let ip = ip.as_str().unwrap();
+        assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
+    }
+    for big in [
+        "8.8.8.8",
+        "1.1.1.1",
+        "9.9.9.9",
+        "2620:fe::fe",
+        "94.140.14.14",
+    ] {
+        assert!(ips.iter().any(|i| i.as_str() == Some(big)), "{big} missing");
+    }
+
+    // Uncommented in place, hushd's own parser takes every address: `hushd check` passes, or
+    // (until answer-IP rules are enforced) refuses only the key itself, never an address.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("blocklists")).unwrap();
+    let uncommented: String = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match (start..=end).contains(&i) {
+            true => format!("{}\n", l.strip_prefix("# ").unwrap_or(l)),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(dir.path().join("blocklists/doh.toml"), uncommented).unwrap();
+    let out = std::process::Command::new(support::HUSHD)
+        .args(["check", "--config"])
+        .arg(config_for(dir.path()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("doh.toml")).collect();
+    assert!(
+        out.status.success()
+            || errors.len() == 1 && errors[0].ends_with("are not enforced by this build yet"),
+        "{stderr}"
+    );
 }

@@ -4,6 +4,7 @@
 //! client address and the name, so it is tested without sockets.
 
 pub mod access;
+pub mod bypass;
 pub mod geo;
 pub mod groups;
 pub mod ip_rules;
@@ -15,6 +16,7 @@ use hickory_proto::rr::Name;
 
 use self::{
     access::{Client, ClientAccess},
+    bypass::{BypassAnswer, BypassDefence},
     geo::{Geo, GeoBuilder},
     groups::{Group, Groups},
     ip_rules::{IpRules, IpRulesBuilder},
@@ -143,6 +145,8 @@ impl<'p> AnswerMatch<'p> {
 pub enum Verdict<'p> {
     /// The client is not in `allow_clients`.
     Refuse,
+    /// hushd answers itself, before the lists: a name devices ask before bypassing it.
+    Bypass(BypassAnswer),
     /// Answer with the list's block response.
     Block(Match<'p>),
     /// Forward upstream; `Some` names the log or allow list that matched.
@@ -160,6 +164,8 @@ pub struct Policy {
     ip_rules: IpRules,
     /// Answer addresses' countries and networks, and lists' `countries` and `asns`.
     geo: Geo,
+    /// Which bypass-defence answers are on; part of the policy so a reload applies them.
+    bypass: BypassDefence,
     pub block_ttl: u32,
 }
 
@@ -365,6 +371,7 @@ impl Policy {
             patterns,
             ip_rules: ip_rules.build(),
             geo,
+            bypass: config.server.bypass,
             block_ttl: config.server.block_ttl,
         })
     }
@@ -440,13 +447,25 @@ impl Policy {
         self.groups.get(client.group)
     }
 
+    /// What to do with `qname` asked by `client`: refused outside `allow_clients`; answered by
+    /// hushd itself when it is a bypass probe (`bypass::bypass_answer`, before any list, so no
+    /// allow entry undoes it); else what the lists say.
     pub fn decide(&self, client: IpAddr, qname: &Name) -> Verdict<'_> {
         let client = self.access.lookup(client);
         if !client.allowed {
             return Verdict::Refuse;
         }
+        if let Some(answer) = self.bypass(qname) {
+            return Verdict::Bypass(answer);
+        }
         let group = self.groups.get(client.group);
         Self::verdict(self.name_match(group, &NameKey::new(qname), Via::Name))
+    }
+
+    /// hushd's own answer to `qname` when it is a bypass probe: `bypass::bypass_answer` under
+    /// this policy's `[server]` toggles. Asked after `allow_clients`, before any list.
+    pub fn bypass(&self, qname: &Name) -> Option<BypassAnswer> {
+        bypass::bypass_answer(&self.bypass, qname)
     }
 
     /// Block when the match's action (for this client) is block; otherwise forward.
@@ -615,6 +634,7 @@ mod tests {
         let v = p.decide(client.parse().unwrap(), &Name::from_ascii(q).unwrap());
         match v {
             Verdict::Refuse => ("refuse".into(), None),
+            Verdict::Bypass(a) => ("bypass".into(), Some(a.toggle().into())),
             Verdict::Block(l) => ("block".into(), Some(l.list.name.clone())),
             Verdict::Forward(l) => (
                 "forward".into(),
@@ -684,6 +704,55 @@ mod tests {
         assert!(
             e.contains("group \"iot\": lists entry \"samsng\" is not a list"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn bypass_answers_come_after_allow_clients_and_before_every_list() {
+        let lists = || {
+            vec![
+                list(
+                    "mine",
+                    Action::Allow,
+                    &["use-application-dns.net", "icloud.com"],
+                ),
+                list("doh", Action::Block, &["resolver.arpa"]),
+            ]
+        };
+        let p = Policy::build(&config(""), lists()).unwrap();
+        let c = "10.0.0.1";
+        let bypass = |t: &str| ("bypass".to_string(), Some(t.to_string()));
+        // an allow entry does not undo them, a block entry does not replace them
+        assert_eq!(
+            verdict(&p, c, "use-application-dns.net"),
+            bypass("firefox_canary")
+        );
+        assert_eq!(
+            verdict(&p, c, "mask-h2.icloud.com"),
+            bypass("icloud_private_relay")
+        );
+        assert_eq!(
+            verdict(&p, c, "_dns.resolver.arpa"),
+            bypass("resolver_arpa")
+        );
+        // the rest is the lists' as before
+        assert_eq!(
+            verdict(&p, c, "www.use-application-dns.net"),
+            ("forward".into(), Some("mine:allow".into()))
+        );
+        // a client outside allow_clients is refused, not answered
+        assert_eq!(verdict(&p, "192.168.1.1", "mask.icloud.com").0, "refuse");
+        // turned off: the lists decide
+        let off =
+            config("firefox_canary = false\nicloud_private_relay = false\nresolver_arpa = false\n");
+        let p = Policy::build(&off, lists()).unwrap();
+        assert_eq!(
+            verdict(&p, c, "use-application-dns.net"),
+            ("forward".into(), Some("mine:allow".into()))
+        );
+        assert_eq!(
+            verdict(&p, c, "_dns.resolver.arpa"),
+            ("block".into(), Some("doh".into()))
         );
     }
 
