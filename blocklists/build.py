@@ -157,15 +157,13 @@ DOH_IPS = [
 DOH_IPS_NOTE = [
     "#",
     "# ---------------------------------------------------------------------------------------",
-    "# Resolver addresses: a commented `ips` key, for answer-IP rules and the firewall example.",
-    "# Commented out because this build of hushd parses `ips` but refuses a list using it until",
-    "# it inspects answers (answer-IP rules); once it does, remove the leading \"# \" from every",
-    "# line from `ips = [` to its `]`. Only the addresses the big operators run for DNS alone",
-    "# are here (anycast, no web site behind them), so dropping them at a firewall cuts nothing",
-    "# else. NextDNS is not (its addresses are per profile and per region). Source B's",
-    "# doh-ipv4.txt and doh-ipv6.txt hold about 2,000 more, resolved from every name above;",
-    "# many are shared hosting or CDN addresses behind a small resolver, which a firewall rule",
-    "# would cut other sites with.",
+    "# Resolver addresses (`ips`): an answer carrying one of them is matched like a listed name",
+    "# (counted with via=\"ip\"), and the firewall example (nftables/hushd.nft) drops 443/853 to",
+    "# them. Only the addresses the big operators run for DNS alone are here (anycast, no web",
+    "# site behind them), so dropping them at a firewall cuts nothing else. NextDNS is not (its",
+    "# addresses are per profile and per region). Source B's doh-ipv4.txt and doh-ipv6.txt hold",
+    "# about 2,000 more, resolved from every name above; many are shared hosting or CDN",
+    "# addresses behind a small resolver, which a firewall rule would cut other sites with.",
     "# Each group names its operator's documentation and, after \"dibdot:\", the names that",
     "# dibdot/DoH-IP-blocklists' doh-ipv4.txt and doh-ipv6.txt (Source B's repository and",
     "# snapshot, GPL-3.0) resolved to those addresses.",
@@ -173,12 +171,12 @@ DOH_IPS_NOTE = [
 
 
 def ips_block(groups):
-    """The commented `ips = [...]` key of DOH_IPS."""
-    out = DOH_IPS_NOTE + ["# ips = ["]
+    """The `ips = [...]` key of DOH_IPS."""
+    out = DOH_IPS_NOTE + ["ips = ["]
     for comment, addresses in groups:
-        out += wrapped(comment.split(" "), "#   # ")
-        out += wrapped([f'"{a}",' for a in addresses], "#   ")
-    out.append("# ]")
+        out += wrapped(comment.split(" "), "  # ")
+        out += wrapped([f'"{a}",' for a in addresses], "  ")
+    out.append("]")
     return out
 
 
