@@ -52,6 +52,9 @@ pub struct Explanation {
     pub why: String,
     /// Every entry of every list that covers the name, the winner's first.
     pub matches: Vec<Evidence>,
+    /// For an address: its country and network in `[egress] country_db` / `asn_db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +147,7 @@ pub fn explain(
         ),
     };
     Explanation {
+        place: None,
         name: text,
         client,
         client_name: who.name.map(str::to_string),
@@ -153,6 +157,72 @@ pub fn explain(
         winner: winner_name,
         why,
         matches,
+    }
+}
+
+/// Explains an answer address: which lists' `ips`, `countries` or `asns` hold it for `client`'s
+/// group, which one decides what an answer carrying it gets, and where it is (country,
+/// network). What the query path does with each address of an answer (`Policy::address_match`).
+pub fn explain_address(policy: &Policy, client: IpAddr, addr: IpAddr) -> Explanation {
+    let who = policy.client(client);
+    let group = policy.group(&who);
+    let place = (!policy.geo().is_empty()).then(|| policy.geo().place(addr).to_string());
+    let mut matches = Vec::new();
+    policy.address_lists(addr, |tag, via| {
+        let Some(list) = policy.lists().get(usize::from(tag)) else {
+            return;
+        };
+        let action = group.action(tag);
+        matches.push(Evidence {
+            list: list.name.clone(),
+            action: action.unwrap_or(list.action).as_str(),
+            entry: match via {
+                crate::policy::Via::Ip => addr.to_string(),
+                _ => place.clone().unwrap_or_default(),
+            },
+            kind: via.as_str(),
+            file: String::new(),
+            line: 0,
+            applies: action.is_some(),
+        });
+    });
+    let (decision, winner) = match (who.allowed, policy.address_match(group, addr)) {
+        (false, _) => ("refuse", None),
+        (true, Some(m)) => (m.action.as_str(), Some(m)),
+        (true, None) => ("forward", None),
+    };
+    let winner_name = winner.map(|m| m.list.name.clone());
+    matches.sort_by_key(|e| {
+        (
+            Some(&e.list) != winner_name.as_ref(),
+            std::cmp::Reverse(rank_of(e.action)),
+        )
+    });
+    let why = match winner {
+        _ if !who.allowed => "the client is not in allow_clients: every query is refused".into(),
+        None => {
+            "no list's ips, countries or asns hold the address: answers carrying it are not changed"
+                .into()
+        }
+        Some(w) => format!(
+            "an answer carrying it is treated by list {} ({} by {}); {}",
+            w.list.name,
+            w.action.as_str(),
+            w.via.as_str(),
+            why_wins(w.list.name.as_str(), w.action, &matches)
+        ),
+    };
+    Explanation {
+        name: addr.to_string(),
+        client,
+        client_name: who.name.map(str::to_string),
+        group: group.name.clone(),
+        groups: group_summaries(policy),
+        decision,
+        winner: winner_name,
+        why,
+        matches,
+        place,
     }
 }
 
@@ -320,14 +390,21 @@ pub fn render(e: &Explanation) -> String {
             .unwrap_or_default(),
         e.why
     );
+    if let Some(place) = &e.place {
+        out.push_str(&format!("  where: {place}\n"));
+    }
     if !e.matches.is_empty() {
         out.push_str("  matching entries:\n");
     }
     for m in &e.matches {
         let action = if m.applies { m.action } else { "-" };
+        let at = match m.line {
+            0 => String::new(),
+            line => format!(" at {}:{line}", m.file),
+        };
         out.push_str(&format!(
-            "    {:<16} {:<6} {} ({}) at {}:{}\n",
-            m.list, action, m.entry, m.kind, m.file, m.line
+            "    {:<16} {:<6} {} ({}){at}\n",
+            m.list, action, m.entry, m.kind
         ));
     }
     if e.groups.len() > 1 {
@@ -352,8 +429,11 @@ pub fn offline(
     let config = crate::config::Config::load(config_path).map_err(|e| e.to_string())?;
     let files = lists::load_dir(&config.blocklists.dir).map_err(|e| e.to_string())?;
     let policy = Policy::build(&config, files.clone()).map_err(|e| e.to_string())?;
-    let name = parse_name(name)?;
     let client = client.unwrap_or_else(|| default_client(&config));
+    if let Ok(addr) = name.trim().parse::<IpAddr>() {
+        return Ok(explain_address(&policy, client, addr));
+    }
+    let name = parse_name(name)?;
     Ok(explain(
         &policy,
         &files,

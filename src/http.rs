@@ -114,8 +114,12 @@ pub async fn serve(
 }
 
 fn explain_running(from: &ExplainSource, q: &ExplainQuery) -> Result<explain::Explanation, String> {
-    let name = explain::parse_name(&q.name)?;
     let policy = from.policy.load_full();
+    let client = q.client.unwrap_or(from.default_client);
+    if let Ok(addr) = q.name.trim().parse::<IpAddr>() {
+        return Ok(explain::explain_address(&policy, client, addr));
+    }
+    let name = explain::parse_name(&q.name)?;
     // Evidence only: if a list was edited into a broken state since the last reload, the
     // decision still comes from the running policy, with whatever evidence still reads.
     let files = crate::lists::load_dir(&from.blocklists).unwrap_or_default();
@@ -123,7 +127,7 @@ fn explain_running(from: &ExplainSource, q: &ExplainQuery) -> Result<explain::Ex
         &policy,
         &files,
         &from.state_dir,
-        q.client.unwrap_or(from.default_client),
+        client,
         &name,
     ))
 }

@@ -322,3 +322,32 @@ async fn answers_are_blocked_or_logged_by_their_addresses_country_and_network() 
     });
     assert!(exempt, "an allowed address was still blocked");
 }
+
+/// `hushd explain ADDRESS` names where an answer address is and which lists hold it.
+#[test]
+fn explain_names_an_addresss_country_network_and_lists() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(Upstream::start());
+    let setup = egress_setup(&up);
+    let out = Command::new(support::HUSHD)
+        .arg("--config")
+        .arg(setup.config_path())
+        .args(["explain", "192.0.2.53"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "192.0.2.53 (client 127.0.0.1, group default): block by list doh",
+        "where: country CN, AS64500 (Example Net A)",
+        "doh              block  192.0.2.53 (ip)",
+        "cn               log    country CN, AS64500 (Example Net A) (country)",
+        "net              log    country CN, AS64500 (Example Net A) (asn)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
