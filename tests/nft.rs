@@ -169,6 +169,26 @@ fn elements_get_timeouts_and_are_refreshed_by_delete_and_readd() {
     elements_get_timeouts_and_are_refreshed(Refresh::DeleteReadd);
 }
 
+/// The shipped example passes nft's own check (`nft -c`), as an admin would run it first.
+#[test]
+fn example_ruleset_passes_nft_check() {
+    if support::tool("nft").is_none() {
+        return;
+    }
+    let Some(ns) = NetNs::new() else {
+        return;
+    };
+    ns.sh("nft -c -f nftables/hushd.nft");
+    // and it defines what it promises
+    ns.sh("nft -f nftables/hushd.nft");
+    let sets: Vec<SetRef> = ["xiaomi4", "xiaomi6", "iot_allowed4", "iot_allowed6"]
+        .iter()
+        .map(|s| set(&format!("inet hushd {s}")))
+        .collect();
+    let checked = ns.run(move || check_sets(&sets)).unwrap();
+    assert_eq!(checked.len(), 4);
+}
+
 /// Offers of one batch become one element per set and address (the longest timeout), and a
 /// thousand distinct addresses land in one go.
 #[test]
