@@ -109,6 +109,8 @@ fn elements_get_timeouts_and_are_refreshed(refresh: Refresh) {
     };
     let options = WriterOptions {
         refresh: Some(refresh),
+        // every offer goes out: the test shows what the kernel does with a re-add
+        reoffer_after: Duration::ZERO,
         ..WriterOptions::default()
     };
     let (writer, targets, metrics, _) = writer_in(
@@ -402,5 +404,123 @@ fn strict_egress_lets_through_only_answered_addresses() {
     assert!(
         counters.contains("daddr != @iot_allowed4 counter packets"),
         "{counters}"
+    );
+}
+
+/// Figures for docs and the issue (release build, by hand):
+/// `cargo test --release --test nft -- --ignored --nocapture measure`. Bounded loops.
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_batch_and_offer_costs() {
+    use hushd::egress::netlink::{Netlink, SetWrite};
+    let Some(ns) = namespace_with_ruleset() else {
+        return;
+    };
+    let report = ns.run(|| {
+        let mut out = String::new();
+        let mut nl = Netlink::open().unwrap();
+        let x4 = set("inet hushd xiaomi4");
+        for refresh in [Refresh::Readd, Refresh::DeleteReadd] {
+            for round in 0..2u32 {
+                // round 0: 1000 new addresses; round 1: the same again (refresh)
+                let base = 0x0a00_0000u32 + (refresh as u32) * 0x10000;
+                let elements: Vec<(IpAddr, u32)> = (0..1000u32)
+                    .map(|i| (IpAddr::from((base + i).to_be_bytes()), 300 + round))
+                    .collect();
+                let start = Instant::now();
+                let failed = nl.write(
+                    &[SetWrite {
+                        set: &x4,
+                        elements: &elements,
+                    }],
+                    refresh,
+                );
+                let took = start.elapsed();
+                assert!(failed.is_empty(), "{failed:?}");
+                out += &format!(
+                    "netlink {refresh:?}, 1000 {}: {took:?}\n",
+                    if round == 0 { "new" } else { "existing" }
+                );
+            }
+        }
+        // the same 1000 through one nft process
+        let script: Vec<String> = (0..1000u32)
+            .map(|i| {
+                format!(
+                    "{} timeout 300s expires 300s",
+                    std::net::Ipv4Addr::from(0x0b00_0000 + i)
+                )
+            })
+            .collect();
+        let script = format!(
+            "add element inet hushd xiaomi4 {{ {} }}\n",
+            script.join(", ")
+        );
+        std::fs::write("/tmp/hushd-nft-measure.nft", &script).unwrap();
+        let start = Instant::now();
+        let ok = std::process::Command::new("nft")
+            .args(["-f", "/tmp/hushd-nft-measure.nft"])
+            .status()
+            .unwrap()
+            .success();
+        out += &format!("nft -f, 1000 new: {:?} (ok {ok})\n", start.elapsed());
+        out
+    });
+    eprint!("{report}");
+
+    // Offers: the query path's cost, with the loop running; then 10 000 distinct addresses in
+    // one burst, and how long until all are in the set.
+    let addrs: Vec<(IpAddr, u32)> = (0..1000u16)
+        .map(|i| (IpAddr::from([0x2001, 0xdb8, 1, 0, 0, 0, 0, i]), 60))
+        .collect();
+    for reoffer_after in [Duration::ZERO, Duration::from_secs(10)] {
+        let options = WriterOptions {
+            reoffer_after,
+            ..WriterOptions::default()
+        };
+        let (writer, targets, metrics, _) = writer_in(&ns, &["inet hushd xiaomi6"], options, true);
+        let n = 2_000_000usize;
+        let start = Instant::now();
+        for i in 0..n {
+            writer.offer_answer(&targets, [addrs[i % addrs.len()]]);
+        }
+        let took = start.elapsed();
+        std::thread::sleep(Duration::from_millis(100));
+        eprintln!(
+            "{n} answers (1000 addresses cycling), reoffer_after {reoffer_after:?}: {:.0} ns each, \
+             {:.1} M/s; written {}, dropped {}",
+            took.as_nanos() as f64 / n as f64,
+            n as f64 / took.as_secs_f64() / 1e6,
+            metric(&metrics, "inet hushd xiaomi6", "added"),
+            metric(&metrics, "inet hushd xiaomi6", "dropped")
+        );
+    }
+    let (writer, targets, _, _) =
+        writer_in(&ns, &["inet hushd xiaomi6"], WriterOptions::default(), true);
+    std::thread::sleep(Duration::from_millis(200));
+    let fresh: Vec<(IpAddr, u32)> = (0..10_000u32)
+        .map(|i| {
+            (
+                IpAddr::from([0x2001, 0xdb8, 2, 0, 0, 0, (i >> 16) as u16, i as u16]),
+                60,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    writer.offer_answer(&targets, fresh.iter().copied());
+    let offered = start.elapsed();
+    let took = wait_for(
+        "10 000 addresses in the set",
+        Duration::from_secs(10),
+        || {
+            ns.sh("nft list set inet hushd xiaomi6 | grep -o '2001:db8:2::' | wc -l")
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+                >= 10_000
+        },
+    );
+    eprintln!(
+        "10 000 distinct addresses offered in {offered:?}, all in the set after {took:?} (polling with nft list)"
     );
 }

@@ -6,11 +6,13 @@
 
 use std::{
     collections::hash_map::Entry,
-    fmt, io,
+    fmt,
+    hash::{Hash, Hasher},
+    io,
     net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     },
     time::{Duration, Instant},
@@ -19,7 +21,7 @@ use std::{
 use arc_swap::ArcSwap;
 use netlink_packet_netfilter::nftables::SetFlags;
 use prometheus::IntCounter;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{
     SetRef,
@@ -253,6 +255,75 @@ struct Shared {
     slots: ArcSwap<Vec<Arc<Slot>>>,
     min_timeout_secs: AtomicU32,
     metrics: Arc<Metrics>,
+    recent: Recent,
+}
+
+/// What `offer_answer` handed over lately, so a popular name's cache hits (thousands a second)
+/// re-offer its addresses only when the expiry they ask for has moved on by `reoffer_after`,
+/// not at every query: the writer's thread then spends its time on new addresses. A lossy,
+/// fixed table of atomics (no lock, no growth): a slot keeps the last (set, address) hashed to
+/// it, so a collision only costs an extra offer.
+struct Recent {
+    /// The (set, address) hash in the high 32 bits, the second (since `epoch`) it was offered in
+    /// the low 32.
+    offered: Box<[AtomicU64]>,
+    /// The expiry that offer asked for, in seconds since `epoch`.
+    expiry: Box<[AtomicU32]>,
+    epoch: Instant,
+    after_secs: u32,
+}
+
+const RECENT_SLOTS: usize = 8192;
+
+impl Recent {
+    fn new(after: Duration) -> Self {
+        Self {
+            offered: (0..RECENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            expiry: (0..RECENT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            epoch: Instant::now(),
+            after_secs: u32::try_from(after.as_secs()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn now(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn slot(set: SetId, addr: &IpAddr) -> (usize, u64) {
+        let mut h = FxHasher::default();
+        (set, addr).hash(&mut h);
+        // FxHash alone leaves addresses that differ in their last bytes sharing slots and
+        // tags (1000 such addresses: 502 distinct); murmur3's finaliser spreads every bit.
+        let mut h = h.finish();
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        ((h as usize) % RECENT_SLOTS, h & 0xffff_ffff_0000_0000)
+    }
+
+    /// Whether the same offer went out less than `after_secs` ago, asking for an expiry no
+    /// more than `after_secs` earlier than this one.
+    fn is_fresh(&self, set: SetId, addr: &IpAddr, now: u32, expiry: u32) -> bool {
+        if self.after_secs == 0 {
+            return false;
+        }
+        let (i, tag) = Self::slot(set, addr);
+        let offered = self.offered[i].load(Ordering::Relaxed);
+        offered & 0xffff_ffff_0000_0000 == tag
+            && now.saturating_sub(offered as u32) < self.after_secs
+            && self.expiry[i]
+                .load(Ordering::Relaxed)
+                .saturating_add(self.after_secs)
+                > expiry
+    }
+
+    fn offered(&self, set: SetId, addr: &IpAddr, now: u32, expiry: u32) {
+        let (i, tag) = Self::slot(set, addr);
+        self.expiry[i].store(expiry, Ordering::Relaxed);
+        self.offered[i].store(tag | u64::from(now), Ordering::Relaxed);
+    }
 }
 
 /// How the writer batches. `Default` is what hushd runs with.
@@ -266,6 +337,9 @@ pub struct WriterOptions {
     pub max_delay: Duration,
     /// How existing elements get their new timeout; `None`: what the running kernel needs.
     pub refresh: Option<Refresh>,
+    /// `offer_answer` skips an address it offered less than this long ago, unless the new
+    /// answer asks for an expiry later by this much (a longer TTL). Zero offers every time.
+    pub reoffer_after: Duration,
 }
 
 impl Default for WriterOptions {
@@ -275,6 +349,7 @@ impl Default for WriterOptions {
             max_batch: 1000,
             max_delay: Duration::from_millis(10),
             refresh: None,
+            reoffer_after: Duration::from_secs(10),
         }
     }
 }
@@ -300,6 +375,7 @@ impl NftWriter {
             slots: ArcSwap::from_pointee(Vec::new()),
             min_timeout_secs: AtomicU32::new(min_timeout_secs),
             metrics,
+            recent: Recent::new(options.reoffer_after),
         });
         let writer = Self {
             queue,
@@ -397,7 +473,10 @@ impl NftWriter {
     }
 
     /// Hands one answer's addresses, with their record TTLs, to every set of their family in
-    /// `targets`, each with the timeout `max(ttl, min_timeout_secs)`.
+    /// `targets`, each with the timeout `max(ttl, min_timeout_secs)`. For upstream answers and
+    /// cache hits alike: an address offered within `reoffer_after` (10 s) for an expiry no
+    /// later is skipped, so the element is refreshed while the name is in use without a hot
+    /// name flooding the writer.
     pub fn offer_answer(
         &self,
         targets: &SetTargets,
@@ -407,10 +486,18 @@ impl NftWriter {
             return;
         }
         let min = self.shared.min_timeout_secs.load(Ordering::Relaxed);
+        let recent = &self.shared.recent;
+        let now = recent.now();
         for (addr, ttl) in addrs {
             let timeout = element_timeout(ttl, min);
+            let expiry = now.saturating_add(timeout);
             for set in targets.for_addr(&addr) {
-                self.offer(*set, addr, timeout);
+                if recent.is_fresh(*set, &addr, now, expiry) {
+                    continue;
+                }
+                if self.offer(*set, addr, timeout) {
+                    recent.offered(*set, &addr, now, expiry);
+                }
             }
         }
     }
@@ -690,6 +777,82 @@ mod tests {
             text.contains(r#"hushd_nft_elements_total{result="dropped",set="inet hushd x4"} 6"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_hot_address_is_offered_again_only_when_its_expiry_moves_on() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        // a queue of one, never drained: a second offer that got through would be dropped
+        let (writer, _loop_not_running) = NftWriter::new(
+            metrics.clone(),
+            300,
+            WriterOptions {
+                queue: 1,
+                ..WriterOptions::default()
+            },
+        );
+        let targets = writer.register(&[CheckedSet {
+            set: SetRef::parse("inet hushd x4").unwrap(),
+            family: AddrFamily::V4,
+        }]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let dropped = || {
+            String::from_utf8(metrics.render())
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        r#"hushd_nft_elements_total{result="dropped",set="inet hushd x4"} "#,
+                    )
+                    .map(str::to_string)
+                })
+                .unwrap()
+        };
+        for _ in 0..1000 {
+            writer.offer_answer(&targets, [(a, 60)]);
+        }
+        assert_eq!(dropped(), "0");
+        // a longer TTL asks for a later expiry: offered (and dropped here, the queue is full)
+        writer.offer_answer(&targets, [(a, 3600)]);
+        assert_eq!(dropped(), "1");
+        // a dropped offer is not remembered: the next query tries again
+        writer.offer_answer(&targets, [(a, 3600)]);
+        assert_eq!(dropped(), "2");
+
+        let r = Recent::new(Duration::from_secs(10));
+        let id = SetId(0);
+        r.offered(id, &a, 100, 400);
+        assert!(r.is_fresh(id, &a, 105, 405));
+        assert!(
+            !r.is_fresh(id, &a, 110, 410),
+            "10 s later it is offered again"
+        );
+        assert!(
+            !r.is_fresh(id, &a, 101, 3700),
+            "a later expiry is offered at once"
+        );
+        assert!(!r.is_fresh(SetId(1), &a, 101, 401), "another set");
+        assert!(!Recent::new(Duration::ZERO).is_fresh(id, &a, 100, 400));
+    }
+
+    /// A (set, address) sharing another's slot and tag would be skipped as if offered: neighbours
+    /// (addresses a byte apart, the same address in two sets) must not.
+    #[test]
+    fn neighbouring_addresses_get_their_own_slot_and_tag() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..500u32 {
+            let v4 = IpAddr::from((0x0a00_0000u32 | i).to_be_bytes());
+            seen.insert(Recent::slot(SetId(0), &v4));
+            seen.insert(Recent::slot(SetId(1), &v4));
+        }
+        for i in 0..500u16 {
+            seen.insert(Recent::slot(
+                SetId(1),
+                &IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i]),
+            ));
+        }
+        let tags: std::collections::HashSet<u64> = seen.iter().map(|s| s.1).collect();
+        assert_eq!((seen.len(), tags.len()), (1500, 1500));
     }
 
     #[test]
