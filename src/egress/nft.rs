@@ -287,8 +287,12 @@ impl Recent {
         }
     }
 
+    /// Seconds since the table was made, from 1: a slot never written (0) is always the older
+    /// way, so two pairs offered in the first second do not share one slot.
     fn now(&self) -> u32 {
-        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+        u32::try_from(self.epoch.elapsed().as_secs())
+            .unwrap_or(u32::MAX - 1)
+            .saturating_add(1)
     }
 
     /// The bucket's first slot (the other is the next one) and the tag.
@@ -859,6 +863,12 @@ mod tests {
             .unwrap();
         r.offered(id, &b, 100, 400);
         assert!(r.is_fresh(id, &a, 105, 405) && r.is_fresh(id, &b, 105, 405));
+        // in the first second too
+        let r = Recent::new(Duration::from_secs(10));
+        let now = r.now();
+        r.offered(id, &a, now, now + 300);
+        r.offered(id, &b, now, now + 300);
+        assert!(r.is_fresh(id, &a, now, now + 300) && r.is_fresh(id, &b, now, now + 300));
     }
 
     /// A (set, address) sharing another's slot and tag would be skipped as if offered: neighbours
