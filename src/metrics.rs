@@ -192,7 +192,12 @@ pub struct Metrics {
     list_last_success: IntGaugeVec,
     /// `hushd_bypass_answers_total`, one handle per answer (in `BypassAnswer::ALL` order).
     bypass_answers: [IntCounter; BypassAnswer::ALL.len()],
+    nft_elements: IntCounterVec,
 }
+
+/// The `result` label values of `hushd_nft_elements_total`, in the order
+/// `Metrics::nft_set_counters` returns their counters.
+pub const NFT_RESULTS: [&str; 3] = ["added", "dropped", "error"];
 
 /// The `result` label values of `hushd_list_fetches_total`.
 pub const FETCH_RESULTS: [&str; 4] = ["ok", "not_modified", "error", "rejected"];
@@ -349,6 +354,14 @@ impl Metrics {
         // every series exists from the start, 0 included
         let bypass_answers =
             BypassAnswer::ALL.map(|a| bypass_answers.with_label_values(&[a.toggle()]));
+        let nft_elements = IntCounterVec::new(
+            Opts::new(
+                "hushd_nft_elements_total",
+                "Answered addresses for nftables sets, by set and result: added (written with its timeout, once per batch), dropped (the writer's queue was full), error (the kernel refused the write)",
+            ),
+            &["set", "result"],
+        )?;
+        registry.register(Box::new(nft_elements.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -382,6 +395,7 @@ impl Metrics {
             list_fetches,
             list_last_success,
             bypass_answers,
+            nft_elements,
         })
     }
 
@@ -391,6 +405,12 @@ impl Metrics {
         if let Some(counter) = self.bypass_answers.get(answer as usize) {
             counter.inc();
         }
+    }
+
+    /// The `added`, `dropped` and `error` counters of one nftables set (as the admin wrote it),
+    /// created together so every series is served from the start.
+    pub fn nft_set_counters(&self, set: &str) -> [IntCounter; 3] {
+        NFT_RESULTS.map(|result| self.nft_elements.with_label_values(&[set, result]))
     }
 
     /// Makes a subscription's series exist from the start (so `increase()` sees its first
@@ -512,6 +532,19 @@ impl Metrics {
         // Encoding into a Vec cannot fail for I/O; a malformed family would be a bug in this file.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
+        }
+        // The registry leaves out a family with no series yet; a family whose labels come from
+        // the config (no nft_sets configured) is still declared, so dashboards and alerts can
+        // tell "nothing yet" from "not this version".
+        for family in [&self.nft_elements] {
+            for mf in family.collect() {
+                if mf.get_metric().is_empty() {
+                    let help = mf.help().replace('\\', "\\\\").replace('\n', "\\n");
+                    out.extend_from_slice(
+                        format!("# HELP {0} {help}\n# TYPE {0} counter\n", mf.name()).as_bytes(),
+                    );
+                }
+            }
         }
         out
     }

@@ -1,5 +1,9 @@
-//! Egress: where the addresses hushd answers go beyond DNS. Today the names of the nftables
-//! sets that lists and groups feed (`SetRef`); the writer that feeds them lives beside it.
+//! Egress: where the addresses hushd answers go beyond DNS. The names of the nftables sets that
+//! lists and groups feed (`SetRef`, here), the writer that feeds them (`nft`) and its netlink
+//! messages (`netlink`).
+
+pub mod netlink;
+pub mod nft;
 
 use std::fmt;
 
