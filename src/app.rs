@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    egress::nft::NftWriter,
     handler::QueryHandler,
     http,
     limits::TcpConnectionLimiter,
@@ -17,7 +18,7 @@ use crate::{
     lists::refresh::{self, Refresher},
     metrics::Metrics,
     policy_thread::PolicyThread,
-    reload::{Reloader, load_policy},
+    reload::{Firewall, Reloader, load_policy},
     tcp::TcpServer,
     udp,
 };
@@ -31,9 +32,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     // Subscriptions start from their stored copies: startup never waits for the network.
     let builder = PolicyThread::spawn().context("cannot start the policy thread")?;
+    // The firewall-set writer's thread idles until a list or group names a set.
+    let nft = NftWriter::start(metrics.clone(), config.egress.min_timeout_secs)
+        .context("cannot start the nftables writer")?;
+    let firewall = Firewall::Feed(nft.clone());
     let (policy, plan) = {
-        let config = config.clone();
-        builder.run_blocking(move || load_policy(&config))
+        let (config, firewall) = (config.clone(), firewall.clone());
+        builder.run_blocking(move || load_policy(&config, &firewall))
     }
     .ok_or_else(|| anyhow!("the policy build failed"))?
     .map_err(|e| anyhow!("{e}"))
@@ -49,9 +54,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     metrics.entries_skipped(policy.skipped());
     let (lists, names) = (policy.lists().len(), policy.domain_count());
     let policy = Arc::new(ArcSwap::from_pointee(policy));
-    let handler = QueryHandler::new(&config, policy.clone(), metrics.clone())
+    let mut handler = QueryHandler::new(&config, policy.clone(), metrics.clone())
         .await
         .context("cannot set up the upstream resolvers")?;
+    handler.nft = Some(nft);
     let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
     // Both transports have their own loops in front of the same handler: UDP to answer without a
     // task per datagram (udp.rs), TCP to cap connections at accept (tcp.rs).
@@ -103,6 +109,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             metrics.clone(),
             builder,
             trigger.clone(),
+            firewall,
         )
         .with_plans(plans)
         .run(requests),
@@ -178,7 +185,7 @@ fn udp_workers() -> usize {
 /// the lines left out, by reason, with the first few.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
-    let (policy, plan) = load_policy(&config)?;
+    let (policy, plan) = load_policy(&config, &Firewall::Check)?;
     let mut out = format!("{}: ok\n", config_path.display());
     for (tag, l) in policy.lists().iter().enumerate() {
         out.push_str(&format!(

@@ -41,12 +41,13 @@ use crate::{
     cache::{Cache, Hit, replaces_stale},
     config::Config,
     destinations::{Destinations, DestinationsRef},
+    egress::nft::NftWriter,
     inflight::Resolved,
     inflight::{Finish, Joined, LookupKey, Lookups},
     limits::{Admit, RateLimiter, Transport},
     metrics::{Metrics, Outcome},
     policy::{
-        Action, AnswerMatch, Match, Policy, Verdict, Via, access::Client, groups::Group,
+        Action, AnswerMatch, ListMeta, Match, Policy, Verdict, Via, access::Client, groups::Group,
         matcher::NameKey,
     },
     reply::Reply,
@@ -68,6 +69,8 @@ pub struct QueryHandler {
     pub lookups: Arc<Lookups>,
     /// Which audit matches are logged (the metric counts them all).
     pub audit: Arc<AuditLimiter>,
+    /// Feeds the nftables sets lists and groups name (`None`: no firewall, as in unit tests).
+    pub nft: Option<NftWriter>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -265,6 +268,7 @@ impl QueryHandler {
             lookups: Arc::new(Lookups::new()),
             audit: Arc::new(AuditLimiter::with_defaults()),
             metrics,
+            nft: None,
         })
     }
 
@@ -385,10 +389,17 @@ impl QueryHandler {
             // The policy of now applies to where a cached answer leads: a list edit covers
             // answers cached before it.
             let screened = policy.answer_match(asker.group, found, hit.destinations());
+            let via_answer = screened.as_ref().map(|s| s.matched.list);
             if let Some(reply) =
                 self.answer_screened(screened, meta, edns, &asker, policy.block_ttl)
             {
                 return done(reply, Outcome::Blocked, qtype);
+            }
+            // A hit refreshes the set elements too, so they outlive the answer while the name
+            // is in use (the offer skips an address it gave moments ago).
+            if policy.feeds_sets() {
+                let decided = found.map(|m| m.list).or(via_answer);
+                self.feed_sets(asker.group, decided, || hit.addresses());
             }
             return Step::Cached(hit, qtype);
         }
@@ -447,7 +458,29 @@ impl QueryHandler {
         };
         let asked = policy.name_match(asker.group, &NameKey::new(qname), Via::Name);
         let screened = policy.answer_match(asker.group, asked, destinations);
-        self.answer_screened(screened, meta, edns, &asker, policy.block_ttl)
+        let via_answer = screened.as_ref().map(|s| s.matched.list);
+        let blocked = self.answer_screened(screened, meta, edns, &asker, policy.block_ttl);
+        if blocked.is_none() && policy.feeds_sets() {
+            let decided = asked.map(|m| m.list).or(via_answer);
+            self.feed_sets(asker.group, decided, || destinations.addresses());
+        }
+        blocked
+    }
+
+    /// Hands an answer's addresses to the firewall: to the sets of the list that decided its
+    /// name (`decided`), and to the client's group's `egress_set`. Never waits (a full queue
+    /// drops and counts).
+    fn feed_sets<I: Iterator<Item = (IpAddr, u32)>>(
+        &self,
+        group: &Group,
+        decided: Option<&ListMeta>,
+        addresses: impl Fn() -> I,
+    ) {
+        let Some(nft) = &self.nft else { return };
+        if let Some(list) = decided {
+            nft.offer_answer(&list.sets, addresses());
+        }
+        nft.offer_answer(&group.egress, addresses());
     }
 
     /// Counts a list match and, for an audit (`log`) match, writes the audit record an admin

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::{
     config::Config,
     diagnostic::LoadErrors,
+    egress::nft::{self, NftWriter},
     lists::{self, is_policy_file, refresh::Plan},
     metrics::Metrics,
     policy::Policy,
@@ -41,14 +42,37 @@ pub struct Reloader {
     trigger: Trigger,
     /// Where each new policy's subscriptions go (the `Refresher` follows them).
     plans: Option<tokio::sync::watch::Sender<Arc<Plan>>>,
+    firewall: Firewall,
+}
+
+/// What `load_policy` does with the nftables sets lists and groups name.
+#[derive(Clone)]
+pub enum Firewall {
+    /// `hushd check`: each set is checked with the kernel, nothing is written.
+    Check,
+    /// The daemon: each set is checked and registered with the writer that feeds it.
+    Feed(NftWriter),
 }
 
 /// Loads the lists of `config` and builds the policy, with the subscriptions it holds: what
-/// startup, `hushd check` and every reload do.
-pub fn load_policy(config: &Config) -> Result<(Policy, Plan), LoadErrors> {
+/// startup, `hushd check` and every reload do. A set that is missing or of the wrong kind fails
+/// the load like any other bad key (at start hushd does not start; on reload the running policy
+/// stays).
+pub fn load_policy(config: &Config, firewall: &Firewall) -> Result<(Policy, Plan), LoadErrors> {
     let files = lists::load_dir(&config.blocklists.dir)?;
     let plan = Plan::new(config, &files);
-    let policy = Policy::build(config, files)?;
+    let mut policy = Policy::build(config, files)?;
+    if !policy.set_refs().is_empty() {
+        match firewall {
+            Firewall::Check => policy.attach_sets(config, |sets| {
+                nft::check_sets(sets).map(|_| nft::SetTargets::default())
+            })?,
+            Firewall::Feed(writer) => {
+                writer.set_min_timeout(config.egress.min_timeout_secs);
+                policy.attach_sets(config, |sets| writer.resolve(sets))?;
+            }
+        }
+    }
     Ok((policy, plan))
 }
 
@@ -59,8 +83,10 @@ impl Reloader {
         metrics: Arc<Metrics>,
         builder: PolicyThread,
         trigger: Trigger,
+        firewall: Firewall,
     ) -> Self {
         let mut reloader = Self {
+            firewall,
             running,
             policy,
             metrics,
@@ -177,12 +203,13 @@ impl Reloader {
 
     async fn reload(&mut self) {
         let path = self.running.path.clone();
+        let firewall = self.firewall.clone();
         let started = std::time::Instant::now();
         let loaded = self
             .builder
             .run(move || -> Result<(Config, Policy, Plan), LoadErrors> {
                 let config = Config::load(&path)?;
-                let (policy, plan) = load_policy(&config)?;
+                let (policy, plan) = load_policy(&config, &firewall)?;
                 Ok((config, policy, plan))
             })
             .await;

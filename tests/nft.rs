@@ -524,3 +524,171 @@ fn measure_batch_and_offer_costs() {
         "10 000 distinct addresses offered in {offered:?}, all in the set after {took:?} (polling with nft list)"
     );
 }
+
+/// The whole path through the real daemon, in namespaces: a router running hushd (with its
+/// upstream fixture on the router's loopback) and the example ruleset; a client on the LAN in
+/// a strict group; a server on the WAN side. Names `ip-A-B-C-D.example` are answered with
+/// A-B-C-D by the fixture.
+#[test]
+fn hushd_feeds_list_and_group_sets_refreshes_them_on_cache_hits_and_strict_egress_holds() {
+    let Some(router) = namespace_with_ruleset() else {
+        return;
+    };
+    let client = NetNs::new().unwrap();
+    let server = NetNs::new().unwrap();
+    router.link("lan0", "192.0.2.1/24", &client, "eth0", "192.0.2.2/24");
+    router.link(
+        "wan0",
+        "198.51.100.1/24",
+        &server,
+        "eth0",
+        "198.51.100.10/24",
+    );
+    server.sh("ip addr add 198.51.100.11/24 dev eth0 && ip route add default via 198.51.100.1");
+    client.sh("ip route add default via 192.0.2.1");
+    router.sh("sysctl -qw net.ipv4.ip_forward=1 && \
+         nft add element inet hushd iot_clients '{ 192.0.2.2 }'");
+
+    // the upstream fixture on the router's loopback, on a runtime whose threads live there
+    let (runtime, upstream) = router.run(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let up = rt.block_on(support::upstream::Upstream::start());
+        (rt, up)
+    });
+    let setup = Arc::new(support::Setup::new(
+        &[upstream.addr],
+        "allow_clients = [\"127.0.0.0/8\", \"192.0.2.0/24\"]",
+    ));
+    let config = std::fs::read_to_string(setup.config_path()).unwrap();
+    let port = setup.dns.port();
+    setup.write_config(&format!(
+        "{}\n[egress]\nmin_timeout_secs = 400\n\n[[groups]]\nname = \"iot\"\nclients = [\"192.0.2.2\"]\negress_set = \"inet hushd iot_allowed4\"\n",
+        config.replace(
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+            &format!("listen = [\"127.0.0.1:{port}\", \"192.0.2.1:{port}\"]"),
+        )
+    ));
+    setup.write_list(
+        "xiaomi",
+        "action = \"log\"\ndomains = [\"tracker.example\"]\nnft_sets = [\"inet hushd xiaomi4\", \"inet hushd xiaomi6\"]\n",
+    );
+    let hushd = {
+        let setup = setup.clone();
+        router.run(move || setup.start())
+    };
+
+    // from the router itself (the default group): a listed name feeds the list's set, with
+    // the timeout max(TTL 300, min_timeout_secs 400)
+    let ask = |ns: &NetNs, server: &str, name: &str| {
+        let (server, name) = (format!("{server}:{port}"), name.to_string());
+        ns.sh(&format!(
+            "dig +short +tries=1 +time=2 @{} -p {} {name} A",
+            server.split(':').next().unwrap(),
+            port
+        ))
+    };
+    assert_eq!(
+        ask(&router, "127.0.0.1", "ip-198-51-100-12.tracker.example").trim(),
+        "198.51.100.12"
+    );
+    wait_for(
+        "the tracker's address in xiaomi4",
+        Duration::from_secs(1),
+        || {
+            elements(&router, "xiaomi4")
+                .iter()
+                .any(|e| e.0.to_string() == "198.51.100.12" && e.1 == 400)
+        },
+    );
+    // an unlisted name from the default group feeds nothing
+    ask(&router, "127.0.0.1", "ip-198-51-100-13.other.example");
+
+    // a cache hit refreshes the element's expiry (dnsmasq's nftset does not); the writer
+    // refreshes an element at most every 10 s, so this waits past that
+    std::thread::sleep(Duration::from_millis(11_500));
+    let before = elements(&router, "xiaomi4")[0].2;
+    assert!(before <= 389, "expires {before}");
+    ask(&router, "127.0.0.1", "ip-198-51-100-12.tracker.example");
+    wait_for(
+        "the element's expiry refreshed by a cache hit",
+        Duration::from_secs(1),
+        || elements(&router, "xiaomi4")[0].2 > before,
+    );
+    assert_eq!(upstream.seen.count("ip-198-51-100-12.tracker.example"), 1);
+    assert!(
+        !elements(&router, "xiaomi4")
+            .iter()
+            .any(|e| e.0.to_string() == "198.51.100.13"),
+        "an unlisted name's address went into the list's set"
+    );
+
+    // strict egress: the iot client reaches only what hushd answered it
+    let answered: SocketAddr = "198.51.100.10:8080".parse().unwrap();
+    let other: SocketAddr = "198.51.100.11:8080".parse().unwrap();
+    server.run(move || {
+        for addr in [answered, other] {
+            let listener = TcpListener::bind(addr).unwrap();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    drop(conn);
+                }
+            });
+        }
+    });
+    let connects = |addr: SocketAddr| {
+        client.run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(700)).is_ok())
+    };
+    assert!(!connects(answered), "reached before any answer");
+    assert_eq!(
+        ask(&client, "192.0.2.1", "ip-198-51-100-10.example").trim(),
+        "198.51.100.10"
+    );
+    let took = wait_for(
+        "the answered address in iot_allowed4",
+        Duration::from_secs(1),
+        || !elements(&router, "iot_allowed4").is_empty(),
+    );
+    assert!(connects(answered), "the answered address is dropped");
+    assert!(!connects(other), "an address never answered is reached");
+    // the router's own lookups are not the iot group's
+    assert_eq!(elements(&router, "iot_allowed4").len(), 1, "{took:?}");
+    drop(hushd);
+    drop(runtime);
+}
+
+/// `hushd check` and startup refuse a list or group naming a set the ruleset lacks, naming
+/// the list or group and the set.
+#[test]
+fn check_and_start_refuse_a_missing_set() {
+    let Some(router) = namespace_with_ruleset() else {
+        return;
+    };
+    let setup = Arc::new(support::Setup::new(&["127.0.0.1:9".parse().unwrap()], ""));
+    setup.append_config(
+        "[[groups]]\nname = \"iot\"\nclients = [\"10.0.5.0/24\"]\negress_set = \"inet hushd iot_allowd4\"\n",
+    );
+    setup.write_list(
+        "xiaomi",
+        "action = \"log\"\ndomains = [\"tracker.example\"]\nnft_sets = [\"inet hushd xiaomi4\", \"inet hushd nope6\"]\n",
+    );
+    let config = setup.config_path().display().to_string();
+    let out = router.output(support::HUSHD, &["--config", &config, "check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        "xiaomi.toml: list xiaomi nft_sets: nftables set \"inet hushd nope6\": does not exist",
+        "hushd.toml: group \"iot\" egress_set: nftables set \"inet hushd iot_allowd4\": does not exist",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+    let out = router.output(support::HUSHD, &["--config", &config]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("inet hushd nope6"),
+        "{err}"
+    );
+}

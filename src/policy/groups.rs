@@ -6,7 +6,7 @@ use super::{Action, matcher::Tag, rank};
 use crate::{
     config::{Config, DEFAULT_GROUP},
     diagnostic::LoadError,
-    egress::SetRef,
+    egress::{SetRef, nft::SetTargets},
 };
 
 /// Index of a group in `Groups`; 0 is the implicit `default` group.
@@ -18,6 +18,8 @@ pub struct Group {
     /// Per list tag: the action for members, `None` where the list does not apply.
     actions: Box<[Option<Action>]>,
     pub egress_set: Option<SetRef>,
+    /// `egress_set` as the firewall writer knows it, once `Policy::attach_sets` ran.
+    pub egress: SetTargets,
 }
 
 impl Group {
@@ -45,6 +47,7 @@ impl Default for Groups {
                 name: DEFAULT_GROUP.into(),
                 actions: Box::new([]),
                 egress_set: None,
+                egress: SetTargets::default(),
             }],
         }
     }
@@ -61,6 +64,7 @@ impl Groups {
             name: DEFAULT_GROUP.into(),
             actions: every.clone(),
             egress_set: None,
+            egress: SetTargets::default(),
         }];
         let tag_of = |name: &str| lists.iter().position(|&(n, _)| n == name);
         let known = || {
@@ -108,20 +112,11 @@ impl Groups {
                     None => errors.push(problem("actions key", name)),
                 }
             }
-            if g.egress_set.is_some() {
-                // Until the set writer is wired in, a strict group would silently not be strict.
-                errors.push(LoadError::File {
-                    path: config.path.clone(),
-                    message: format!(
-                        "group {:?}: egress_set is not enforced by this build yet",
-                        g.name
-                    ),
-                });
-            }
             groups.push(Group {
                 name: g.name.clone(),
                 actions,
                 egress_set: g.egress_set.clone(),
+                egress: SetTargets::default(),
             });
         }
         if groups.len() > usize::from(GroupId::MAX) {
@@ -146,6 +141,10 @@ impl Groups {
 
     pub fn iter(&self) -> impl Iterator<Item = &Group> {
         self.groups.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        self.groups.iter_mut()
     }
 
     pub fn len(&self) -> usize {

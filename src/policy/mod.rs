@@ -27,6 +27,10 @@ use crate::{
     config::Config,
     destinations::DestinationsRef,
     diagnostic::{LoadError, LoadErrors},
+    egress::{
+        SetRef,
+        nft::{CheckError, SetTargets},
+    },
     lists::{self, ListFile, formats::Format},
 };
 
@@ -56,6 +60,10 @@ pub struct ListMeta {
     pub file: Option<lists::FileReport>,
     /// The same for the stored copy of its subscription (`url`), once there is one.
     pub copy: Option<lists::FileReport>,
+    /// `nft_sets`: the sets every address answered for a name this list decides goes into.
+    pub nft_sets: Vec<SetRef>,
+    /// Those sets as the firewall writer knows them, once `Policy::attach_sets` ran.
+    pub sets: SetTargets,
     /// This list's `hushd_list_matches_total` counters, one per (action, via), each resolved on
     /// its first match and kept for the life of this policy. The action is the one applied, which
     /// a group may have overridden.
@@ -166,6 +174,8 @@ pub struct Policy {
     geo: Geo,
     /// Which bypass-defence answers are on; part of the policy so a reload applies them.
     bypass: BypassDefence,
+    /// Some list or group feeds a firewall set (see `attach_sets`).
+    feeds_sets: bool,
     pub block_ttl: u32,
 }
 
@@ -201,19 +211,6 @@ impl Policy {
                 ),
             }
             .into());
-        }
-        // `nft_sets` parses, but until sets are fed it would be a silent no-op: refuse it rather
-        // than let an admin believe it is enforced.
-        let unenforced: Vec<LoadError> = files
-            .iter()
-            .filter(|f| !f.nft_sets.is_empty())
-            .map(|f| LoadError::File {
-                path: f.path.clone(),
-                message: "nft_sets is not enforced by this build yet".into(),
-            })
-            .collect();
-        if !unenforced.is_empty() {
-            return Err(LoadErrors(unenforced));
         }
         // Size the table up front: growing it means a second table while the first still lives.
         // A domains file has at most one name per line.
@@ -334,6 +331,8 @@ impl Policy {
                 file: report,
                 copy,
                 matches: Default::default(),
+                nft_sets: file.nft_sets,
+                sets: SetTargets::default(),
             });
         }
         // Each pattern compiled alone; together they may still pass the size limit.
@@ -372,6 +371,7 @@ impl Policy {
             ip_rules: ip_rules.build(),
             geo,
             bypass: config.server.bypass,
+            feeds_sets: false,
             block_ttl: config.server.block_ttl,
         })
     }
@@ -383,6 +383,75 @@ impl Policy {
     pub fn address_lists(&self, addr: IpAddr, mut f: impl FnMut(Tag, Via)) {
         self.ip_rules.visit(addr, |tag| f(tag, Via::Ip));
         self.geo.visit(addr, f);
+    }
+
+    /// Every nftables set the lists and groups name, each once, in order.
+    pub fn set_refs(&self) -> Vec<SetRef> {
+        let mut refs: Vec<SetRef> = self
+            .lists
+            .iter()
+            .flat_map(|l| l.nft_sets.iter().cloned())
+            .chain(self.groups.iter().filter_map(|g| g.egress_set.clone()))
+            .collect();
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+
+    /// Resolves every list's `nft_sets` and group's `egress_set` with `resolve` (the firewall
+    /// writer checks them with the kernel and gives their ids): a set that is missing or of the
+    /// wrong kind is an error naming the list or group, as for any other key.
+    pub fn attach_sets(
+        &mut self,
+        config: &Config,
+        mut resolve: impl FnMut(&[SetRef]) -> Result<SetTargets, Vec<CheckError>>,
+    ) -> Result<(), LoadErrors> {
+        let mut errors = Vec::new();
+        let mut fail = |who: String, path: std::path::PathBuf, e: Vec<CheckError>| {
+            for e in e {
+                errors.push(LoadError::File {
+                    path: path.clone(),
+                    message: format!("{who}: {e}"),
+                });
+            }
+        };
+        for list in &mut self.lists {
+            if list.nft_sets.is_empty() {
+                continue;
+            }
+            match resolve(&list.nft_sets) {
+                Ok(targets) => list.sets = targets,
+                Err(e) => fail(
+                    format!("list {} nft_sets", list.name),
+                    config.blocklists.dir.join(format!("{}.toml", list.name)),
+                    e,
+                ),
+            }
+        }
+        for group in self.groups.iter_mut() {
+            let Some(set) = group.egress_set.clone() else {
+                continue;
+            };
+            match resolve(std::slice::from_ref(&set)) {
+                Ok(targets) => group.egress = targets,
+                Err(e) => fail(
+                    format!("group {:?} egress_set", group.name),
+                    config.path.clone(),
+                    e,
+                ),
+            }
+        }
+        self.feeds_sets = self.lists.iter().any(|l| !l.sets.is_empty())
+            || self.groups.iter().any(|g| !g.egress.is_empty());
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(LoadErrors(errors)),
+        }
+    }
+
+    /// Whether any answer can feed a firewall set: the query path skips all set work otherwise.
+    pub fn feeds_sets(&self) -> bool {
+        self.feeds_sets
     }
 
     /// The answer-address table (`ips`, `ips_file`).
@@ -995,7 +1064,7 @@ mod tests {
     }
 
     #[test]
-    fn address_rule_errors_fail_the_build_and_nft_sets_stay_refused() {
+    fn address_rule_errors_fail_the_build() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.txt"), "192.0.2.0/24\n192.0.2.1/24\n").unwrap();
         let mut bad = list("bad", Action::Block, &[]);
@@ -1015,15 +1084,6 @@ mod tests {
             lines[1].starts_with(
                 "/l/cn.toml: countries needs [egress] country_db in /etc/hushd/hushd.toml"
             ),
-            "{err}"
-        );
-        let mut sets = list("sets", Action::Block, &[]);
-        sets.nft_sets = vec![crate::egress::SetRef::parse("inet hushd x4").unwrap()];
-        let err = Policy::build(&config(""), vec![sets])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("nft_sets is not enforced by this build yet"),
             "{err}"
         );
     }

@@ -200,6 +200,17 @@ impl RequestHandler for Zone {
                     RData::TXT(TXT::new(vec![text])),
                 ));
             }
+        } else if let Some(ip) = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix("ip-"))
+            .and_then(|dashed| dashed.replace('-', ".").parse::<Ipv4Addr>().ok())
+        {
+            // `ip-198-51-100-10.X`: an A record of that address (firewall tests)
+            if qtype == RecordType::A {
+                answers.push(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
+            } else {
+                soa.push(soa_for(&name));
+            }
         } else if first.as_deref() == Some("short") {
             answers.push(Record::from_rdata(
                 name.clone(),
