@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub lists: ListsConfig,
     pub egress: EgressConfig,
+    pub evidence: EvidenceConfig,
+    pub querylog: QueryLogConfig,
     /// `[clients]`: names for devices, in logs, evidence and groups.
     pub clients: Vec<ClientName>,
     /// `[[groups]]`, in file order; clients in none are in the implicit `default` group.
@@ -105,6 +107,42 @@ pub struct EgressConfig {
     /// Shortest timeout an address is given in an nftables set, in seconds: a short DNS TTL must
     /// not let the set entry expire while the device is still connected.
     pub min_timeout_secs: u32,
+}
+
+/// `[evidence]`: the device x vendor record of list matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceConfig {
+    pub enabled: bool,
+    /// Absolute, or already joined to the config's folder (`$STATE_DIRECTORY` under systemd).
+    pub path: PathBuf,
+    pub retention_days: u32,
+    /// How often matches are written in one batch; what a crash may lose at most.
+    pub flush: Duration,
+}
+
+/// `[querylog]`: every query, one JSON object a line (opt-in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryLogConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    /// Only queries that matched a list.
+    pub only_matches: bool,
+    /// Rotate at this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`queries.jsonl.1` ... `.keep`).
+    pub keep: u32,
+    /// Applies to the evidence store too.
+    pub anonymize: Anonymize,
+}
+
+/// How client addresses are stored in the query log and the evidence store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymize {
+    #[default]
+    None,
+    /// IPv4 to its /24, IPv6 to its /48.
+    Truncate,
 }
 
 /// `[egress] min_timeout_secs` default: five minutes outlives most connections' DNS TTLs.
@@ -213,9 +251,33 @@ mod raw {
         #[serde(default)]
         pub egress: Egress,
         #[serde(default)]
+        pub evidence: Evidence,
+        #[serde(default)]
+        pub querylog: QueryLog,
+        #[serde(default)]
         pub clients: std::collections::BTreeMap<Spanned<String>, groups::raw::Addresses>,
         #[serde(default)]
         pub groups: Vec<groups::raw::Group>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Evidence {
+        pub enabled: Option<bool>,
+        pub path: Option<String>,
+        pub retention_days: Option<Spanned<u32>>,
+        pub flush_secs: Option<Spanned<u64>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct QueryLog {
+        pub enabled: Option<bool>,
+        pub path: Option<String>,
+        pub only_matches: Option<bool>,
+        pub max_bytes: Option<Spanned<u64>>,
+        pub keep: Option<Spanned<u32>>,
+        pub anonymize: Option<Anonymize>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -513,6 +575,8 @@ impl Config {
             None => DEFAULT_NFT_MIN_TIMEOUT_SECS,
         };
         let mut err_at = |span, m| errors.push(LoadError::at(path, text, span, m));
+        let (evidence, querylog) =
+            evidence_configs(base, &raw.evidence, &raw.querylog, &mut err_at);
         let clients = groups::client_names(&raw.clients, &mut err_at);
         let groups = groups::groups(&raw.groups, &clients, &mut err_at);
         let egress = EgressConfig {
@@ -552,6 +616,8 @@ impl Config {
                 limits,
                 lists,
                 egress,
+                evidence,
+                querylog,
                 clients,
                 groups,
             }),
@@ -630,6 +696,73 @@ fn lists_config(
         max_bytes,
         retry_after,
     }
+}
+
+/// `[evidence]` and `[querylog]`. Files go beside the config unless given absolute; under
+/// systemd (`$STATE_DIRECTORY`), in the state folder, which the unit makes writable.
+fn evidence_configs(
+    base: &Path,
+    evidence: &raw::Evidence,
+    querylog: &raw::QueryLog,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> (EvidenceConfig, QueryLogConfig) {
+    let state = match std::env::var_os("STATE_DIRECTORY") {
+        Some(dirs) if !dirs.is_empty() => PathBuf::from(
+            dirs.to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ),
+        _ => base.to_path_buf(),
+    };
+    let at_least =
+        |v: &Option<Spanned<u64>>,
+         min: u64,
+         default: u64,
+         key: &str,
+         err_at: &mut dyn FnMut(std::ops::Range<usize>, String)| match v {
+            Some(v) if *v.get_ref() < min => {
+                err_at(v.span(), format!("{key} must be at least {min}"));
+                default
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        };
+    let flush_secs = at_least(&evidence.flush_secs, 1, 5, "flush_secs", err_at);
+    let retention_days = match &evidence.retention_days {
+        Some(v) if *v.get_ref() == 0 => {
+            err_at(v.span(), "retention_days must be at least 1".into());
+            90
+        }
+        Some(v) => *v.get_ref(),
+        None => 90,
+    };
+    let max_bytes = at_least(&querylog.max_bytes, 1 << 20, 100 << 20, "max_bytes", err_at);
+    let keep = match &querylog.keep {
+        Some(v) if *v.get_ref() > 1000 => {
+            err_at(v.span(), "keep must be at most 1000".into());
+            5
+        }
+        Some(v) => *v.get_ref(),
+        None => 5,
+    };
+    (
+        EvidenceConfig {
+            enabled: evidence.enabled.unwrap_or(true),
+            path: state.join(evidence.path.as_deref().unwrap_or("evidence.db")),
+            retention_days,
+            flush: Duration::from_secs(flush_secs),
+        },
+        QueryLogConfig {
+            enabled: querylog.enabled.unwrap_or(false),
+            path: state.join(querylog.path.as_deref().unwrap_or("queries.jsonl")),
+            only_matches: querylog.only_matches.unwrap_or(false),
+            max_bytes,
+            keep,
+            anonymize: querylog.anonymize.unwrap_or_default(),
+        },
+    )
 }
 
 /// Parses each value of a list key, reporting each bad one at its place; without the key, the
