@@ -824,6 +824,22 @@ mod tests {
     const MINIMAL: &str = "[upstream]\nservers = [\"192.0.2.1\"]\n";
 
     #[test]
+    fn groups_take_one_egress_set_or_several_and_report_bad_ones() {
+        let c = parse(&format!("{MINIMAL}[[groups]]\nname = \"a\"\negress_set = \"inet hushd a4\"\n[[groups]]\nname = \"b\"\negress_set = [\"inet hushd b4\", \"inet hushd b6\"]\n")).unwrap();
+        assert_eq!(c.groups[0].egress_set.len(), 1);
+        assert_eq!(c.groups[1].egress_set[1].to_string(), "inet hushd b6");
+        let e = parse(&format!(
+            "{MINIMAL}[[groups]]\nname = \"a\"\negress_set = \"hushd a4\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("group \"a\" egress_set: \"hushd a4\": write an nftables set"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn defaults_are_safe() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(

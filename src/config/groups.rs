@@ -30,8 +30,9 @@ pub struct GroupConfig {
     pub lists: Option<Vec<String>>,
     /// Per-group override of a list's own action.
     pub actions: Vec<(String, Action)>,
-    /// Strict egress: every address answered to a member goes into this set.
-    pub egress_set: Option<SetRef>,
+    /// Strict egress: every address answered to a member goes into these sets (one per address
+    /// family is usual: `egress_set` takes one set or a list).
+    pub egress_set: Vec<SetRef>,
 }
 
 pub(super) mod raw {
@@ -55,7 +56,15 @@ pub(super) mod raw {
         pub lists: Option<Vec<Spanned<String>>>,
         #[serde(default)]
         pub actions: BTreeMap<String, Action>,
-        pub egress_set: Option<Spanned<String>>,
+        pub egress_set: Option<Sets>,
+    }
+
+    /// `egress_set = "inet hushd iot4"` or `["inet hushd iot4", "inet hushd iot6"]`.
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Sets {
+        One(String),
+        Many(Vec<String>),
     }
 }
 
@@ -198,11 +207,21 @@ pub(super) fn groups(
                 }
             }
         }
-        let egress_set = g.egress_set.as_ref().and_then(|s| {
-            SetRef::parse(s.get_ref())
-                .map_err(|why| err_at(s.span(), why))
-                .ok()
-        });
+        let sets = match &g.egress_set {
+            None => &[][..],
+            Some(raw::Sets::One(one)) => std::slice::from_ref(one),
+            Some(raw::Sets::Many(many)) => many.as_slice(),
+        };
+        let egress_set = sets
+            .iter()
+            .filter_map(|s| {
+                SetRef::parse(s)
+                    .map_err(|why| {
+                        err_at(g.name.span(), format!("group {name:?} egress_set: {why}"))
+                    })
+                    .ok()
+            })
+            .collect();
         out.push(GroupConfig {
             name: name.clone(),
             clients,

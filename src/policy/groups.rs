@@ -17,7 +17,7 @@ pub struct Group {
     pub name: String,
     /// Per list tag: the action for members, `None` where the list does not apply.
     actions: Box<[Option<Action>]>,
-    pub egress_set: Option<SetRef>,
+    pub egress_set: Vec<SetRef>,
     /// `egress_set` as the firewall writer knows it, once `Policy::attach_sets` ran.
     pub egress: SetTargets,
 }
@@ -46,7 +46,7 @@ impl Default for Groups {
             groups: vec![Group {
                 name: DEFAULT_GROUP.into(),
                 actions: Box::new([]),
-                egress_set: None,
+                egress_set: Vec::new(),
                 egress: SetTargets::default(),
             }],
         }
@@ -63,7 +63,7 @@ impl Groups {
         let mut groups = vec![Group {
             name: DEFAULT_GROUP.into(),
             actions: every.clone(),
-            egress_set: None,
+            egress_set: Vec::new(),
             egress: SetTargets::default(),
         }];
         let tag_of = |name: &str| lists.iter().position(|&(n, _)| n == name);

@@ -391,7 +391,11 @@ impl Policy {
             .lists
             .iter()
             .flat_map(|l| l.nft_sets.iter().cloned())
-            .chain(self.groups.iter().filter_map(|g| g.egress_set.clone()))
+            .chain(
+                self.groups
+                    .iter()
+                    .flat_map(|g| g.egress_set.iter().cloned()),
+            )
             .collect();
         refs.sort();
         refs.dedup();
@@ -429,10 +433,10 @@ impl Policy {
             }
         }
         for group in self.groups.iter_mut() {
-            let Some(set) = group.egress_set.clone() else {
+            if group.egress_set.is_empty() {
                 continue;
-            };
-            match resolve(std::slice::from_ref(&set)) {
+            }
+            match resolve(&group.egress_set) {
                 Ok(targets) => group.egress = targets,
                 Err(e) => fail(
                     format!("group {:?} egress_set", group.name),
