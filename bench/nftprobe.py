@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""nftprobe.py HOST PORT NAMES_FILE RATE SET MODE
+
+Asks HOST:PORT for each name of NAMES_FILE ("name A" lines) once, at RATE queries a second, and
+notes when each answer (its A address) arrived. With MODE "on" it also lists the nftables SET
+("family table set") every 100 ms and notes when each address first appears there. Prints one
+summary line: answered, in_set, and how long after its answer an address appeared (max, p99),
+in ms. Bounded: the names once, then at most 3 s of polling."""
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+host, port, names_file, rate, nft_set, mode = sys.argv[1:7]
+port, rate = int(port), float(rate)
+names = [l.split()[0] for l in open(names_file) if l.strip()]
+answered = {}
+seen = {}
+done = threading.Event()
+
+
+def poll():
+    family, table, name = nft_set.split()
+    while not done.is_set():
+        out = subprocess.run(["nft", "-j", "list", "set", family, table, name],
+                             capture_output=True, text=True).stdout
+        now = time.time()
+        try:
+            for item in json.loads(out)["nftables"]:
+                for e in item.get("set", {}).get("elem", []) or []:
+                    val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+                    seen.setdefault(val, now)
+        except (ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+
+
+def receive(sock):
+    while not done.is_set():
+        try:
+            data = sock.recv(512)
+        except socket.timeout:
+            continue
+        now = time.time()
+        an = struct.unpack(">H", data[6:8])[0]
+        if an and len(data) >= 4 and data[-6:-4] == b"\x00\x04":
+            addr = ".".join(str(b) for b in data[-4:])
+            answered.setdefault(addr, now)
+
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(0.2)
+sock.connect((host, port))
+threads = [threading.Thread(target=receive, args=(sock,), daemon=True)]
+if mode == "on":
+    threads.append(threading.Thread(target=poll, daemon=True))
+for t in threads:
+    t.start()
+start = time.time()
+for i, name in enumerate(names):
+    qname = b"".join(bytes([len(l)]) + l.encode() for l in name.rstrip(".").split(".")) + b"\0"
+    sock.send(struct.pack(">HHHHHH", i % 65536, 0x0100, 1, 0, 0, 0) + qname + struct.pack(">HH", 1, 1))
+    delay = start + (i + 1) / rate - time.time()
+    if delay > 0:
+        time.sleep(delay)
+deadline = time.time() + 3
+while time.time() < deadline and (mode != "on" or len(seen) < len(answered) or len(answered) < len(names)):
+    time.sleep(0.1)
+done.set()
+lags = sorted((seen[a] - t) * 1000 for a, t in answered.items() if a in seen)
+p99 = lags[int(len(lags) * 0.99) - 1] if lags else float("nan")
+print(f"answered={len(answered)} in_set={sum(1 for a in answered if a in seen)} "
+      f"lag_max_ms={max(lags) if lags else float('nan'):.0f} lag_p99_ms={p99:.0f}")
