@@ -93,6 +93,9 @@ dir = "blocklists"
 [cache]
 size = 100000
 
+[limits]
+client_qps = 0   # the sources are load generators, not devices to protect the server from
+
 [evidence]
 enabled = false
 $3

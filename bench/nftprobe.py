@@ -2,8 +2,9 @@
 """nftprobe.py HOST PORT NAMES_FILE RATE SET MODE
 
 Asks HOST:PORT for each name of NAMES_FILE ("name A" lines) once, at RATE queries a second, and
-notes when each answer (its A address) arrived. With MODE "on" it also lists the nftables SET
-("family table set") every 100 ms and notes when each address first appears there. Prints one
+notes when each answer (its A address) arrived. With MODE "on" it also follows the kernel's
+element events (`nft monitor new elements`, so the timing is the kernel's, not a poll's) and
+notes when each address first appears in SET ("family table set"). Prints one
 summary line: answered, in_set, and how long after its answer an address appeared (max, p99),
 in ms. Bounded: the names once, then at most 3 s of polling."""
 import json
@@ -20,22 +21,22 @@ names = [l.split()[0] for l in open(names_file) if l.strip()]
 answered = {}
 seen = {}
 done = threading.Event()
+ready = threading.Event()
 
 
 def poll():
     family, table, name = nft_set.split()
-    while not done.is_set():
-        out = subprocess.run(["nft", "-j", "list", "set", family, table, name],
-                             capture_output=True, text=True).stdout
+    prefix = f"add element {family} {table} {name} {{"
+    monitor = subprocess.Popen(["nft", "monitor", "new", "elements"], stdout=subprocess.PIPE, text=True)
+    ready.set()
+    for line in monitor.stdout:
         now = time.time()
-        try:
-            for item in json.loads(out)["nftables"]:
-                for e in item.get("set", {}).get("elem", []) or []:
-                    val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
-                    seen.setdefault(val, now)
-        except (ValueError, KeyError):
-            pass
-        time.sleep(0.1)
+        if line.startswith(prefix):
+            for part in line[len(prefix):].rstrip(" }\n").split(","):
+                seen.setdefault(part.split()[0], now)
+        if done.is_set():
+            break
+    monitor.kill()
 
 
 def receive(sock):
@@ -59,6 +60,9 @@ if mode == "on":
     threads.append(threading.Thread(target=poll, daemon=True))
 for t in threads:
     t.start()
+if mode == "on":
+    ready.wait(5)
+    time.sleep(0.3)  # the monitor subscribed
 start = time.time()
 for i, name in enumerate(names):
     qname = b"".join(bytes([len(l)]) + l.encode() for l in name.rstrip(".").split(".")) + b"\0"
