@@ -356,7 +356,7 @@ impl Policy {
         if full {
             errors.push(LoadError::File {
                 path: config.blocklists.dir.clone(),
-                message: "the lists hold more than 4 GiB of names; hushd cannot load them".into(),
+                message: "the lists hold more than 512 MiB of names; hushd cannot load them".into(),
             });
         }
         if !errors.is_empty() {
