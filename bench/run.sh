@@ -4,13 +4,13 @@
 # the same queries and the same CPU pinning. Everything runs on 127.0.0.0/8. See bench/README.md.
 #
 # usage: bench/run.sh [--quick] [--runs N] [--sizes 1000,1000000] [--peers hushd,unbound,dnsmasq,floor]
-#                     [--run DIR]      (more peers: hushd-sub, hushd-patterns; see bench/peers/)
+#                     [--run DIR] [--only memory]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor
+QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor ONLY=
 RUN=${RUN:-/tmp/hushd-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -19,12 +19,14 @@ while [[ $# -gt 0 ]]; do
     --sizes) SIZES=$2; shift ;;
     --peers) PEERS=$2; shift ;;
     --run) RUN=$2; shift ;;
+    --only) ONLY=$2; shift ;;
     -h|--help) usage ;;
     *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
   esac
   shift
 done
 [[ -z $RUNS || $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "--runs takes a number >= 1" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == memory ]] || { echo "--only takes: memory" >&2; exit 2; }
 RUN=$(mkdir -p "$RUN" && cd "$RUN" && pwd)
 [[ $RUN != *[[:space:]]* ]] || { echo "the run folder must not contain spaces" >&2; exit 2; }
 
@@ -223,31 +225,35 @@ bench_one() {
   rss0=$(mem_mib "$PEER_PID" VmRSS) hwm0=$(mem_mib "$PEER_PID" VmHWM)
 
   # Saturating throughput (after a warm-up that fills the cache), and the daemon's CPU meanwhile.
+  # --only memory keeps the warm-up (the cache holds what it would after the loads) and the two
+  # list edits, the steps that make the peak, and skips the loads that only time things.
   dnsperf_run "$OUT/warmup.txt" "$queries" "$WARMUP_SECS"
-  # CPU time is divided by dnsperf's own run time: it excludes dnsperf's start and its wait for
-  # late answers at the end, when the daemon has nothing to do.
-  c0=$(ticks "$PEER_PID")
-  dnsperf_run "$OUT/saturate.txt" "$queries" "$LOAD_SECS"
-  c1=$(ticks "$PEER_PID")
-  nx=$(dp_nxpct "$OUT/saturate.txt") t1=$(dp_runtime "$OUT/saturate.txt")
-  dp_ok "$OUT/saturate.txt" "$expect"; add_bad "$WRONG"
-  [[ $t1 == NA || $OK == NA ]] || qps=$(calc "$OK / $t1" 0)
-  [[ $t1 == NA || $c0 == NA || $c1 == NA ]] || cpu=$(calc "($c1 - $c0) * 100 / $(getconf CLK_TCK) / $t1" 0)
+  if [[ $ONLY != memory ]]; then
+    # CPU time is divided by dnsperf's own run time: it excludes dnsperf's start and its wait for
+    # late answers at the end, when the daemon has nothing to do.
+    c0=$(ticks "$PEER_PID")
+    dnsperf_run "$OUT/saturate.txt" "$queries" "$LOAD_SECS"
+    c1=$(ticks "$PEER_PID")
+    nx=$(dp_nxpct "$OUT/saturate.txt") t1=$(dp_runtime "$OUT/saturate.txt")
+    dp_ok "$OUT/saturate.txt" "$expect"; add_bad "$WRONG"
+    [[ $t1 == NA || $OK == NA ]] || qps=$(calc "$OK / $t1" 0)
+    [[ $t1 == NA || $c0 == NA || $c1 == NA ]] || cpu=$(calc "($c1 - $c0) * 100 / $(getconf CLK_TCK) / $t1" 0)
 
-  # CPU time per answered query at a fixed rate, cache-hot: at saturation the load generator,
-  # not the daemon, is the limit on a small machine, so this is where daemons differ.
-  c0=$(ticks "$PEER_PID")
-  dnsperf_run "$OUT/cpu.txt" "$queries" "$CPU_SECS" -Q "$CPU_QPS"
-  c1=$(ticks "$PEER_PID")
-  dp_ok "$OUT/cpu.txt" "$expect"; add_bad "$WRONG"
-  [[ $OK == NA || $OK == 0 || $c0 == NA || $c1 == NA ]] \
-    || cpu_us=$(calc "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $OK" 2)
+    # CPU time per answered query at a fixed rate, cache-hot: at saturation the load generator,
+    # not the daemon, is the limit on a small machine, so this is where daemons differ.
+    c0=$(ticks "$PEER_PID")
+    dnsperf_run "$OUT/cpu.txt" "$queries" "$CPU_SECS" -Q "$CPU_QPS"
+    c1=$(ticks "$PEER_PID")
+    dp_ok "$OUT/cpu.txt" "$expect"; add_bad "$WRONG"
+    [[ $OK == NA || $OK == 0 || $c0 == NA || $c1 == NA ]] \
+      || cpu_us=$(calc "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $OK" 2)
 
-  # Latency at a fixed rate, from dnsperf's per-query times.
-  dnsperf_run "$OUT/latency.raw" "$queries" "$LAT_SECS" -Q "$LAT_QPS" -v
-  read -r p50 p99 _ < <("$PY" "$HERE/latpct.py" < "$OUT/latency.raw")
-  dp_ok "$OUT/latency.raw" "$expect"; add_bad "$WRONG"
-  sed -n '/^Statistics/,$p' "$OUT/latency.raw" > "$OUT/latency.txt"; rm -f "$OUT/latency.raw"
+    # Latency at a fixed rate, from dnsperf's per-query times.
+    dnsperf_run "$OUT/latency.raw" "$queries" "$LAT_SECS" -Q "$LAT_QPS" -v
+    read -r p50 p99 _ < <("$PY" "$HERE/latpct.py" < "$OUT/latency.raw")
+    dp_ok "$OUT/latency.raw" "$expect"; add_bad "$WRONG"
+    sed -n '/^Statistics/,$p' "$OUT/latency.raw" > "$OUT/latency.txt"; rm -f "$OUT/latency.raw"
+  fi
 
   # List edit to enforcement, quiet: the probe has asked for the new name once before the edit
   # (so the daemon has forwarded and cached it), and polls for it from the moment of the edit.
@@ -281,11 +287,13 @@ bench_one() {
   peak=$(mem_mib "$PEER_PID" VmHWM)
 
   # Cache misses: every name unique, so every query is forwarded upstream; each name asked once.
-  PASSES=1 dnsperf_run "$OUT/miss.txt" "$RUN/data/queries-miss.txt" "$MISS_SECS"
-  dp_ok "$OUT/miss.txt" "$RUN/data/queries-miss.expect"; add_bad "$WRONG"
-  local sent; sent=$(dp_sent "$OUT/miss.txt") t1=$(dp_runtime "$OUT/miss.txt")
-  [[ $OK == NA || $t1 == NA ]] || miss_qps=$(calc "$OK / $t1" 0)
-  [[ $OK == NA || $sent == NA || $sent == 0 ]] || miss_loss=$(calc "($sent - $OK) * 100 / $sent" 2)
+  if [[ $ONLY != memory ]]; then
+    PASSES=1 dnsperf_run "$OUT/miss.txt" "$RUN/data/queries-miss.txt" "$MISS_SECS"
+    dp_ok "$OUT/miss.txt" "$RUN/data/queries-miss.expect"; add_bad "$WRONG"
+    local sent; sent=$(dp_sent "$OUT/miss.txt") t1=$(dp_runtime "$OUT/miss.txt")
+    [[ $OK == NA || $t1 == NA ]] || miss_qps=$(calc "$OK / $t1" 0)
+    [[ $OK == NA || $sent == NA || $sent == 0 ]] || miss_loss=$(calc "($sent - $OK) * 100 / $sent" 2)
+  fi
 
   alive "$PEER_PID" || log "$peer/$size run $run: the daemon died during the run; see $OUT/daemon.log"
   stop_pid "$PEER_PID"; PEER_PID=

@@ -95,6 +95,47 @@ async fn each_format_blocks_what_its_author_meant() {
     );
 }
 
+/// A reload that leaves the patterns alone keeps their automaton (the new policy shares the old
+/// one's); a reload that changes them applies the new patterns and drops the old ones.
+#[tokio::test]
+async fn a_name_edit_keeps_the_patterns_and_a_pattern_edit_replaces_them() {
+    use ResponseCode::{NXDomain, NoError};
+    let within = std::time::Duration::from_secs(10);
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "");
+    let ads = "action = \"block\"\npatterns = ['^ads?[0-9]*\\.']\n";
+    let track = "action = \"block\"\npatterns = ['^track[0-9]+\\.']\n";
+    setup.write_list("regex", ads);
+    setup.write_list("names", &support::list("block", &["one.example"]));
+    let hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    assert_eq!(rcode(&mut udp, "ad7.late.example.").await, NXDomain);
+
+    setup.write_list(
+        "names",
+        &support::list("block", &["one.example", "two.example"]),
+    );
+    let edited = support::wait_for_rcode(&mut udp, "two.example.", NXDomain, within).await;
+    assert!(edited.is_some(), "the name edit was never applied");
+    assert_eq!(rcode(&mut udp, "ad7.late.example.").await, NXDomain);
+    assert_eq!(rcode(&mut udp, "track4.late.example.").await, NoError);
+
+    setup.write_list("regex", track);
+    let edited = support::wait_for_rcode(&mut udp, "track4.late.example.", NXDomain, within).await;
+    assert!(edited.is_some(), "the new pattern was never applied");
+    assert_eq!(rcode(&mut udp, "ad7.late.example.").await, NoError);
+
+    // back to the first patterns, whose automaton went with the policy that held it
+    setup.write_list("regex", ads);
+    let edited = support::wait_for_rcode(&mut udp, "ad7.late.example.", NXDomain, within).await;
+    assert!(
+        edited.is_some(),
+        "the first pattern was never applied again"
+    );
+    assert_eq!(rcode(&mut udp, "track4.late.example.").await, NoError);
+    assert_eq!(rcode(&mut udp, "two.example.").await, NXDomain);
+}
+
 #[test]
 fn check_prints_the_format_entries_and_skipped_lines_of_each_file() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -89,7 +89,7 @@ pub fn run(data: &[u8]) {
             continue;
         }
         let (name, tag) = match line.rsplit_once('=') {
-            // a tag is at most MAX_TAG: the entry's top two bits hold its kind
+            // a tag is at most MAX_TAG: an entry's tag field keeps two bits for its kind
             Some((n, t)) => match t.parse::<Tag>() {
                 Ok(t) => (n, t & MAX_TAG),
                 Err(_) => (line, i as Tag),

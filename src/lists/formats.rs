@@ -382,6 +382,35 @@ pub fn compile_patterns<P: AsRef<str>>(patterns: &[P]) -> Result<PatternSet, Str
     PatternSet::new(patterns)
 }
 
+/// The policy's automaton for `patterns`: the one a live policy already holds if it was built
+/// from the same patterns in the same order, else a new one, remembered for the next build.
+///
+/// A reload builds the new policy while the old one still serves, and most reloads change names,
+/// not patterns. Compiling again meant two automata alive at once and the compiler's ~4 MiB of
+/// short-lived heap, which glibc keeps, on top of the two name sets: with 1M names and 1000
+/// patterns each reload raised the peak by another MiB or so. Shared, a reload costs no compile
+/// and no memory for its patterns, and the lazy DFA keeps the states it has learned.
+pub fn shared_patterns(patterns: Vec<String>) -> Result<std::sync::Arc<PatternSet>, String> {
+    use std::sync::{Arc, Mutex, PoisonError, Weak};
+    // Weak: an automaton lives as long as a policy holds it, not for this list's sake. Mostly
+    // one entry (two during a reload that changes the patterns).
+    static LIVE: Mutex<Vec<Weak<PatternSet>>> = Mutex::new(Vec::new());
+    let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    live.retain(|set| set.strong_count() > 0);
+    let same = live
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|set| set.patterns == patterns);
+    if let Some(set) = same {
+        return Ok(set);
+    }
+    let mut set = PatternSet::new(&patterns)?;
+    set.patterns = patterns;
+    let set = Arc::new(set);
+    live.push(Arc::downgrade(&set));
+    Ok(set)
+}
+
 type CacheFn = Box<
     dyn Fn() -> regex_automata::hybrid::dfa::Cache
         + Send
@@ -401,6 +430,8 @@ type CacheFn = Box<
 pub struct PatternSet {
     dfa: regex_automata::hybrid::dfa::DFA,
     caches: regex_automata::util::pool::Pool<regex_automata::hybrid::dfa::Cache, CacheFn>,
+    /// The patterns it was compiled from, when `shared_patterns` compiled it (to know it again).
+    patterns: Vec<String>,
 }
 
 impl fmt::Debug for PatternSet {
@@ -439,6 +470,7 @@ impl PatternSet {
         Ok(Self {
             dfa,
             caches: regex_automata::util::pool::Pool::new(create),
+            patterns: Vec::new(),
         })
     }
 
@@ -746,5 +778,24 @@ mod tests {
         assert_eq!(tally.first_skipped[0].0, 2);
         assert_eq!(tally.first_skipped[0].2, "bad!0.com");
         assert!(tally.reject_majority_invalid().is_err());
+    }
+
+    #[test]
+    fn the_same_patterns_share_one_automaton_while_a_policy_holds_it() {
+        use std::sync::Arc;
+        let pats = |p: &[&str]| p.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let a = shared_patterns(pats(&[r"^ads?\.shared-test\.", "shared-telemetry"])).unwrap();
+        let b = shared_patterns(pats(&[r"^ads?\.shared-test\.", "shared-telemetry"])).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(b.is_match(b"ad.shared-test.example"));
+        // another order is another automaton: a policy maps pattern numbers to its lists
+        let c = shared_patterns(pats(&["shared-telemetry", r"^ads?\.shared-test\."])).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.matching(b"ads.shared-test.shared-telemetry"), vec![0, 1]);
+        assert!(shared_patterns(pats(&["shared-test("])).is_err());
+        // remembered without being kept: gone with the last policy that held it
+        let gone = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(gone.upgrade().is_none());
     }
 }

@@ -9,8 +9,9 @@
 //!
 //! Memory: entries live back to back in one byte arena, indexed by an open-addressing table of
 //! `u32` offsets, and each entry stores only its first label plus the id of its (shared) parent
-//! name. A million-name list costs tens of megabytes, not the ~100 bytes per name of a
-//! `HashSet<String>`, so the old and the new policy fit side by side during a reload.
+//! name, its header in variable-length integers. A million-name list costs about 20 MiB, not the
+//! ~100 bytes per name of a `HashSet<String>`, so the old and the new policy fit side by side
+//! during a reload (where the daemon's peak memory is: see `Slots` and `ENTRY_HEADER`).
 
 use std::hash::Hasher;
 
@@ -21,18 +22,20 @@ use rustc_hash::FxHasher;
 const MAX_NAME: usize = 255;
 /// A table is grown when it is more than this full (in 1/16ths), to keep probe runs short.
 const MAX_LOAD_16THS: usize = 10;
-/// Entry layout: `[label length][tag: u16 LE][parent: u32 LE][first label]`.
-const ENTRY_HEADER: usize = 7;
-/// The parent of a one-label name (a TLD).
-const NO_PARENT: u32 = u32::MAX;
+/// Entry layout: `[label length][tag field: varint][parent id + 1: varint][first label]`
+/// (LEB128 varints; parent id + 1 is 0 for a one-label name). Fixed `u16` and `u32` fields
+/// took 7 bytes a name; most names have a tag under 32 and a parent stored early (a list's
+/// names share few parents), so the header is mostly 3 or 4 bytes: with 1M names, 17 -> 14 MiB
+/// of entries, held twice while a reload builds the new set beside the old one.
+const ENTRY_HEADER: usize = 1 + 3 + 5;
 
 /// A tag carried by each entry: the index of the list it came from.
 pub type Tag = u16;
 
-/// The highest tag: an entry's 16-bit tag field keeps its top two bits for its `Kind`, so
-/// telling exact from subdomain entries costs no memory.
+/// The highest tag: an entry's tag field is `tag << 2 | kind`, at most 16 bits, so telling
+/// exact from subdomain entries costs no memory.
 pub const MAX_TAG: Tag = 0x3fff;
-const KIND_SHIFT: u32 = 14;
+const KIND_BITS: u32 = 2;
 
 pub use crate::lists::formats::Kind;
 
@@ -45,11 +48,47 @@ fn kind_bits(kind: Kind) -> u16 {
 }
 
 fn kind_of(field: u16) -> Kind {
-    match field >> KIND_SHIFT {
+    match field & ((1 << KIND_BITS) - 1) {
         1 => Kind::Exact,
         2 => Kind::Except,
         _ => Kind::Subdomains,
     }
+}
+
+fn tag_of(field: u16) -> Tag {
+    field >> KIND_BITS
+}
+
+fn field_of(tag: Tag, kind: Kind) -> u16 {
+    tag << KIND_BITS | kind_bits(kind)
+}
+
+/// Writes `value` as a LEB128 varint (7 bits a byte, low first; the high bit says another
+/// follows) at the start of `out` (5 bytes are always enough), and returns its length.
+fn put_varint(value: u32, out: &mut [u8]) -> usize {
+    let (mut v, mut n) = (value, 0);
+    loop {
+        let more = v >= 0x80;
+        out[n] = (v as u8 & 0x7f) | if more { 0x80 } else { 0 };
+        n += 1;
+        v >>= 7;
+        if !more {
+            return n;
+        }
+    }
+}
+
+/// The varint at the start of `bytes` and its length. Only reads what `put_varint` wrote.
+fn get_varint(bytes: &[u8]) -> (u32, usize) {
+    let (mut v, mut n) = (0u32, 0);
+    while let Some(&b) = bytes.get(n) {
+        v |= u32::from(b & 0x7f) << (7 * n);
+        n += 1;
+        if b < 0x80 || n == 5 {
+            break;
+        }
+    }
+    (v, n)
 }
 
 /// Zeroed memory for the matcher's big tables, mapped straight from the kernel instead of taken
@@ -97,7 +136,14 @@ impl std::fmt::Debug for Block {
     }
 }
 
-/// An open-addressing table of `u32` (an offset + 1; 0 is empty), in a `Block`.
+/// An open-addressing table of `u32`, in a `Block`, linear probing. A slot holds an offset + 1
+/// (0 is empty) in its low `OFFSET_BITS` and a few bits of the hash of the name stored there
+/// above them. Its length is what the entries need at `MAX_LOAD_16THS`, not rounded up to a
+/// power of two (a hash is mapped onto it by multiply-shift): with 1M names, 1.6M slots
+/// (6.1 MiB) where the next power of two took 8 MiB, twice over during a reload. The fuller table
+/// has longer probe runs, but the hash bits let a probe skip 7 in 8 of the other names' slots
+/// without reading their entry (a cache miss each, most of a lookup's cost), so a lookup reads
+/// fewer entries than the emptier table without them did.
 #[derive(Debug)]
 struct Slots {
     block: Block,
@@ -128,6 +174,37 @@ impl Slots {
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).map(|i| self.get(i))
     }
+
+    /// The slot where probing for `hash` (32 bits) starts.
+    fn home(&self, hash: usize) -> usize {
+        ((hash as u64 * self.len as u64) >> 32) as usize
+    }
+
+    /// The slot after `i`, wrapping around.
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.len { 0 } else { i + 1 }
+    }
+}
+
+/// Bits of a slot for the offset + 1; the rest hold hash bits. Arenas are limited to the
+/// offsets these bits can address (512 MiB, some 30 million names).
+const OFFSET_BITS: u32 = 29;
+const OFFSET_MASK: u32 = (1 << OFFSET_BITS) - 1;
+
+/// What a slot holds for the record at `off` whose name hashes to `hash`.
+fn slot_value(off: u32, hash: usize) -> u32 {
+    (hash as u32) << OFFSET_BITS | (off + 1)
+}
+
+/// The offset of the record a (non-empty) slot holds.
+fn slot_offset(slot: u32) -> usize {
+    (slot & OFFSET_MASK) as usize - 1
+}
+
+/// Whether the name in a (non-empty) slot may be one that hashes to `hash` (if not, it surely
+/// is another name, and its entry need not be read).
+fn slot_may_be(slot: u32, hash: usize) -> bool {
+    (slot ^ (hash as u32) << OFFSET_BITS) <= OFFSET_MASK
 }
 
 /// Byte storage in fixed 1 MiB chunks. A chunk never moves or grows once allocated, so
@@ -146,11 +223,11 @@ struct Chunk {
 
 const CHUNK_BITS: u32 = 20;
 const CHUNK: usize = 1 << CHUNK_BITS;
-/// Offsets are `u32` and stored + 1, so the last chunk index must leave room.
-const MAX_CHUNKS: usize = (1 << (32 - CHUNK_BITS)) - 1;
+/// Offsets are stored + 1 in `OFFSET_BITS`, so the last chunk index must leave room.
+const MAX_CHUNKS: usize = (1 << (OFFSET_BITS - CHUNK_BITS)) - 1;
 
 impl Arena {
-    /// Appends `parts` as one record; `None` when the arena is full (4 GiB).
+    /// Appends `parts` as one record; `None` when the arena is full (`MAX_CHUNKS`).
     fn push(&mut self, parts: &[&[u8]]) -> Option<u32> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let room = self.chunks.last().map_or(0, |c| CHUNK - c.len);
@@ -271,18 +348,20 @@ impl DomainSet {
     }
 
     fn visit_name(&self, name: &[u8], mut f: impl FnMut(Tag, Kind)) {
-        let mask = self.slots.len() - 1;
-        let mut i = hash(name) & mask;
+        let hash = hash(name);
+        let mut i = self.slots.home(hash);
         loop {
             match self.slots.get(i) {
                 0 => return,
-                s if entry_is(&self.entries, &self.parents, s as usize - 1, name) => {
-                    let field = field_at(&self.entries, s as usize - 1);
-                    f(field & MAX_TAG, kind_of(field));
+                s if slot_may_be(s, hash) => {
+                    let entry = entry_at(&self.entries, slot_offset(s));
+                    if entry.is(&self.parents, name) {
+                        f(tag_of(entry.field), kind_of(entry.field));
+                    }
                 }
                 _ => {}
             }
-            i = (i + 1) & mask;
+            i = self.slots.next(i);
         }
     }
 }
@@ -324,7 +403,7 @@ impl DomainSetBuilder {
     /// tag it `shares_with`, `prefer_new(existing)` decides which tag the one entry keeps;
     /// otherwise each keeps its own entry. Exceptions are never shared (each cancels only its
     /// own list), nor are the entries of a list that has exceptions (cancelling it must not
-    /// cancel another list's entry). `None` only when the set is full (4 GiB of names).
+    /// cancel another list's entry). `None` only when the set is full (512 MiB of names).
     pub fn insert_kind(
         &mut self,
         name: &[u8],
@@ -335,21 +414,23 @@ impl DomainSetBuilder {
     ) -> Option<Inserted> {
         debug_assert!(!name.is_empty() && name.len() < MAX_NAME);
         debug_assert!(tag <= MAX_TAG);
-        let field = tag | (kind_bits(kind) << KIND_SHIFT);
-        let same = |entries: &Arena, off: usize| {
-            let old = field_at(entries, off);
-            kind_of(old) == kind
-                && (old == field || kind != Kind::Except && shares_with(old & MAX_TAG))
+        let field = field_of(tag, kind);
+        let same = |entry: &EntryRef<'_>| {
+            kind_of(entry.field) == kind
+                && (entry.field == field
+                    || kind != Kind::Except && shares_with(tag_of(entry.field)))
         };
         let (entries, parents) = (&self.entries, &self.parents);
-        let found = probe(&self.slots, hash(name), |off| {
-            entry_is(entries, parents, off, name) && same(entries, off)
+        let hash = hash(name);
+        let found = probe(&self.slots, hash, |off| {
+            let entry = entry_at(entries, off);
+            entry.is(parents, name) && same(&entry)
         });
         match found {
-            Ok(off) => {
-                let old = field_at(&self.entries, off) & MAX_TAG;
+            Ok((slot, off)) => {
+                let old = tag_of(entry_at(&self.entries, off).field);
                 if old != tag && prefer_new(old) {
-                    self.entries.at_mut(off)[1..3].copy_from_slice(&field.to_le_bytes());
+                    self.retag(slot, off, hash, field)?;
                     Some(Inserted::Replaced(old))
                 } else {
                     Some(Inserted::Kept(old))
@@ -357,17 +438,11 @@ impl DomainSetBuilder {
             }
             Err(slot) => {
                 let (label, parent) = match name.iter().position(|&b| b == b'.') {
-                    Some(dot) => (&name[..dot], self.intern_parent(&name[dot + 1..])?),
-                    None => (name, NO_PARENT),
+                    Some(dot) => (&name[..dot], self.intern_parent(&name[dot + 1..])? + 1),
+                    None => (name, 0),
                 };
-                let header = [label.len() as u8];
-                let off = self.entries.push(&[
-                    &header,
-                    &field.to_le_bytes(),
-                    &parent.to_le_bytes(),
-                    label,
-                ])?;
-                self.slots.set(slot, off + 1);
+                let off = self.push_entry(label, field, parent)?;
+                self.slots.set(slot, slot_value(off, hash));
                 self.len += 1;
                 if self.len * 16 > self.slots.len() * MAX_LOAD_16THS {
                     self.grow();
@@ -377,22 +452,50 @@ impl DomainSetBuilder {
         }
     }
 
+    /// Appends an entry: `parent` is the parent's id + 1, or 0 for none.
+    fn push_entry(&mut self, label: &[u8], field: u16, parent: u32) -> Option<u32> {
+        let mut header = [0u8; ENTRY_HEADER];
+        header[0] = label.len() as u8;
+        let mut n = 1;
+        n += put_varint(u32::from(field), &mut header[n..]);
+        n += put_varint(parent, &mut header[n..]);
+        self.entries.push(&[&header[..n], label])
+    }
+
+    /// Gives the entry at `off` (held in `slot`) the tag field `field`: in place when its varint
+    /// is as long as the old one, else as a copy of the entry that `slot` then points to (the
+    /// old bytes stay unused: rare, a name in two lists whose tags differ in length).
+    fn retag(&mut self, slot: usize, off: usize, hash: usize, field: u16) -> Option<()> {
+        let mut buf = [0; 5];
+        let len = put_varint(u32::from(field), &mut buf);
+        let new = &buf[..len];
+        let entry = entry_at(&self.entries, off);
+        if new.len() == entry.field_len {
+            self.entries.at_mut(off)[1..1 + new.len()].copy_from_slice(new);
+            return Some(());
+        }
+        let (mut label, len, parent) = ([0u8; MAX_NAME], entry.label.len(), entry.parent);
+        label[..len].copy_from_slice(entry.label);
+        let moved = self.push_entry(&label[..len], field, parent)?;
+        self.slots.set(slot, slot_value(moved, hash));
+        Some(())
+    }
+
     /// Loads into the CPU cache what inserting `names` will read: each name's first slot, then
     /// the entry that slot points to. Done for a batch at a time, the cache misses overlap
     /// instead of queueing up one by one inside `insert`; a 1M-name build spends most of its
     /// time in those misses.
     pub fn warm<'n>(&self, names: impl Iterator<Item = &'n [u8]>) {
         const MAX: usize = 32;
-        let mask = self.slots.len() - 1;
         let mut first = [0u32; MAX];
         let mut n = 0;
         for (slot, name) in first.iter_mut().zip(names) {
-            *slot = self.slots.get(hash(name) & mask);
+            *slot = self.slots.get(self.slots.home(hash(name)));
             n += 1;
         }
         let mut touched = 0u32;
         for &s in first[..n].iter().filter(|&&s| s != 0) {
-            touched = touched.wrapping_add(u32::from(self.entries.at(s as usize - 1)[0]));
+            touched = touched.wrapping_add(u32::from(self.entries.at(slot_offset(s))[0]));
         }
         std::hint::black_box(touched);
     }
@@ -407,14 +510,15 @@ impl DomainSetBuilder {
     }
 
     fn intern_parent(&mut self, parent: &[u8]) -> Option<u32> {
-        let found = probe(&self.parent_slots, hash(parent), |off| {
+        let parent_hash = hash(parent);
+        let found = probe(&self.parent_slots, parent_hash, |off| {
             parent_at(&self.parents, off) == parent
         });
         match found {
-            Ok(off) => Some(off as u32),
+            Ok((_, off)) => Some(off as u32),
             Err(slot) => {
                 let off = self.parents.push(&[&[parent.len() as u8], parent])?;
-                self.parent_slots.set(slot, off + 1);
+                self.parent_slots.set(slot, slot_value(off, parent_hash));
                 self.parent_count += 1;
                 if self.parent_count * 16 > self.parent_slots.len() * MAX_LOAD_16THS {
                     let parents = &self.parents;
@@ -438,21 +542,19 @@ impl DomainSetBuilder {
 /// A table twice the size of `slots` holding the same offsets.
 fn rehash(slots: &Slots, hash_of: impl Fn(usize) -> usize) -> Slots {
     let mut grown = Slots::new(slots.len() * 2);
-    let mask = grown.len() - 1;
     for s in slots.iter().filter(|&s| s != 0) {
-        let mut i = hash_of(s as usize - 1) & mask;
+        let mut i = grown.home(hash_of(slot_offset(s)));
         while grown.get(i) != 0 {
-            i = (i + 1) & mask;
+            i = grown.next(i);
         }
         grown.set(i, s);
     }
     grown
 }
 
+/// Slots for `entries` at the highest load allowed (plus one, so that a table is never full).
 fn slots_for(entries: usize) -> usize {
-    (entries * 16 / MAX_LOAD_16THS + 1)
-        .next_power_of_two()
-        .max(16)
+    (entries * 16 / MAX_LOAD_16THS + 1).max(16)
 }
 
 fn hash(bytes: &[u8]) -> usize {
@@ -463,57 +565,70 @@ fn hash(bytes: &[u8]) -> usize {
     (h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
 }
 
-/// Linear probing from `hash`: `Ok(offset)` of the entry `eq` accepts, or `Err(slot)` of the
-/// empty slot where it would go.
-fn probe(slots: &Slots, hash: usize, mut eq: impl FnMut(usize) -> bool) -> Result<usize, usize> {
-    let mask = slots.len() - 1;
-    let mut i = hash & mask;
+/// Linear probing from `hash`: `Ok((slot, offset))` of the entry `eq` accepts, or `Err(slot)`
+/// of the empty slot where it would go.
+fn probe(
+    slots: &Slots,
+    hash: usize,
+    mut eq: impl FnMut(usize) -> bool,
+) -> Result<(usize, usize), usize> {
+    let mut i = slots.home(hash);
     loop {
         match slots.get(i) {
             0 => return Err(i),
-            s if eq(s as usize - 1) => return Ok(s as usize - 1),
-            _ => i = (i + 1) & mask,
+            s if slot_may_be(s, hash) && eq(slot_offset(s)) => return Ok((i, slot_offset(s))),
+            _ => i = slots.next(i),
         }
     }
 }
 
-/// An entry's tag field: its tag, and its `Kind` in the top two bits.
-fn field_at(entries: &Arena, off: usize) -> u16 {
+/// An entry, decoded (see `ENTRY_HEADER`).
+struct EntryRef<'a> {
+    /// `tag << 2 | kind`.
+    field: u16,
+    /// Bytes of `field`'s varint (it starts right after the label length).
+    field_len: usize,
+    /// The parent's id + 1; 0 for none.
+    parent: u32,
+    label: &'a [u8],
+}
+
+fn entry_at(entries: &Arena, off: usize) -> EntryRef<'_> {
     let e = entries.at(off);
-    u16::from_le_bytes([e[1], e[2]])
+    let (field, field_len) = get_varint(&e[1..]);
+    let (parent, parent_len) = get_varint(&e[1 + field_len..]);
+    let start = 1 + field_len + parent_len;
+    EntryRef {
+        field: field as u16,
+        field_len,
+        parent,
+        label: &e[start..start + usize::from(e[0])],
+    }
+}
+
+impl EntryRef<'_> {
+    fn parent<'p>(&self, parents: &'p Arena) -> Option<&'p [u8]> {
+        (self.parent != 0).then(|| parent_at(parents, self.parent as usize - 1))
+    }
+
+    /// Whether this entry is `name`.
+    fn is(&self, parents: &Arena, name: &[u8]) -> bool {
+        let l = self.label.len();
+        match self.parent(parents) {
+            None => name == self.label,
+            Some(parent) => {
+                name.len() == l + 1 + parent.len()
+                    && name[..l] == *self.label
+                    && name[l] == b'.'
+                    && name[l + 1..] == *parent
+            }
+        }
+    }
 }
 
 fn parent_at(parents: &Arena, off: usize) -> &[u8] {
     let p = parents.at(off);
     &p[1..1 + p[0] as usize]
-}
-
-/// The entry's first label and its parent name (if any).
-fn parts_at<'a>(
-    entries: &'a Arena,
-    parents: &'a Arena,
-    off: usize,
-) -> (&'a [u8], Option<&'a [u8]>) {
-    let e = entries.at(off);
-    let label = &e[ENTRY_HEADER..ENTRY_HEADER + e[0] as usize];
-    let parent = u32::from_le_bytes([e[3], e[4], e[5], e[6]]);
-    (
-        label,
-        (parent != NO_PARENT).then(|| parent_at(parents, parent as usize)),
-    )
-}
-
-fn entry_is(entries: &Arena, parents: &Arena, off: usize, name: &[u8]) -> bool {
-    match parts_at(entries, parents, off) {
-        (label, None) => name == label,
-        (label, Some(parent)) => {
-            let l = label.len();
-            name.len() == l + 1 + parent.len()
-                && name[..l] == *label
-                && name[l] == b'.'
-                && name[l + 1..] == *parent
-        }
-    }
 }
 
 fn full_name<'b>(
@@ -522,10 +637,11 @@ fn full_name<'b>(
     off: usize,
     buf: &'b mut [u8; MAX_NAME],
 ) -> &'b [u8] {
-    let (label, parent) = parts_at(entries, parents, off);
+    let entry = entry_at(entries, off);
+    let label = entry.label;
     buf[..label.len()].copy_from_slice(label);
     let mut len = label.len();
-    if let Some(parent) = parent {
+    if let Some(parent) = entry.parent(parents) {
         buf[len] = b'.';
         buf[len + 1..len + 1 + parent.len()].copy_from_slice(parent);
         len += 1 + parent.len();
@@ -670,6 +786,45 @@ mod tests {
         let s = b.build();
         assert_eq!(s.len(), 1);
         assert_eq!(s.get(b"a.example"), Some(3));
+    }
+
+    #[test]
+    fn a_new_tag_of_another_length_moves_the_entry_and_keeps_it_findable() {
+        let mut b = DomainSetBuilder::with_capacity(2);
+        b.insert(b"a.example", 5, |_| false).unwrap();
+        b.insert(b"b.example", 6, |_| false).unwrap();
+        // 5 and 6 take one varint byte, 4000 two and MAX_TAG three
+        for (new, old) in [(4000, 5), (MAX_TAG, 4000), (7, MAX_TAG)] {
+            assert_eq!(
+                b.insert(b"a.example", new, |_| true),
+                Some(Inserted::Replaced(old))
+            );
+        }
+        let s = b.build();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(b"a.example"), Some(7));
+        assert_eq!(s.get(b"b.example"), Some(6));
+        assert_eq!(matches(&s, "x.a.example"), vec![7]);
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0x3fff,
+            0x4000,
+            0xfffe,
+            1 << 27,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            let mut buf = [0u8; 6];
+            let n = put_varint(v, &mut buf);
+            assert_eq!(get_varint(&buf), (v, n), "{v:#x}");
+        }
     }
 
     #[test]

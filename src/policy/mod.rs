@@ -179,10 +179,11 @@ pub struct Policy {
     pub block_ttl: u32,
 }
 
-/// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`.
+/// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`. The
+/// automaton is shared with the policy before when the patterns are the same.
 #[derive(Debug)]
 struct Patterns {
-    regex: lists::formats::PatternSet,
+    regex: std::sync::Arc<lists::formats::PatternSet>,
     owners: Vec<Tag>,
 }
 
@@ -338,12 +339,12 @@ impl Policy {
         // Each pattern compiled alone; together they may still pass the size limit.
         let patterns = match patterns.is_empty() {
             true => None,
-            false => match lists::formats::compile_patterns(&patterns) {
+            false => match lists::formats::shared_patterns(std::mem::take(&mut patterns)) {
                 Ok(regex) => Some(Patterns { regex, owners }),
                 Err(why) => {
                     errors.push(LoadError::File {
                         path: config.blocklists.dir.clone(),
-                        message: format!("the lists' {} patterns together: {why}", patterns.len()),
+                        message: format!("the lists' {} patterns together: {why}", owners.len()),
                     });
                     None
                 }
@@ -356,7 +357,7 @@ impl Policy {
         if full {
             errors.push(LoadError::File {
                 path: config.blocklists.dir.clone(),
-                message: "the lists hold more than 4 GiB of names; hushd cannot load them".into(),
+                message: "the lists hold more than 512 MiB of names; hushd cannot load them".into(),
             });
         }
         if !errors.is_empty() {
