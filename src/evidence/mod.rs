@@ -51,8 +51,9 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-/// Matches waiting for the writer, at most; past this they are dropped and counted. At ~150
-/// bytes an event this is ~2.5 MB, and the writer takes them as fast as it can hash them.
+/// Matches waiting for the writer, at most; past this they are dropped and counted. At about
+/// 200 bytes an event this is ~3 MB; the writer takes ~1M events a second (release), so only
+/// a stalled writer thread fills it.
 const QUEUE: usize = 16 * 1024;
 
 /// The query path's handle: cheap to clone, never waits.
