@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     egress::nft::NftWriter,
+    evidence::{Evidence, store::unusable_path},
     handler::QueryHandler,
     http,
     limits::TcpConnectionLimiter,
@@ -48,7 +49,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     refresh::announce(&plan, &metrics);
     metrics.policy_loaded(
-        policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
+        policy.lists().iter().map(|l| (&*l.name, l.domains)),
         policy.domain_count(),
     );
     metrics.entries_skipped(policy.skipped());
@@ -58,6 +59,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("cannot set up the upstream resolvers")?;
     handler.nft = Some(nft);
+    // List matches go to the evidence store's thread; disabled, there is no thread and no queue.
+    let evidence = if config.evidence.enabled {
+        let evidence = Evidence::start(&config.evidence, config.querylog.anonymize, &metrics)
+            .context("cannot start the evidence writer")?;
+        handler.evidence = Some(evidence.sink());
+        Some(evidence)
+    } else {
+        None
+    };
     let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
     // Both transports have their own loops in front of the same handler: UDP to answer without a
     // task per datagram (udp.rs), TCP to cap connections at accept (tcp.rs).
@@ -172,8 +182,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     shutdown.cancelled().await;
+    // A clean stop loses no evidence: what the writer holds is written before exit.
+    if let Some(evidence) = evidence {
+        let _ = tokio::task::spawn_blocking(move || evidence.stop(EVIDENCE_STOP_WAIT)).await;
+    }
     Ok(())
 }
+
+/// How long a stop waits for the evidence writer's last flush.
+const EVIDENCE_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// One UDP socket per core the process may use: each worker loop then keeps one core busy.
 fn udp_workers() -> usize {
@@ -185,6 +202,21 @@ fn udp_workers() -> usize {
 /// the lines left out, by reason, with the first few.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
+    // Running, an unusable store is logged and retried and DNS goes on; here it is an error,
+    // so the admin hears of it before the evidence is missing.
+    let unusable = config
+        .evidence
+        .enabled
+        .then(|| unusable_path(&config.evidence.path))
+        .flatten();
+    if let Some(why) = unusable {
+        return Err(crate::diagnostic::LoadErrors(vec![
+            crate::diagnostic::LoadError::File {
+                path: config_path.to_path_buf(),
+                message: format!("[evidence] path {}: {why}", config.evidence.path.display()),
+            },
+        ]));
+    }
     let (policy, plan) = load_policy(&config, &Firewall::Check)?;
     let mut out = format!("{}: ok\n", config_path.display());
     for (tag, l) in policy.lists().iter().enumerate() {

@@ -31,7 +31,7 @@ pub enum BlockResponse {
 }
 
 /// What a list does with the names it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Answer the lookup with the block response instead of forwarding it.

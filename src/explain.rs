@@ -70,7 +70,7 @@ fn group_summaries(policy: &Policy) -> Vec<GroupSummary> {
         .groups()
         .iter()
         .map(|g| GroupSummary {
-            name: g.name.clone(),
+            name: g.name.to_string(),
             changes: policy
                 .lists()
                 .iter()
@@ -109,14 +109,14 @@ pub fn explain(
     let mut matches = evidence(files, state_dir, &text);
     // What each list does for this client's group.
     for e in &mut matches {
-        let tag = policy.lists().iter().position(|l| l.name == e.list);
+        let tag = policy.lists().iter().position(|l| *l.name == *e.list);
         let action = tag.and_then(|t| group.action(t as crate::policy::matcher::Tag));
         e.applies = action.is_some();
         if let Some(a) = action {
             e.action = a.as_str();
         }
     }
-    let winner_name = winner.map(|m| m.list.name.clone());
+    let winner_name = winner.map(|m| m.list.name.to_string());
     // winner's entries first, then the rest by rank (highest first)
     matches.sort_by_key(|e| {
         (
@@ -131,7 +131,7 @@ pub fn explain(
             "the only entries are cancelled by their own list's @@ exception; forwarded".into()
         }
         (_, None) => "no list has an entry or pattern covering the name; forwarded".into(),
-        (_, Some(w)) => why_wins(w.list.name.as_str(), w.action, &matches),
+        (_, Some(w)) => why_wins(&w.list.name, w.action, &matches),
     };
     let why = match matches
         .iter()
@@ -150,8 +150,8 @@ pub fn explain(
         place: None,
         name: text,
         client,
-        client_name: who.name.map(str::to_string),
-        group: group.name.clone(),
+        client_name: who.name.map(|n| n.to_string()),
+        group: group.name.to_string(),
         groups: group_summaries(policy),
         decision,
         winner: winner_name,
@@ -174,7 +174,7 @@ pub fn explain_address(policy: &Policy, client: IpAddr, addr: IpAddr) -> Explana
         };
         let action = group.action(tag);
         matches.push(Evidence {
-            list: list.name.clone(),
+            list: list.name.to_string(),
             action: action.unwrap_or(list.action).as_str(),
             entry: match via {
                 crate::policy::Via::Ip => addr.to_string(),
@@ -191,7 +191,7 @@ pub fn explain_address(policy: &Policy, client: IpAddr, addr: IpAddr) -> Explana
         (true, Some(m)) => (m.action.as_str(), Some(m)),
         (true, None) => ("forward", None),
     };
-    let winner_name = winner.map(|m| m.list.name.clone());
+    let winner_name = winner.map(|m| m.list.name.to_string());
     matches.sort_by_key(|e| {
         (
             Some(&e.list) != winner_name.as_ref(),
@@ -209,14 +209,14 @@ pub fn explain_address(policy: &Policy, client: IpAddr, addr: IpAddr) -> Explana
             w.list.name,
             w.action.as_str(),
             w.via.as_str(),
-            why_wins(w.list.name.as_str(), w.action, &matches)
+            why_wins(&w.list.name, w.action, &matches)
         ),
     };
     Explanation {
         name: addr.to_string(),
         client,
-        client_name: who.name.map(str::to_string),
-        group: group.name.clone(),
+        client_name: who.name.map(|n| n.to_string()),
+        group: group.name.to_string(),
         groups: group_summaries(policy),
         decision,
         winner: winner_name,

@@ -42,6 +42,7 @@ use crate::{
     config::Config,
     destinations::{Destinations, DestinationsRef},
     egress::nft::NftWriter,
+    evidence::{Event, EvidenceSink},
     inflight::Resolved,
     inflight::{Finish, Joined, LookupKey, Lookups},
     limits::{Admit, RateLimiter, Transport},
@@ -71,6 +72,9 @@ pub struct QueryHandler {
     pub audit: Arc<AuditLimiter>,
     /// Feeds the nftables sets lists and groups name (`None`: no firewall, as in unit tests).
     pub nft: Option<NftWriter>,
+    /// Records every list match in the evidence store (`None`: `[evidence] enabled = false`,
+    /// and then a match costs nothing more).
+    pub evidence: Option<EvidenceSink>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -269,6 +273,7 @@ impl QueryHandler {
             audit: Arc::new(AuditLimiter::with_defaults()),
             metrics,
             nft: None,
+            evidence: None,
         })
     }
 
@@ -483,13 +488,26 @@ impl QueryHandler {
         nft.offer_answer(&group.egress, addresses());
     }
 
-    /// Counts a list match and, for an audit (`log`) match, writes the audit record an admin
-    /// gathers before deciding to block: rate-limited per (client, list) in audit.rs, while
-    /// the metric counts every match. `matched` says what matched when it was not the name
+    /// Counts a list match, hands it to the evidence store (a queue: never a wait) and, for an
+    /// audit (`log`) match, writes the audit record an admin gathers before deciding to block:
+    /// rate-limited per (client, list) in audit.rs, while the metric counts every match. `matched` says what matched when it was not the name
     /// asked ("-"): `CNAME x.tiktokv.com`, `IP 192.0.2.7, country CN`. A block is logged at
     /// debug level only: it is answered, and counted.
     fn note_match(&self, m: &Match<'_>, asker: &Asker<'_>, matched: &str) {
         m.count(&self.metrics);
+        if let Some(evidence) = &self.evidence {
+            evidence.record(Event {
+                at: std::time::SystemTime::now(),
+                client: asker.client,
+                client_name: asker.who.name.cloned(),
+                group: asker.group.name.clone(),
+                list: m.list.name.clone(),
+                name: asker.qname.clone(),
+                qtype: asker.qtype,
+                action: m.action,
+                via: m.via,
+            });
+        }
         let Asker {
             client,
             qname,
@@ -498,7 +516,7 @@ impl QueryHandler {
         } = asker;
         let (list, via, group) = (&m.list.name, m.via.as_str(), &asker.group.name);
         // "-" for a client without a name, so every line has the same fields.
-        let client_name = asker.who.name.unwrap_or("-");
+        let client_name = asker.who.name.map_or("-", |n| n);
         match m.action {
             Action::Block => {
                 tracing::debug!(%client, %client_name, %group, %qname, %qtype, %list, via, matched, action = "block", "list match");

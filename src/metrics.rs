@@ -193,6 +193,11 @@ pub struct Metrics {
     /// `hushd_bypass_answers_total`, one handle per answer (in `BypassAnswer::ALL` order).
     bypass_answers: [IntCounter; BypassAnswer::ALL.len()],
     nft_elements: IntCounterVec,
+    /// List matches the evidence store lost: its queue was full, or it could not be written
+    /// for so long that its rows in memory reached their bound.
+    pub evidence_dropped: IntCounter,
+    /// Failed opens and writes of the evidence store (each retried at the next flush).
+    pub evidence_errors: IntCounter,
 }
 
 /// The `result` label values of `hushd_nft_elements_total`, in the order
@@ -362,6 +367,16 @@ impl Metrics {
             &["set", "result"],
         )?;
         registry.register(Box::new(nft_elements.clone()))?;
+        let evidence_dropped = IntCounter::new(
+            "hushd_evidence_dropped_total",
+            "List matches not recorded in the evidence store: its queue was full, or it could not be written for so long that the matches kept in memory reached their bound",
+        )?;
+        let evidence_errors = IntCounter::new(
+            "hushd_evidence_errors_total",
+            "Failed opens, writes and prunes of the evidence store (an unwritable path, a full disk, a corrupt file moved aside); each is retried at the next flush",
+        )?;
+        registry.register(Box::new(evidence_dropped.clone()))?;
+        registry.register(Box::new(evidence_errors.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -396,6 +411,8 @@ impl Metrics {
             list_last_success,
             bypass_answers,
             nft_elements,
+            evidence_dropped,
+            evidence_errors,
         })
     }
 

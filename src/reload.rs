@@ -234,7 +234,7 @@ impl Reloader {
         };
         warn_about_restart_only_changes(&self.running, &config);
         self.metrics.policy_loaded(
-            policy.lists().iter().map(|l| (l.name.as_str(), l.domains)),
+            policy.lists().iter().map(|l| (&*l.name, l.domains)),
             policy.domain_count(),
         );
         self.metrics.entries_skipped(policy.skipped());
@@ -291,6 +291,11 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
         ("metrics", running.metrics != new.metrics),
         ("cache", running.cache != new.cache),
         ("limits", running.limits != new.limits),
+        ("evidence", running.evidence != new.evidence),
+        (
+            "querylog.anonymize",
+            running.querylog.anonymize != new.querylog.anonymize,
+        ),
     ];
     for (key, _) in changed.iter().filter(|(_, c)| *c) {
         tracing::warn!(

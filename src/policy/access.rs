@@ -2,7 +2,7 @@
 //! of the client prefix table (`clients::ClientTable`), so it reloads with the policy, and one
 //! longest-prefix lookup answers all three.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use ipnetwork::IpNetwork;
 
@@ -16,7 +16,7 @@ use crate::{
 pub struct ClientAccess {
     table: ClientTable,
     /// `[clients]` names, indexed by `ClientMarks::name`.
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
 }
 
 /// What the policy knows of one client address.
@@ -24,7 +24,8 @@ pub struct ClientAccess {
 pub struct Client<'p> {
     pub allowed: bool,
     pub group: GroupId,
-    pub name: Option<&'p str>,
+    /// Shared, so a match handed to the evidence store costs a reference count, not a copy.
+    pub name: Option<&'p Arc<str>>,
 }
 
 impl ClientAccess {
@@ -50,7 +51,7 @@ impl ClientAccess {
         for c in &config.clients {
             let hosts: Vec<IpNetwork> = c.addresses.iter().map(|&a| IpNetwork::from(a)).collect();
             builder = builder.mark(&hosts, ClientMarks::named(names.len() as u32));
-            names.push(c.name.clone());
+            names.push(c.name.as_str().into());
         }
         Self {
             table: builder.build(),
@@ -67,10 +68,7 @@ impl ClientAccess {
         Client {
             allowed: marks.allowed,
             group: marks.group.unwrap_or(0),
-            name: marks
-                .name
-                .and_then(|n| self.names.get(n as usize))
-                .map(String::as_str),
+            name: marks.name.and_then(|n| self.names.get(n as usize)),
         }
     }
 }

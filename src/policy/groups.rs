@@ -14,7 +14,8 @@ pub type GroupId = u16;
 
 #[derive(Debug)]
 pub struct Group {
-    pub name: String,
+    /// Shared, so a match handed to the evidence store costs a reference count, not a copy.
+    pub name: std::sync::Arc<str>,
     /// Per list tag: the action for members, `None` where the list does not apply.
     actions: Box<[Option<Action>]>,
     pub egress_set: Vec<SetRef>,
@@ -113,7 +114,7 @@ impl Groups {
                 }
             }
             groups.push(Group {
-                name: g.name.clone(),
+                name: g.name.as_str().into(),
                 actions,
                 egress_set: g.egress_set.clone(),
                 egress: SetTargets::default(),
@@ -159,7 +160,7 @@ impl Groups {
     pub fn id_of(&self, name: &str) -> Option<GroupId> {
         self.groups
             .iter()
-            .position(|g| g.name == name)
+            .position(|g| &*g.name == name)
             .and_then(|i| GroupId::try_from(i).ok())
     }
 

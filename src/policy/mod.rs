@@ -10,7 +10,10 @@ pub mod groups;
 pub mod ip_rules;
 pub mod matcher;
 
-use std::{net::IpAddr, sync::OnceLock};
+use std::{
+    net::IpAddr,
+    sync::{Arc, OnceLock},
+};
 
 use hickory_proto::rr::Name;
 
@@ -48,7 +51,8 @@ fn rank(action: Action) -> u8 {
 /// A list as the policy keeps it; the names themselves are in the shared `DomainSet`.
 #[derive(Debug)]
 pub struct ListMeta {
-    pub name: String,
+    /// Shared, so a match handed to the evidence store costs a reference count, not a copy.
+    pub name: Arc<str>,
     pub action: Action,
     pub description: Option<String>,
     pub block_response: BlockResponse,
@@ -73,7 +77,7 @@ pub struct ListMeta {
 /// How a list matched a query: the name asked, a CNAME/DNAME target in its answer, or an
 /// address in its answer (by range, country or network). The `via` label of
 /// `hushd_list_matches_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     Name,
     Cname,
@@ -323,7 +327,7 @@ impl Policy {
                 None
             });
             lists.push(ListMeta {
-                name: file.name,
+                name: file.name.into(),
                 action: file.action,
                 description: file.description,
                 block_response: file.block_response.unwrap_or(config.server.block_response),
@@ -487,7 +491,7 @@ impl Policy {
                 }
             }
             for (reason, n) in by_reason {
-                out.push((l.name.as_str(), reason.as_str(), n));
+                out.push((&*l.name, reason.as_str(), n));
             }
         }
         out
@@ -709,7 +713,7 @@ mod tests {
         match v {
             Verdict::Refuse => ("refuse".into(), None),
             Verdict::Bypass(a) => ("bypass".into(), Some(a.toggle().into())),
-            Verdict::Block(l) => ("block".into(), Some(l.list.name.clone())),
+            Verdict::Block(l) => ("block".into(), Some(l.list.name.to_string())),
             Verdict::Forward(l) => (
                 "forward".into(),
                 l.map(|l| format!("{}:{}", l.list.name, l.action.as_str())),
@@ -762,7 +766,7 @@ mod tests {
         assert_eq!(v("10.0.6.7", "xiaomi.com"), forward(None));
         let who = p.client("10.9.0.40".parse().unwrap());
         assert_eq!(
-            (p.group(&who).name.as_str(), who.name),
+            (&*p.group(&who).name, who.name.map(|n| &**n)),
             ("iot", Some("reception-tv"))
         );
     }
@@ -864,11 +868,7 @@ mod tests {
         );
         assert_eq!(verdict(&p, c, "example.org"), ("forward".into(), None));
         // distinct names per list, and across lists
-        let counts: Vec<_> = p
-            .lists()
-            .iter()
-            .map(|l| (l.name.as_str(), l.domains))
-            .collect();
+        let counts: Vec<_> = p.lists().iter().map(|l| (&*l.name, l.domains)).collect();
         assert_eq!(counts, vec![("audit", 2), ("mine", 1), ("xiaomi", 2)]);
         assert_eq!(p.domain_count(), 4);
     }
