@@ -15,6 +15,7 @@ pub mod config;
 pub mod destinations;
 pub mod diagnostic;
 pub mod egress;
+pub mod evidence;
 pub mod explain;
 pub mod handler;
 pub mod hit_path;

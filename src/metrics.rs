@@ -193,6 +193,8 @@ pub struct Metrics {
     /// `hushd_bypass_answers_total`, one handle per answer (in `BypassAnswer::ALL` order).
     bypass_answers: [IntCounter; BypassAnswer::ALL.len()],
     nft_elements: IntCounterVec,
+    /// `hushd_querylog_dropped_total`: query log lines lost (a full queue, a failed write).
+    pub querylog_dropped: IntCounter,
 }
 
 /// The `result` label values of `hushd_nft_elements_total`, in the order
@@ -362,6 +364,11 @@ impl Metrics {
             &["set", "result"],
         )?;
         registry.register(Box::new(nft_elements.clone()))?;
+        let querylog_dropped = IntCounter::new(
+            "hushd_querylog_dropped_total",
+            "Query log lines lost: the writer's queue was full, or the file could not be written (the queries were answered regardless)",
+        )?;
+        registry.register(Box::new(querylog_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -396,6 +403,7 @@ impl Metrics {
             list_last_success,
             bypass_answers,
             nft_elements,
+            querylog_dropped,
         })
     }
 

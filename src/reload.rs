@@ -291,6 +291,7 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
         ("metrics", running.metrics != new.metrics),
         ("cache", running.cache != new.cache),
         ("limits", running.limits != new.limits),
+        ("querylog", running.querylog != new.querylog),
     ];
     for (key, _) in changed.iter().filter(|(_, c)| *c) {
         tracing::warn!(
