@@ -298,9 +298,12 @@ fn rewrite_copy(path: &Path, who: &Who) -> io::Result<usize> {
     tmp_name.push(".forget");
     let tmp = path.with_file_name(tmp_name);
     let source = File::open(path)?;
-    let mode = source.metadata()?.permissions().mode();
+    let meta = source.metadata()?;
     let out = File::create(&tmp)?;
-    out.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    out.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode()))?;
+    // run as root on the daemon's files: the copy stays the daemon user's (a non-root caller
+    // owns what it can rewrite already, and cannot give files away)
+    let _ = std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()));
     let removed = match filter(source, io::BufWriter::new(&out), who) {
         Ok(n) => n,
         Err(e) => {

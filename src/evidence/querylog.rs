@@ -38,7 +38,6 @@ use hickory_proto::{
 };
 use nix::fcntl::{Flock, FlockArg};
 use prometheus::IntCounter;
-use serde::Serialize;
 
 use crate::{
     cache::Hit,
@@ -71,8 +70,11 @@ struct Shared {
     dropped: IntCounter,
 }
 
+// Lines are nearly every message, and a slot of the queue holds one either way.
+#[allow(clippy::large_enum_variant)]
 enum Message {
-    Line(Box<Record>),
+    /// By value: the record's box is freed on the query path's thread, which made it.
+    Line(Record),
     /// Write out what is buffered, then say so (at shutdown).
     Flush(SyncSender<()>),
 }
@@ -84,8 +86,8 @@ pub struct Trace(Option<Box<Record>>);
 /// What a line says. The transport fills the question and the ending, the handler what only the
 /// policy knows; the writer thread formats it.
 pub struct Record {
+    /// The one clock read on the query path; the writer turns it into the wall-clock time.
     started: Instant,
-    at: SystemTime,
     client: IpAddr,
     protocol: Protocol,
     qname: Option<LowerName>,
@@ -96,8 +98,43 @@ pub struct Record {
     upstream: Option<SocketAddr>,
     outcome: Outcome,
     rcode: ResponseCode,
-    answers: Answers,
+    answers: Answered,
     duration: Duration,
+}
+
+/// The answer's addresses as a record keeps them.
+enum Answered {
+    None,
+    /// Read out of a cache hit on the query path (a few nanoseconds), so the hit's entry is
+    /// released where it was taken: the cache's hottest entries are not bounced between cores.
+    Few([IpAddr; FEW], u8),
+    Many(Vec<IpAddr>),
+    /// Read out on the writer's thread.
+    Reply(Box<Reply>),
+}
+
+/// Addresses of a cache hit kept without an allocation.
+const FEW: usize = 4;
+
+impl Answered {
+    fn of(answers: Answers) -> Self {
+        match answers {
+            Answers::None => Self::None,
+            Answers::Reply(reply) => Self::Reply(Box::new(reply)),
+            Answers::Hit(hit) => {
+                let mut few = [IpAddr::from([0u8; 4]); FEW];
+                let mut n = 0;
+                for (ip, _) in hit.addresses() {
+                    if n == FEW {
+                        return Self::Many(hit.addresses().map(|(ip, _)| ip).collect());
+                    }
+                    few[n] = ip;
+                    n += 1;
+                }
+                Self::Few(few, n as u8)
+            }
+        }
+    }
 }
 
 /// The list match a line names: the one that decided the query.
@@ -131,7 +168,6 @@ impl Trace {
     ) -> Self {
         Self(Some(Box::new(Record {
             started: Instant::now(),
-            at: SystemTime::now(),
             client,
             protocol,
             qname,
@@ -142,7 +178,7 @@ impl Trace {
             upstream: None,
             outcome: Outcome::Forwarded,
             rcode: ResponseCode::NoError,
-            answers: Answers::None,
+            answers: Answered::None,
             duration: Duration::ZERO,
         })))
     }
@@ -206,6 +242,7 @@ impl QueryLog {
             anonymize: config.anonymize,
             buf: Vec::with_capacity(FLUSH_BYTES * 2),
             pending: 0,
+            name: String::with_capacity(256),
             shared: shared.clone(),
         };
         writer.file.reopen();
@@ -244,8 +281,8 @@ impl QueryLog {
         record.duration = record.started.elapsed();
         record.outcome = outcome;
         record.rcode = rcode;
-        record.answers = answers;
-        match self.queue.try_send(Message::Line(record)) {
+        record.answers = Answered::of(answers);
+        match self.queue.try_send(Message::Line(*record)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.shared.dropped.inc();
@@ -286,17 +323,23 @@ struct Writer {
     buf: Vec<u8>,
     /// How many lines `buf` holds (counted as dropped if the write fails).
     pending: u64,
+    /// Scratch space for a query name.
+    name: String,
     shared: Arc<Shared>,
 }
 
 impl Writer {
     fn run(&mut self, lines: Receiver<Message>) {
         let mut next_flush = Instant::now() + FLUSH_EVERY;
+        // Records carry a monotonic instant; the wall clock is read here, once a second, so a
+        // clock step (NTP) shows in the lines within a second.
+        let mut anchor = (Instant::now(), SystemTime::now());
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
             match lines.recv_timeout(wait) {
                 Ok(Message::Line(record)) => {
-                    format_line(&record, self.anonymize, &mut self.buf);
+                    let at = wall_clock(record.started, anchor);
+                    format_line(&record, at, self.anonymize, &mut self.name, &mut self.buf);
                     self.pending += 1;
                     // the record's hit or reply is freed here, off the query path
                     drop(record);
@@ -317,6 +360,7 @@ impl Writer {
             if Instant::now() >= next_flush {
                 self.flush();
                 next_flush = Instant::now() + FLUSH_EVERY;
+                anchor = (Instant::now(), SystemTime::now());
             }
             if self.shared.reopen.swap(false, Ordering::Relaxed) {
                 self.flush();
@@ -435,108 +479,159 @@ fn rotate(path: &Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, rotated(path, 1))
 }
 
-/// One line as written, field for field (the names are the interface: `docs/privacy.md`,
-/// shipping configs and dashboards read them).
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: String,
-    client: IpAddr,
-    client_name: Option<&'a str>,
-    group: Option<&'a str>,
-    protocol: &'static str,
-    qname: String,
-    qtype: String,
-    outcome: &'static str,
-    rcode: String,
-    list: Option<&'a str>,
-    action: Option<&'static str>,
-    via: Option<&'static str>,
-    answers: Vec<IpAddr>,
-    upstream: Option<SocketAddr>,
-    duration_ms: f64,
-    cached: bool,
-}
-
-/// Appends `record` as one JSON line to `out`.
-fn format_line(record: &Record, anonymize: Anonymize, out: &mut Vec<u8>) {
-    let line = Line {
-        ts: humantime::format_rfc3339_millis(record.at).to_string(),
-        client: anonymize.apply(record.client),
-        client_name: record.client_name.as_deref(),
-        group: record.group.as_deref(),
-        protocol: match record.protocol {
-            Protocol::Udp => "udp",
-            Protocol::Tcp => "tcp",
-            _ => "other",
-        },
-        qname: record.qname.as_ref().map(query_name).unwrap_or_default(),
-        qtype: type_name(record.qtype),
-        outcome: record.outcome.as_str(),
-        rcode: rcode_name(record.rcode),
-        list: record.matched.as_ref().map(|m| &*m.list),
-        action: record.matched.as_ref().map(|m| m.action.as_str()),
-        via: record.matched.as_ref().map(|m| m.via.as_str()),
-        answers: addresses(record),
-        upstream: record.upstream,
-        // microseconds, as milliseconds with three decimals
-        duration_ms: record.duration.as_micros() as f64 / 1000.0,
-        cached: matches!(record.outcome, Outcome::Cached | Outcome::Stale),
-    };
-    // A line of strings, numbers and addresses always serializes.
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+/// When `started` was on the wall clock, given one moment read on both clocks.
+fn wall_clock(started: Instant, (instant, system): (Instant, SystemTime)) -> SystemTime {
+    match started.checked_duration_since(instant) {
+        Some(after) => system + after,
+        None => system - instant.duration_since(started),
     }
 }
 
-/// The addresses the client was given: where the answer's chain leads (A, AAAA, and the
-/// address hints of HTTPS/SVCB), the same for a cache hit and a reply built record by record.
-fn addresses(record: &Record) -> Vec<IpAddr> {
+/// Appends `record`, which started `at`, as one JSON line to `out`. The field names and their
+/// order are the interface (`docs/privacy.md`; shipping configs and dashboards read them).
+/// Written by hand: addresses, numbers and hushd's own words need no escaping, and the names
+/// (query, client, group, list) go through serde_json, which escapes whatever they hold.
+/// `name` is scratch space for the query name.
+fn format_line(
+    record: &Record,
+    at: SystemTime,
+    anonymize: Anonymize,
+    name: &mut String,
+    out: &mut Vec<u8>,
+) {
+    // Writing into a Vec cannot fail.
+    let text = |out: &mut Vec<u8>, value: Option<&str>| match value {
+        Some(value) => {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        None => out.extend_from_slice(b"null"),
+    };
+    let word = |out: &mut Vec<u8>, value: Option<&str>| match value {
+        Some(value) => {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    };
+    let _ = write!(
+        out,
+        "{{\"ts\":\"{}\",\"client\":\"{}\",\"client_name\":",
+        humantime::format_rfc3339_millis(at),
+        anonymize.apply(record.client)
+    );
+    text(out, record.client_name.as_deref());
+    out.extend_from_slice(b",\"group\":");
+    text(out, record.group.as_deref());
+    let protocol = match record.protocol {
+        Protocol::Udp => "udp",
+        Protocol::Tcp => "tcp",
+        _ => "other",
+    };
+    let _ = write!(out, ",\"protocol\":\"{protocol}\",\"qname\":");
+    name.clear();
+    if let Some(qname) = &record.qname {
+        query_name(qname, name);
+    }
+    text(out, Some(name));
+    let _ = write!(
+        out,
+        ",\"qtype\":\"{}\",\"outcome\":\"{}\",\"rcode\":\"{}\",\"list\":",
+        TypeName(record.qtype),
+        record.outcome.as_str(),
+        RcodeName(record.rcode)
+    );
+    let matched = record.matched.as_ref();
+    text(out, matched.map(|m| &*m.list));
+    out.extend_from_slice(b",\"action\":");
+    word(out, matched.map(|m| m.action.as_str()));
+    out.extend_from_slice(b",\"via\":");
+    word(out, matched.map(|m| m.via.as_str()));
+    out.extend_from_slice(b",\"answers\":[");
+    for_each_address(record, |i, ip| {
+        let _ = write!(out, "{}\"{ip}\"", if i == 0 { "" } else { "," });
+    });
+    out.extend_from_slice(b"],\"upstream\":");
+    match record.upstream {
+        Some(upstream) => {
+            let _ = write!(out, "\"{upstream}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    // microseconds, as milliseconds with three decimals
+    let micros = record.duration.as_micros();
+    let cached = matches!(record.outcome, Outcome::Cached | Outcome::Stale);
+    let _ = writeln!(
+        out,
+        ",\"duration_ms\":{}.{:03},\"cached\":{cached}}}",
+        micros / 1000,
+        micros % 1000
+    );
+}
+
+/// Calls `f` with each address the client was given (and its place): where the answer's chain
+/// leads (A, AAAA, and the address hints of HTTPS/SVCB), the same for a cache hit and a reply
+/// built record by record.
+fn for_each_address(record: &Record, mut f: impl FnMut(usize, IpAddr)) {
     match &record.answers {
-        Answers::None => Vec::new(),
-        Answers::Hit(hit) => hit.addresses().map(|(ip, _)| ip).collect(),
-        Answers::Reply(reply) => {
+        Answered::None => {}
+        Answered::Few(few, n) => few[..usize::from(*n)]
+            .iter()
+            .enumerate()
+            .for_each(|(i, &ip)| f(i, ip)),
+        Answered::Many(many) => many.iter().enumerate().for_each(|(i, &ip)| f(i, ip)),
+        Answered::Reply(reply) => {
             let Some(qname) = &record.qname else {
-                return Vec::new();
+                return;
             };
             let mut encoded = Vec::new();
             destinations::encode(&Name::from(qname), &reply.answers, &mut encoded);
             DestinationsRef::new(&encoded)
                 .addresses()
-                .map(|(ip, _)| ip)
-                .collect()
+                .enumerate()
+                .for_each(|(i, (ip, _))| f(i, ip));
         }
     }
 }
 
-/// Lower case, without the final dot, as the evidence store and `hushd report` write names;
-/// the root stays `.`.
-fn query_name(name: &LowerName) -> String {
-    let mut text = name.to_string();
-    if text.len() > 1 && text.ends_with('.') {
-        text.pop();
+/// Lower case, without the final dot, as the evidence store and `hushd report` write names
+/// (the root stays `.`), appended to `out`.
+fn query_name(name: &LowerName, out: &mut String) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    let _ = write!(out, "{name}");
+    if out.len() > start + 1 && out.ends_with('.') {
+        out.pop();
     }
-    text
 }
 
 /// `A`, `AAAA`, ...; a type hickory has no name for as RFC 3597 writes it (`TYPE65280`).
-fn type_name(qtype: RecordType) -> String {
-    match qtype {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        t => t.to_string(),
+struct TypeName(RecordType);
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            RecordType::Unknown(n) => write!(f, "TYPE{n}"),
+            t => f.write_str(<&'static str>::from(t)),
+        }
     }
 }
 
-/// The mnemonic dig prints (`NOERROR`, `NXDOMAIN`); others as `RCODE23`.
-fn rcode_name(rcode: ResponseCode) -> String {
-    match rcode {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        ResponseCode::BADVERS => "BADVERS".into(),
-        other => format!("RCODE{}", u16::from(other)),
+/// The mnemonic dig prints (`NOERROR`, `NXDOMAIN`); others as `RCODE7`.
+struct RcodeName(ResponseCode);
+
+impl std::fmt::Display for RcodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::BADVERS => "BADVERS",
+            other => return write!(f, "RCODE{}", u16::from(other)),
+        })
     }
 }
 
@@ -556,14 +651,14 @@ mod tests {
             unreachable!()
         };
         r.outcome = outcome;
-        r.at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_750_600_123);
         r.duration = Duration::from_micros(1_234);
         *r
     }
 
     fn line(record: &Record, anonymize: Anonymize) -> serde_json::Value {
         let mut out = Vec::new();
-        format_line(record, anonymize, &mut out);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_750_600_123);
+        format_line(record, at, anonymize, &mut String::new(), &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
         serde_json::from_slice(&out).unwrap()
@@ -602,12 +697,26 @@ mod tests {
     }
 
     #[test]
+    fn the_wall_clock_time_is_worked_out_from_the_monotonic_start() {
+        let now = (Instant::now(), SystemTime::now());
+        let before = now.0 - Duration::from_millis(1500);
+        assert_eq!(wall_clock(before, now), now.1 - Duration::from_millis(1500));
+        let after = now.0 + Duration::from_millis(20);
+        assert_eq!(wall_clock(after, now), now.1 + Duration::from_millis(20));
+    }
+
+    #[test]
     fn names_types_and_rcodes_are_written_as_dig_writes_them() {
-        assert_eq!(type_name(RecordType::Unknown(65280)), "TYPE65280");
-        assert_eq!(type_name(RecordType::HTTPS), "HTTPS");
-        assert_eq!(rcode_name(ResponseCode::NXDomain), "NXDOMAIN");
-        assert_eq!(rcode_name(ResponseCode::YXRRSet), "RCODE7");
-        assert_eq!(query_name(&LowerName::from(Name::root())), ".");
+        assert_eq!(
+            TypeName(RecordType::Unknown(65280)).to_string(),
+            "TYPE65280"
+        );
+        assert_eq!(TypeName(RecordType::HTTPS).to_string(), "HTTPS");
+        assert_eq!(RcodeName(ResponseCode::NXDomain).to_string(), "NXDOMAIN");
+        assert_eq!(RcodeName(ResponseCode::YXRRSet).to_string(), "RCODE7");
+        let mut root = String::new();
+        query_name(&LowerName::from(Name::root()), &mut root);
+        assert_eq!(root, ".");
         // a name with a quote or a backslash still makes one valid JSON line
         let mut r = record(Outcome::Forwarded);
         r.qname = Some(LowerName::from(
@@ -689,5 +798,118 @@ mod tests {
         file.append(&[b'x'; 60]).unwrap();
         assert_eq!(read(&path), "x".repeat(60));
         assert!(!rotated(&path, 3).exists());
+    }
+
+    /// The query path's cost of the query log: a cached name answered by `udp::process` (the
+    /// hit path) a million times with the log off and on (the writer writing to a temporary
+    /// file meanwhile). Prints the figures, asserts nothing about time. Run in release:
+    /// `cargo test --release --lib -- --ignored cost_of_the_query_log --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, run by hand"]
+    async fn cost_of_the_query_log_on_the_hit_path() {
+        use std::hint::black_box;
+
+        use arc_swap::ArcSwap;
+        use hickory_proto::{
+            op::Message,
+            rr::{RData, Record as Rr, rdata::A},
+        };
+
+        use crate::{
+            answer::Answer,
+            config::Config,
+            handler::QueryHandler,
+            policy::Policy,
+            udp::{Action, process},
+        };
+
+        const ROUNDS: u32 = 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\nclient_qps = 0\n[querylog]\nenabled = true\npath = \"{}\"\n",
+            dir.path().join("queries.jsonl").display()
+        );
+        let config = Config::parse(Path::new("/test/hushd.toml"), &text).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let policy = Policy::build(&config, vec![]).unwrap();
+        let mut handler = QueryHandler::new(
+            &config,
+            Arc::new(ArcSwap::from_pointee(policy)),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let owner = Name::from_ascii("www.example.com.").unwrap();
+        let answer = Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Rr::from_rdata(
+                owner.clone(),
+                300,
+                RData::A(A::new(192, 0, 2, 1)),
+            )],
+            authorities: vec![],
+            additionals: vec![],
+            ttl: Some(300),
+        };
+        handler
+            .cache
+            .insert(LowerName::new(&owner), RecordType::A, &answer);
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(hickory_proto::op::Query::query(owner, RecordType::A));
+        let datagram = m.to_vec().unwrap();
+        let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let mut out = Vec::with_capacity(512);
+        let run = |handler: &QueryHandler, out: &mut Vec<u8>| {
+            let start = Instant::now();
+            for _ in 0..ROUNDS {
+                let action = process(handler, black_box(&datagram), src, out);
+                assert!(matches!(action, Action::Send));
+            }
+            start.elapsed() / ROUNDS
+        };
+        // warm up, then alternate off and on
+        run(&handler, &mut out);
+        let log = QueryLog::start(&config.querylog, &metrics).unwrap();
+        for round in 0..3 {
+            handler.querylog = None;
+            let off = run(&handler, &mut out);
+            handler.querylog = Some(log.clone());
+            let dropped_before = metrics.querylog_dropped.get();
+            let on = run(&handler, &mut out);
+            let dropped = metrics.querylog_dropped.get() - dropped_before;
+            eprintln!(
+                "round {round}: off {off:?}/query, on {on:?}/query ({:.2}x the time), {dropped} of {ROUNDS} lines dropped (the loop outruns the writer)",
+                on.as_nanos() as f64 / off.as_nanos() as f64
+            );
+            log.flush(Duration::from_secs(30));
+        }
+        // the writer alone: how many lines a second it formats and writes
+        handler.querylog = Some(log.clone());
+        let paced = Instant::now();
+        let mut sent = 0u64;
+        let before = metrics.querylog_dropped.get();
+        while paced.elapsed() < Duration::from_secs(2) {
+            for _ in 0..100 {
+                process(&handler, &datagram, src, &mut out);
+            }
+            sent += 100;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        log.flush(Duration::from_secs(30));
+        let written = std::fs::read_to_string(dir.path().join("queries.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        eprintln!(
+            "paced at {:.0} q/s for 2 s: {} dropped; {written} lines in the file, one is {} bytes",
+            sent as f64 / paced.elapsed().as_secs_f64(),
+            metrics.querylog_dropped.get() - before,
+            std::fs::read_to_string(dir.path().join("queries.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .map_or(0, str::len)
+        );
     }
 }
