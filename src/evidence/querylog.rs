@@ -158,8 +158,28 @@ pub enum Answers {
     Reply(Reply),
 }
 
-fn shared(name: &str) -> Arc<str> {
-    Arc::from(name)
+/// A name a line keeps (client, group, list): shared where the policy holds it shared (a
+/// reference count), copied where it holds a `String`.
+pub trait ToShared {
+    fn to_shared(&self) -> Arc<str>;
+}
+
+impl ToShared for str {
+    fn to_shared(&self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl ToShared for String {
+    fn to_shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl ToShared for Arc<str> {
+    fn to_shared(&self) -> Arc<str> {
+        Self::clone(self)
+    }
 }
 
 impl Trace {
@@ -190,10 +210,14 @@ impl Trace {
 
     /// Who the client is, as the policy that answers it knows it.
     #[inline]
-    pub fn asked(&mut self, client_name: Option<&str>, group: &str) {
+    pub fn asked<N, G>(&mut self, client_name: Option<&N>, group: &G)
+    where
+        N: ToShared + ?Sized,
+        G: ToShared + ?Sized,
+    {
         if let Some(r) = &mut self.0 {
-            r.client_name = client_name.map(shared);
-            r.group = Some(shared(group));
+            r.client_name = client_name.map(ToShared::to_shared);
+            r.group = Some(group.to_shared());
         }
     }
 
@@ -208,7 +232,7 @@ impl Trace {
             };
             if replace {
                 r.matched = Some(Noted {
-                    list: shared(&m.list.name),
+                    list: m.list.name.to_shared(),
                     action: m.action,
                     via: m.via,
                 });
