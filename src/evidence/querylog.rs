@@ -5,15 +5,16 @@
 //! `Trace` for each query (`QueryHandler::trace`, `None` when the log is off: one branch, no
 //! allocation, no clock read), the handler notes on it what only the policy knows (the client's
 //! name and group, the list that matched, the upstream that answered), and the transport hands
-//! it over with how the query ended (`QueryHandler::log`). Handing over is a `try_send` of one
-//! pointer into a bounded queue: a full queue drops the line and counts it
-//! (`hushd_querylog_dropped_total`), never a wait. The line is formatted on the writer's thread,
-//! which buffers lines and writes them at least once a second (so `tail -f` follows) and
-//! whenever 64 KiB have gathered.
+//! it over with how the query ended (`QueryHandler::log`). Handing over is a `try_send` of the
+//! record into a bounded queue: a full queue drops the line and counts it
+//! (`hushd_querylog_dropped_total`), never a wait, and never a wake-up of the writer, which
+//! takes what has queued every 10 ms. The line is formatted on the writer's thread, which
+//! buffers lines and writes them at least once a second (so `tail -f` follows) and whenever
+//! 64 KiB have gathered.
 //!
 //! The file: `path`, created 0640; when a write would take it past `max_bytes` it is renamed to
 //! `path.1` (`.1` to `.2` and so on, up to `keep`) and a new one started. SIGHUP reopens the
-//! path, for logrotate's `create` mode. Each write (and each rotation) holds an exclusive
+//! path, for logrotate. Each write (and each rotation) holds an exclusive
 //! `flock` on the file, so `hushd evidence forget` can rewrite the log while hushd runs
 //! (`forget.rs` takes the same lock).
 
@@ -91,7 +92,8 @@ pub struct Trace(Option<Box<Record>>);
 /// What a line says. The transport fills the question and the ending, the handler what only the
 /// policy knows; the writer thread formats it.
 pub struct Record {
-    /// The one clock read on the query path; the writer turns it into the wall-clock time.
+    /// When the query was taken up (the only other clock read is at the end, for `duration`);
+    /// the writer turns it into the wall-clock time.
     started: Instant,
     client: IpAddr,
     protocol: Protocol,
