@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::Config,
     egress::nft::NftWriter,
+    evidence::querylog::QueryLog,
     evidence::{Evidence, store::unusable_path},
     handler::QueryHandler,
     http,
@@ -68,6 +69,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Opt-in: every query of every person is sensitive (docs/privacy.md).
+    if config.querylog.enabled {
+        let log = QueryLog::start(&config.querylog, &metrics)
+            .context("cannot start the query log writer")?;
+        tracing::info!(path = %config.querylog.path.display(), only_matches = config.querylog.only_matches, "query log on");
+        handler.querylog = Some(log);
+    }
+    let querylog = handler.querylog.clone();
     let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
     // Both transports have their own loops in front of the same handler: UDP to answer without a
     // task per datagram (udp.rs), TCP to cap connections at accept (tcp.rs).
@@ -136,11 +145,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
 
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let reopen = querylog.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading, and refreshing subscriptions older than a minute");
             let _ = trigger.try_send(());
             hangups.send_modify(|n| *n += 1);
+            // logrotate moved the file away: the next lines go to a new one at its path
+            if let Some(log) = &reopen {
+                log.reopen();
+            }
         }
     });
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -182,6 +196,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     shutdown.cancelled().await;
+    if let Some(log) = querylog {
+        // the last second of lines, still in the writer's buffer
+        tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2)))
+            .await
+            .ok();
+    }
     // A clean stop loses no evidence: what the writer holds is written before exit.
     if let Some(evidence) = evidence {
         let _ = tokio::task::spawn_blocking(move || evidence.stop(EVIDENCE_STOP_WAIT)).await;

@@ -42,6 +42,7 @@ use crate::{
     config::Config,
     destinations::{Destinations, DestinationsRef},
     egress::nft::NftWriter,
+    evidence::querylog::{Answers, QueryLog, Trace},
     evidence::{Event, EvidenceSink},
     inflight::Resolved,
     inflight::{Finish, Joined, LookupKey, Lookups},
@@ -75,6 +76,8 @@ pub struct QueryHandler {
     /// Records every list match in the evidence store (`None`: `[evidence] enabled = false`,
     /// and then a match costs nothing more).
     pub evidence: Option<EvidenceSink>,
+    /// `[querylog]`, when it is on.
+    pub querylog: Option<QueryLog>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -274,12 +277,65 @@ impl QueryHandler {
             metrics,
             nft: None,
             evidence: None,
+            querylog: None,
         })
+    }
+
+    /// A `Trace` for the query log's line about a query for `qname`: `Trace::OFF` (no
+    /// allocation, no clock read) when the log is off.
+    #[inline]
+    pub fn trace(
+        &self,
+        client: IpAddr,
+        protocol: Protocol,
+        qname: &LowerName,
+        qtype: RecordType,
+    ) -> Trace {
+        match self.querylog {
+            None => Trace::OFF,
+            Some(_) => QueryLog::trace(client, protocol, Some(qname.clone()), qtype),
+        }
+    }
+
+    /// `trace` for a decoded request (its one question, if it has one).
+    #[inline]
+    pub fn trace_request(&self, request: &Request) -> Trace {
+        match self.querylog {
+            None => Trace::OFF,
+            Some(_) => {
+                let (qname, qtype) = match request.request_info() {
+                    Ok(info) => (Some(info.query.name().clone()), info.query.query_type()),
+                    Err(_) => (None, RecordType::Unknown(0)),
+                };
+                QueryLog::trace(request.src().ip(), request.protocol(), qname, qtype)
+            }
+        }
+    }
+
+    /// `log` for a reply built record by record.
+    #[inline]
+    pub fn log_answered(&self, trace: Trace, answered: Answered) {
+        let rcode = answered.reply.metadata.response_code;
+        self.log(
+            trace,
+            answered.outcome,
+            rcode,
+            Answers::Reply(answered.reply),
+        );
+    }
+
+    /// Hands a finished query's line to the query log: how it ended and what was answered.
+    /// Every transport calls it where it counts the query in the metrics.
+    #[inline]
+    pub fn log(&self, trace: Trace, outcome: Outcome, rcode: ResponseCode, answers: Answers) {
+        if let (Some(record), Some(log)) = (trace.into_record(), &self.querylog) {
+            log.write(record, outcome, rcode, answers);
+        }
     }
 
     /// Everything that needs no waiting: validation, policy, cache. Transports call this inline
     /// and only pay for a task when the query must go upstream.
-    pub fn answer_locally(&self, request: &Request) -> Step {
+    pub fn answer_locally(&self, request: &Request, trace: &mut Trace) -> Step {
         let meta = &request.metadata;
         let edns = request.edns.as_ref();
         let done = |reply, outcome, qtype| {
@@ -317,7 +373,7 @@ impl QueryHandler {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
             return error(ResponseCode::NotImp, Outcome::Notimp, qtype);
         }
-        self.answer_question(meta, edns, info.src.ip(), query.name(), qtype)
+        self.answer_question(meta, edns, info.src.ip(), query.name(), qtype, trace)
     }
 
     /// The part of `answer_locally` after validation: policy, ANY, cache. The UDP hit path
@@ -329,6 +385,7 @@ impl QueryHandler {
         client: IpAddr,
         qname: &LowerName,
         qtype: RecordType,
+        trace: &mut Trace,
     ) -> Step {
         let done = |reply, outcome, qtype| {
             Step::Answered(Answered {
@@ -350,6 +407,7 @@ impl QueryHandler {
             qname,
             qtype,
         };
+        trace.asked(asker.who.name, &asker.group.name);
         // hushd's own answer to a bypass probe comes before every list (Policy::decide's order)
         let bypass = policy.bypass(qname);
         let found = match bypass {
@@ -369,7 +427,7 @@ impl QueryHandler {
                 return done(reply, Outcome::Bypass, qtype);
             }
             Verdict::Block(m) => {
-                self.note_match(&m, &asker, "-");
+                self.note_match(&m, &asker, "-", trace);
                 let reply = Reply::blocked(
                     meta,
                     edns,
@@ -381,7 +439,7 @@ impl QueryHandler {
                 );
                 return done(reply, Outcome::Blocked, qtype);
             }
-            Verdict::Forward(Some(m)) => self.note_match(&m, &asker, "-"),
+            Verdict::Forward(Some(m)) => self.note_match(&m, &asker, "-", trace),
             Verdict::Forward(None) => {}
         }
 
@@ -396,7 +454,7 @@ impl QueryHandler {
             let screened = policy.answer_match(asker.group, found, hit.destinations());
             let via_answer = screened.as_ref().map(|s| s.matched.list);
             if let Some(reply) =
-                self.answer_screened(screened, meta, edns, &asker, policy.block_ttl)
+                self.answer_screened(screened, meta, edns, &asker, policy.block_ttl, trace)
             {
                 return done(reply, Outcome::Blocked, qtype);
             }
@@ -422,9 +480,10 @@ impl QueryHandler {
         edns: Option<&Edns>,
         asker: &Asker<'_>,
         block_ttl: u32,
+        trace: &mut Trace,
     ) -> Option<Reply> {
         let AnswerMatch { matched, what } = screened?;
-        self.note_match(&matched, asker, &what);
+        self.note_match(&matched, asker, &what, trace);
         (matched.action == Action::Block).then(|| {
             Reply::blocked(
                 meta,
@@ -442,16 +501,16 @@ impl QueryHandler {
     /// client's group and the question's own match are looked up again (off the hot path).
     fn screen_forwarded(
         &self,
-        meta: &Metadata,
-        edns: Option<&Edns>,
-        client: IpAddr,
+        request: &Request,
         qname: &LowerName,
         qtype: RecordType,
         destinations: DestinationsRef<'_>,
+        trace: &mut Trace,
     ) -> Option<Reply> {
         if destinations.is_empty() {
             return None;
         }
+        let (meta, edns, client) = (&request.metadata, request.edns.as_ref(), request.src().ip());
         let policy = self.policy.load();
         let who = policy.client(client);
         let asker = Asker {
@@ -464,7 +523,7 @@ impl QueryHandler {
         let asked = policy.name_match(asker.group, &NameKey::new(qname), Via::Name);
         let screened = policy.answer_match(asker.group, asked, destinations);
         let via_answer = screened.as_ref().map(|s| s.matched.list);
-        let blocked = self.answer_screened(screened, meta, edns, &asker, policy.block_ttl);
+        let blocked = self.answer_screened(screened, meta, edns, &asker, policy.block_ttl, trace);
         if blocked.is_none() && policy.feeds_sets() {
             let decided = asked.map(|m| m.list).or(via_answer);
             self.feed_sets(asker.group, decided, || destinations.addresses());
@@ -493,7 +552,7 @@ impl QueryHandler {
     /// rate-limited per (client, list) in audit.rs, while the metric counts every match. `matched` says what matched when it was not the name
     /// asked ("-"): `CNAME x.tiktokv.com`, `IP 192.0.2.7, country CN`. A block is logged at
     /// debug level only: it is answered, and counted.
-    fn note_match(&self, m: &Match<'_>, asker: &Asker<'_>, matched: &str) {
+    fn note_match(&self, m: &Match<'_>, asker: &Asker<'_>, matched: &str, trace: &mut Trace) {
         m.count(&self.metrics);
         if let Some(evidence) = &self.evidence {
             evidence.record(Event {
@@ -508,6 +567,7 @@ impl QueryHandler {
                 via: m.via,
             });
         }
+        trace.matched(m);
         let Asker {
             client,
             qname,
@@ -541,7 +601,12 @@ impl QueryHandler {
     /// that outlives its client stays counted; a flood of one name holds at most `max_inflight`
     /// waiting clients (the rest are shed) and costs one upstream query; and the map of lookups
     /// never holds more than `max_inflight` entries.
-    pub async fn forward(&self, request: &Request, permit: OwnedSemaphorePermit) -> Answered {
+    pub async fn forward(
+        &self,
+        request: &Request,
+        permit: OwnedSemaphorePermit,
+        trace: &mut Trace,
+    ) -> Answered {
         let meta = &request.metadata;
         let edns = request.edns.as_ref();
         let Ok(info) = request.request_info() else {
@@ -558,13 +623,12 @@ impl QueryHandler {
             outcome,
             qtype,
         };
-        let client = request.src().ip();
-        let screen = |destinations: DestinationsRef<'_>| {
-            self.screen_forwarded(meta, edns, client, qname, qtype, destinations)
+        let screen = |destinations: DestinationsRef<'_>, trace: &mut Trace| {
+            self.screen_forwarded(request, qname, qtype, destinations, trace)
         };
         let stale = self.cache.get_stale(qname, qtype);
         if let Some(hit) = &stale {
-            if let Some(blocked) = screen(hit.destinations()) {
+            if let Some(blocked) = screen(hit.destinations(), trace) {
                 return done(blocked, Outcome::Blocked);
             }
             if !hit.is_stale() {
@@ -604,10 +668,11 @@ impl QueryHandler {
         };
         match (answer, stale) {
             (Some(resolved), stale) if stale.is_none() || replaces_stale(&resolved.0) => {
-                if let Some(blocked) = screen(resolved.1.view()) {
+                trace.answered_by(resolved.2);
+                if let Some(blocked) = screen(resolved.1.view(), trace) {
                     return done(blocked, Outcome::Blocked);
                 }
-                let (answer, _) = Arc::unwrap_or_clone(resolved);
+                let (answer, ..) = Arc::unwrap_or_clone(resolved);
                 // a resolution failure (RFC 9520) reaches the client as the SERVFAIL it is
                 let outcome = if answer.is_resolution_failure() {
                     Outcome::Servfail
@@ -634,7 +699,7 @@ impl QueryHandler {
     ) {
         let LookupKey { name, qtype } = finish.key().clone();
         let answer = match self.upstream.resolve(&name, qtype).await {
-            Ok(answer) => {
+            Ok((answer, server)) => {
                 // Worked out once, for the cache and every waiter's screening.
                 let destinations = Destinations::of(&name, &answer);
                 if !replaces_stale(&answer) && self.cache.get_stale(&name, qtype).is_some() {
@@ -644,7 +709,7 @@ impl QueryHandler {
                     self.cache
                         .insert_inspected(name, qtype, &answer, &destinations);
                 }
-                Some(Arc::new((answer, destinations)))
+                Some(Arc::new((answer, destinations, server)))
             }
             Err(e) => {
                 tracing::debug!(qname = %name, %qtype, error = %e, "no upstream answer");
@@ -675,13 +740,13 @@ impl QueryHandler {
 /// Encodes `reply` into `out`: the one reply path of both transports. Over UDP it is
 /// truncated (TC=1) to what the client can take: its EDNS size as capped by hushd, or 512
 /// bytes without EDNS (RFC 1035 §4.2.1); over TCP only the 64 KiB frame limits it.
-pub fn encode(request: &Request, reply: Reply, out: &mut Vec<u8>) {
+pub fn encode(request: &Request, reply: &Reply, out: &mut Vec<u8>) {
     encode_for(&request.queries, request.protocol(), reply, out);
 }
 
 /// `encode` for a reply to the question `queries` (all of a request the encoder needs), as the
 /// UDP hit path has it without a whole `Request`.
-pub fn encode_for(queries: &Queries, protocol: Protocol, reply: Reply, out: &mut Vec<u8>) {
+pub fn encode_for(queries: &Queries, protocol: Protocol, reply: &Reply, out: &mut Vec<u8>) {
     out.clear();
     let max_size = match protocol {
         Protocol::Udp => reply.edns.as_ref().map_or(512, |e| e.max_payload()),

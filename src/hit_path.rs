@@ -25,6 +25,7 @@ use hickory_proto::{
 use hickory_server::{server::Request, zone_handler::Queries};
 
 use crate::{
+    evidence::querylog::Answers,
     handler::{Answered, QueryHandler, Step, encode_for, slip_reply},
     limits::{Admit, Transport},
     metrics::Outcome,
@@ -112,15 +113,17 @@ pub fn answer(
         Admit::Slip => {
             handler.metrics.limited("ratelimit");
             let reply = slip_reply(&query.metadata, query.edns.as_ref());
-            return Some(reply_to(datagram, reply, out));
+            return Some(reply_to(datagram, &reply, out));
         }
     }
+    let mut trace = handler.trace(src.ip(), Protocol::Udp, &query.name, query.qtype);
     let step = handler.answer_question(
         &query.metadata,
         query.edns.as_ref(),
         src.ip(),
         &query.name,
         query.qtype,
+        &mut trace,
     );
     let answered = match step {
         Step::Cached(hit, qtype) => {
@@ -130,6 +133,7 @@ pub fn answer(
             if hit.write_wire(metadata, query.question, edns.as_ref(), max, out) {
                 handler.metrics.query(Protocol::Udp, qtype, Outcome::Cached);
                 handler.metrics.response(hit.rcode());
+                handler.log(trace, Outcome::Cached, hit.rcode(), Answers::Hit(hit));
                 return Some(Action::Send);
             }
             // too big for the client: built record by record, then truncated
@@ -146,25 +150,31 @@ pub fn answer(
         Step::Forward => {
             return Some(
                 match Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) {
-                    Ok(request) => respond(handler, Box::new(request), Step::Forward, out),
+                    Ok(request) => respond(handler, Box::new(request), Step::Forward, out, trace),
                     Err(_) => formerr(datagram, out),
                 },
             );
         }
     };
+    let rcode = answered.reply.metadata.response_code;
     handler
         .metrics
         .query(Protocol::Udp, answered.qtype, answered.outcome);
-    handler
-        .metrics
-        .response(answered.reply.metadata.response_code);
-    Some(reply_to(datagram, answered.reply, out))
+    handler.metrics.response(rcode);
+    let action = reply_to(datagram, &answered.reply, out);
+    handler.log(
+        trace,
+        answered.outcome,
+        rcode,
+        Answers::Reply(answered.reply),
+    );
+    Some(action)
 }
 
 /// Encodes `reply` as the full path does, with the question read again as hickory's `Queries`
 /// (all of a request its encoder needs). The datagram already read as a plain query, so that
 /// does not fail; if it did, the client gets the full path's FORMERR.
-fn reply_to(datagram: &[u8], reply: Reply, out: &mut Vec<u8>) -> Action {
+fn reply_to(datagram: &[u8], reply: &Reply, out: &mut Vec<u8>) -> Action {
     let mut decoder = BinDecoder::new(datagram);
     let queries = Header::read(&mut decoder)
         .ok()
@@ -205,6 +215,7 @@ mod tests {
     use crate::{
         answer::Answer,
         config::Config,
+        evidence::querylog::Trace,
         lists::{Action as ListAction, ListFile},
         metrics::Metrics,
         policy::Policy,
@@ -444,7 +455,14 @@ mod tests {
         let d = query("WWW.example.", RecordType::A, None);
         let q = read(&d).unwrap();
         let client = CLIENT.parse::<SocketAddr>().unwrap().ip();
-        let step = h.answer_question(&q.metadata, None, client, &q.name, q.qtype);
+        let step = h.answer_question(
+            &q.metadata,
+            None,
+            client,
+            &q.name,
+            q.qtype,
+            &mut Trace::default(),
+        );
         let Step::Cached(hit, _) = step else {
             panic!("www.example. is cached");
         };

@@ -25,8 +25,13 @@ use crate::answer::Answer;
 
 /// The upstream lookups of a `QueryHandler`: each yields upstream's answer, or `None` when no
 /// upstream answered.
-/// An upstream answer with where it leads, worked out once for the cache and every waiter.
-pub type Resolved = (Answer, crate::destinations::Destinations);
+/// An upstream answer with where it leads, worked out once for the cache and every waiter, and
+/// the server it came from (for the query log).
+pub type Resolved = (
+    Answer,
+    crate::destinations::Destinations,
+    std::net::SocketAddr,
+);
 
 pub type Lookups = InFlight<LookupKey, Option<Arc<Resolved>>>;
 

@@ -50,6 +50,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What hushd keeps of the queries it answered (docs/privacy.md).
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Delete one client's data: its rows in the evidence store and its lines in the query log
+    /// and its rotated copies. Safe while hushd runs.
+    Forget {
+        /// A [clients] name (its rows under that name and under each of its addresses), an
+        /// address, or a network (192.168.1.0/24).
+        #[arg(long)]
+        client: String,
+        /// The evidence store (default: [evidence] path of the config).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +118,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Evidence {
+            command: EvidenceCommand::Forget { client, db },
+        }) => forget(&cli.config, &client, db),
         None => {
             // Held until main returns: dropping it flushes what the log thread still holds.
             let _log_flush = init_logging(cli.log_format);
@@ -118,6 +141,40 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `hushd evidence forget`: the config says where the store and the query log are.
+fn forget(config_path: &std::path::Path, client: &str, db: Option<PathBuf>) -> ExitCode {
+    use hushd::evidence::forget::{Who, forget, render};
+    let config = match hushd::config::Config::load(config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let who = match Who::parse(client, &config) {
+        Ok(who) => who,
+        Err(e) => {
+            eprintln!("hushd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let db = db.unwrap_or_else(|| config.evidence.path.clone());
+    let querylog = &config.querylog;
+    match forget(&db, &querylog.path, &who) {
+        Ok(done) => {
+            print!(
+                "{}",
+                render(&who, &db, &querylog.path, &done, querylog.anonymize)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hushd: {e}");
+            ExitCode::FAILURE
         }
     }
 }

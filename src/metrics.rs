@@ -198,6 +198,8 @@ pub struct Metrics {
     pub evidence_dropped: IntCounter,
     /// Failed opens and writes of the evidence store (each retried at the next flush).
     pub evidence_errors: IntCounter,
+    /// `hushd_querylog_dropped_total`: query log lines lost (a full queue, a failed write).
+    pub querylog_dropped: IntCounter,
 }
 
 /// The `result` label values of `hushd_nft_elements_total`, in the order
@@ -377,6 +379,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(evidence_dropped.clone()))?;
         registry.register(Box::new(evidence_errors.clone()))?;
+        let querylog_dropped = IntCounter::new(
+            "hushd_querylog_dropped_total",
+            "Query log lines lost: the writer's queue was full, or the file could not be written (the queries were answered regardless)",
+        )?;
+        registry.register(Box::new(querylog_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -413,6 +420,7 @@ impl Metrics {
             nft_elements,
             evidence_dropped,
             evidence_errors,
+            querylog_dropped,
         })
     }
 

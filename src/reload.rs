@@ -292,10 +292,7 @@ fn warn_about_restart_only_changes(running: &Config, new: &Config) {
         ("cache", running.cache != new.cache),
         ("limits", running.limits != new.limits),
         ("evidence", running.evidence != new.evidence),
-        (
-            "querylog.anonymize",
-            running.querylog.anonymize != new.querylog.anonymize,
-        ),
+        ("querylog", running.querylog != new.querylog),
     ];
     for (key, _) in changed.iter().filter(|(_, c)| *c) {
         tracing::warn!(

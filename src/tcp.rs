@@ -26,6 +26,7 @@ use tokio_util::{
 };
 
 use crate::{
+    evidence::querylog::Trace,
     handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode},
     limits::{TcpConnectionLimiter, TcpConnectionSlot},
     metrics::Metrics,
@@ -150,12 +151,14 @@ impl TcpServer {
                 return;
             }
             Admission::Refuse(request) => {
+                let trace = handler.trace_request(&request);
                 let answered = handler.refused(&request);
-                return send(handler, &request, answered, replies).await;
+                return send(handler, &request, answered, replies, trace).await;
             }
             Admission::Query(request) => request,
         };
-        let answered = match handler.answer_locally(&request) {
+        let mut trace = handler.trace_request(&request);
+        let answered = match handler.answer_locally(&request, &mut trace) {
             Step::Answered(answered) => answered,
             Step::Cached(hit, qtype) => cached_reply(&request, &hit, qtype),
             Step::Forward => match handler.reserve_upstream(&request) {
@@ -164,26 +167,34 @@ impl TcpServer {
                     tokio::spawn(async move {
                         // the connection's place for this query; `upstream` passes to the lookup
                         let _pipelined = permit;
-                        let answered = handler.forward(&request, upstream).await;
-                        send(&handler, &request, answered, &replies).await;
+                        let answered = handler.forward(&request, upstream, &mut trace).await;
+                        send(&handler, &request, answered, &replies, trace).await;
                     });
                     return;
                 }
                 Err(overloaded) => *overloaded,
             },
         };
-        send(handler, &request, answered, replies).await;
+        send(handler, &request, answered, replies, trace).await;
     }
 }
 
 /// Answers on their way to the connection's writer, encoded.
 type Replies = mpsc::Sender<Vec<u8>>;
 
-/// Counts `answered` and queues it for the client; a client gone by then is no error.
-async fn send(handler: &QueryHandler, request: &Request, answered: Answered, replies: &Replies) {
+/// Counts `answered` (metrics, query log) and queues it for the client; a client gone by then
+/// is no error.
+async fn send(
+    handler: &QueryHandler,
+    request: &Request,
+    answered: Answered,
+    replies: &Replies,
+    trace: Trace,
+) {
     handler.count(request, &answered);
     let mut out = Vec::with_capacity(512);
-    encode(request, answered.reply, &mut out);
+    encode(request, &answered.reply, &mut out);
+    handler.log_answered(trace, answered);
     let _ = replies.send(out).await;
 }
 

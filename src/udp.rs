@@ -25,6 +25,7 @@ use tokio::{io::Interest, net::UdpSocket, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    evidence::querylog::{Answers, Trace},
     handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode, slip_reply},
     hit_path, listener,
     metrics::Outcome,
@@ -79,13 +80,15 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
             match process(&handler, &buf[..len], src, out) {
                 Action::Drop => {}
                 Action::Send => dests.push(src),
-                Action::Forward(request, permit) => {
+                Action::Forward(request, permit, mut trace) => {
                     let (socket, handler) = (socket.clone(), handler.clone());
                     tokio::spawn(async move {
-                        let answered: Answered = handler.forward(&request, permit).await;
+                        let answered: Answered =
+                            handler.forward(&request, permit, &mut trace).await;
                         handler.count(&request, &answered);
                         let mut out = Vec::with_capacity(512);
-                        encode(&request, answered.reply, &mut out);
+                        encode(&request, &answered.reply, &mut out);
+                        handler.log_answered(trace, answered);
                         if let Err(e) = socket.send_to(&out, src).await {
                             tracing::debug!(error = %e, %src, "udp send error");
                         }
@@ -202,8 +205,9 @@ pub enum Action {
     Drop,
     /// Send `out` back to the client.
     Send,
-    /// Ask upstream (in a task of its own, holding the permit).
-    Forward(Box<Request>, OwnedSemaphorePermit),
+    /// Ask upstream (in a task of its own, holding the permit), with the query's line for the
+    /// query log.
+    Forward(Box<Request>, OwnedSemaphorePermit, Trace),
 }
 
 /// Everything hushd does with a datagram before any waiting, in this order: admission
@@ -243,21 +247,24 @@ pub fn process_full(
         Admission::Slip(request) => {
             encode(
                 &request,
-                slip_reply(&request.metadata, request.edns.as_ref()),
+                &slip_reply(&request.metadata, request.edns.as_ref()),
                 out,
             );
             return Action::Send;
         }
         Admission::Refuse(request) => {
+            let trace = handler.trace_request(&request);
             let answered = handler.refused(&request);
             handler.count(&request, &answered);
-            encode(&request, answered.reply, out);
+            encode(&request, &answered.reply, out);
+            handler.log_answered(trace, answered);
             return Action::Send;
         }
         Admission::Query(request) => request,
     };
-    let step = handler.answer_locally(&request);
-    respond(handler, request, step, out)
+    let mut trace = handler.trace_request(&request);
+    let step = handler.answer_locally(&request, &mut trace);
+    respond(handler, request, step, out, trace)
 }
 
 /// What to do with an admitted query once the handler has taken its first `step`.
@@ -266,6 +273,7 @@ pub(crate) fn respond(
     request: Box<Request>,
     step: Step,
     out: &mut Vec<u8>,
+    trace: Trace,
 ) -> Action {
     let answered = match step {
         Step::Cached(hit, qtype) => {
@@ -275,17 +283,19 @@ pub(crate) fn respond(
             let question = request.queries.as_bytes();
             if hit.write_wire(metadata, question, edns.as_ref(), max, out) {
                 handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
+                handler.log(trace, Outcome::Cached, hit.rcode(), Answers::Hit(hit));
                 return Action::Send;
             }
             cached_reply(&request, &hit, qtype)
         }
         Step::Answered(answered) => answered,
         Step::Forward => match handler.reserve_upstream(&request) {
-            Ok(permit) => return Action::Forward(request, permit),
+            Ok(permit) => return Action::Forward(request, permit, trace),
             Err(overloaded) => *overloaded,
         },
     };
     handler.count(&request, &answered);
-    encode(&request, answered.reply, out);
+    encode(&request, &answered.reply, out);
+    handler.log_answered(trace, answered);
     Action::Send
 }

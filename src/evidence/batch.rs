@@ -3,7 +3,7 @@
 //! Pure: no I/O, no clock of its own.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -79,7 +79,7 @@ impl Batch {
     pub fn add(&mut self, e: Event) -> Added {
         let key = Key {
             day: unix_secs(e.at) / 86_400,
-            client: anonymize(self.anonymize, e.client),
+            client: self.anonymize.apply(e.client),
             list: e.list,
             name: e.name,
             action: e.action,
@@ -198,23 +198,6 @@ pub fn qtypes_text(qtypes: &[RecordType]) -> String {
     names.join(",")
 }
 
-/// `[querylog] anonymize` applied to a client address; an IPv4-mapped IPv6 address counts as
-/// the IPv4 address it carries.
-// NOTE for the lead: the query log's `Anonymize::apply` (src/evidence/anonymize.rs) does the
-// same; once both are in main, call it here and drop this function.
-fn anonymize(mode: Anonymize, client: IpAddr) -> IpAddr {
-    let client = client.to_canonical();
-    match (mode, client) {
-        (Anonymize::None, ip) => ip,
-        (Anonymize::Truncate, IpAddr::V4(v4)) => {
-            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & 0xffff_ff00))
-        }
-        (Anonymize::Truncate, IpAddr::V6(v6)) => {
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 48)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -325,7 +308,7 @@ mod tests {
         let rows = b.rows();
         let clients: Vec<(&str, i64)> = rows.iter().map(|r| (r.client.as_str(), r.count)).collect();
         assert_eq!(clients, [("192.0.2.0", 2), ("2001:db8:aa::", 1)]);
-        let none = anonymize(Anonymize::None, "::ffff:192.0.2.7".parse().unwrap());
+        let none = Anonymize::None.apply("::ffff:192.0.2.7".parse().unwrap());
         assert_eq!(none, "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 

@@ -2,9 +2,14 @@
 //! list match to an `EvidenceSink` (a bounded queue: it never waits, a full queue drops and
 //! counts); a thread of its own (`writer.rs`) adds the matches up in memory by (day, client,
 //! list, name, action, via) and writes them every `flush_secs` in one transaction to an SQLite
-//! database (`store.rs`), which `hushd report` and `/api/evidence` read.
+//! database (`store.rs`), which `hushd report` and `/api/evidence` read. Beside it: the query
+//! log (`querylog.rs`, opt-in, every query), the anonymization both apply to client addresses
+//! (`anonymize.rs`), and `hushd evidence forget` (`forget.rs`).
 
+pub mod anonymize;
 pub mod batch;
+pub mod forget;
+pub mod querylog;
 pub mod store;
 mod writer;
 

@@ -187,7 +187,7 @@ pub struct Policy {
 /// automaton is shared with the policy before when the patterns are the same.
 #[derive(Debug)]
 struct Patterns {
-    regex: std::sync::Arc<lists::formats::PatternSet>,
+    regex: Arc<lists::formats::PatternSet>,
     owners: Vec<Tag>,
 }
 

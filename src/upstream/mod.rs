@@ -145,8 +145,13 @@ impl Upstream {
     }
 
     /// An answer (NOERROR, NXDOMAIN, or a resolution failure when every server asked answered
-    /// SERVFAIL, REFUSED or the like), or an error when no server answered in time.
-    pub async fn resolve(&self, name: &Name, qtype: RecordType) -> Result<Answer, UpstreamError> {
+    /// SERVFAIL, REFUSED or the like) and the server it came from (for a resolution failure,
+    /// the last one asked), or an error when no server answered in time.
+    pub async fn resolve(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+    ) -> Result<(Answer, SocketAddr), UpstreamError> {
         let deadline = Instant::now() + self.timeout;
         let mut query = Query::query(name.clone(), qtype);
         query.set_query_class(DNSClass::IN);
@@ -158,13 +163,13 @@ impl Upstream {
             .iter()
             .partition(|s| s.down_until.load(Ordering::Relaxed) <= now);
         let healthy = up.len();
-        let mut failed_rcode = None;
+        let mut name_failed_at = None;
         let mut asked_again = false;
         let mut last_error = String::from("no upstream servers");
         for (i, server) in up.into_iter().chain(down).enumerate() {
             // After a failure rcode one more healthy server is asked, once: a name that fails
             // on two is unlikely to resolve on a third, and a server in back-off is no better.
-            if failed_rcode.is_some() {
+            if name_failed_at.is_some() {
                 if asked_again || i >= healthy {
                     break;
                 }
@@ -172,7 +177,7 @@ impl Upstream {
             }
             let budget = deadline.saturating_duration_since(Instant::now());
             if budget.is_zero() {
-                if failed_rcode.is_none() {
+                if name_failed_at.is_none() {
                     return Err(UpstreamError::Timeout(self.timeout));
                 }
                 break;
@@ -183,7 +188,7 @@ impl Upstream {
             match self.attempt(server, &query, attempt_budget).await {
                 Attempt::Answer(answer) => {
                     server.answered(started);
-                    return Ok(answer);
+                    return Ok((answer, server.addr));
                 }
                 Attempt::RcodeFailure(rcode) => {
                     server.answered(started);
@@ -191,7 +196,7 @@ impl Upstream {
                     // server stays in the rotation
                     server.errors.inc();
                     tracing::debug!(upstream = %server.addr, %name, %qtype, %rcode, "upstream could not resolve the name");
-                    failed_rcode = Some(rcode);
+                    name_failed_at = Some(server.addr);
                 }
                 Attempt::ServerFailure { error, timed_out } => {
                     last_error = format!("{}: {error}", server.addr);
@@ -210,8 +215,8 @@ impl Upstream {
                 }
             }
         }
-        if failed_rcode.is_some() {
-            return Ok(Answer::resolution_failure());
+        if let Some(server) = name_failed_at {
+            return Ok((Answer::resolution_failure(), server));
         }
         if Instant::now() >= deadline {
             return Err(UpstreamError::Timeout(self.timeout));

@@ -1,0 +1,958 @@
+//! The query log (`[querylog]`, opt-in): every query, one JSON object a line, for Loki, Vector,
+//! Elasticsearch or `jq`.
+//!
+//! The query path pays for it only when it is on, and then little: a transport starts a
+//! `Trace` for each query (`QueryHandler::trace`, `None` when the log is off: one branch, no
+//! allocation, no clock read), the handler notes on it what only the policy knows (the client's
+//! name and group, the list that matched, the upstream that answered), and the transport hands
+//! it over with how the query ended (`QueryHandler::log`). Handing over is a `try_send` of the
+//! record into a bounded queue: a full queue drops the line and counts it
+//! (`hushd_querylog_dropped_total`), never a wait, and never a wake-up of the writer, which
+//! takes what has queued every 10 ms. The line is formatted on the writer's thread, which
+//! buffers lines and writes them at least once a second (so `tail -f` follows) and whenever
+//! 64 KiB have gathered.
+//!
+//! The file: `path`, created 0640; when a write would take it past `max_bytes` it is renamed to
+//! `path.1` (`.1` to `.2` and so on, up to `keep`) and a new one started. SIGHUP reopens the
+//! path, for logrotate. Each write (and each rotation) holds an exclusive
+//! `flock` on the file, so `hushd evidence forget` can rewrite the log while hushd runs
+//! (`forget.rs` takes the same lock).
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use hickory_net::xfer::Protocol;
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{LowerName, Name, RecordType},
+};
+use nix::fcntl::{Flock, FlockArg};
+use prometheus::IntCounter;
+
+use crate::{
+    cache::Hit,
+    config::{Anonymize, QueryLogConfig},
+    destinations::{self, DestinationsRef},
+    metrics::{Metrics, Outcome},
+    policy::{Action, Match, Via},
+    reply::Reply,
+};
+
+/// Lines waiting for the writer, at most. At 5 000 queries a second this is 3 s of backlog;
+/// past it lines are dropped and counted, and queries go on being answered.
+const QUEUE: usize = 16_384;
+/// Written out at least this often, so a `tail -f` follows the log.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Written out when this much has gathered.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// How often the writer takes what has queued up: every 10 ms while lines come, backing off to
+/// every 50 ms when none do (at 150 000 queries a second, 50 ms is 7 500 lines: the queue
+/// holds them).
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
+
+/// The query log's handle: the queue into its writer thread. Cheap to clone.
+#[derive(Clone)]
+pub struct QueryLog {
+    queue: SyncSender<Message>,
+    shared: Arc<Shared>,
+    only_matches: bool,
+}
+
+struct Shared {
+    /// Set by SIGHUP: the writer reopens its path at its next wake-up (within a second).
+    reopen: AtomicBool,
+    dropped: IntCounter,
+}
+
+// Lines are nearly every message, and a slot of the queue holds one either way.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    /// By value: the record's box is freed on the query path's thread, which made it.
+    Line(Record),
+    /// Write out what is buffered, then say so (at shutdown).
+    Flush(SyncSender<()>),
+}
+
+/// One query's line in the making. `Trace::OFF` (no allocation) unless the query log is on.
+#[derive(Default)]
+pub struct Trace(Option<Box<Record>>);
+
+/// What a line says. The transport fills the question and the ending, the handler what only the
+/// policy knows; the writer thread formats it.
+pub struct Record {
+    /// When the query was taken up (the only other clock read is at the end, for `duration`);
+    /// the writer turns it into the wall-clock time.
+    started: Instant,
+    client: IpAddr,
+    protocol: Protocol,
+    qname: Option<LowerName>,
+    qtype: RecordType,
+    client_name: Option<Arc<str>>,
+    group: Option<Arc<str>>,
+    matched: Option<Noted>,
+    upstream: Option<SocketAddr>,
+    outcome: Outcome,
+    rcode: ResponseCode,
+    answers: Answered,
+    duration: Duration,
+}
+
+/// The answer's addresses as a record keeps them.
+enum Answered {
+    None,
+    /// Read out of a cache hit on the query path (a few nanoseconds), so the hit's entry is
+    /// released where it was taken: the cache's hottest entries are not bounced between cores.
+    Few([IpAddr; FEW], u8),
+    Many(Vec<IpAddr>),
+    /// Read out on the writer's thread.
+    Reply(Box<Reply>),
+}
+
+/// Addresses of a cache hit kept without an allocation.
+const FEW: usize = 4;
+
+impl Answered {
+    fn of(answers: Answers) -> Self {
+        match answers {
+            Answers::None => Self::None,
+            Answers::Reply(reply) => Self::Reply(Box::new(reply)),
+            Answers::Hit(hit) => {
+                let mut few = [IpAddr::from([0u8; 4]); FEW];
+                let mut n = 0;
+                for (ip, _) in hit.addresses() {
+                    if n == FEW {
+                        return Self::Many(hit.addresses().map(|(ip, _)| ip).collect());
+                    }
+                    few[n] = ip;
+                    n += 1;
+                }
+                Self::Few(few, n as u8)
+            }
+        }
+    }
+}
+
+/// The list match a line names: the one that decided the query.
+struct Noted {
+    list: Arc<str>,
+    action: Action,
+    via: Via,
+}
+
+/// What the client was answered, as the transport has it; the writer reads the addresses out.
+pub enum Answers {
+    None,
+    /// A cache hit sent from its wire form: its addresses were worked out when it was cached.
+    Hit(Hit),
+    /// A reply built record by record (forwarded, blocked, stale, or a hit too big for UDP).
+    Reply(Reply),
+}
+
+/// A name a line keeps (client, group, list): shared where the policy holds it shared (a
+/// reference count), copied where it holds a `String`.
+pub trait ToShared {
+    fn to_shared(&self) -> Arc<str>;
+}
+
+impl ToShared for str {
+    fn to_shared(&self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl ToShared for String {
+    fn to_shared(&self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl ToShared for Arc<str> {
+    fn to_shared(&self) -> Arc<str> {
+        Self::clone(self)
+    }
+}
+
+impl Trace {
+    pub const OFF: Self = Self(None);
+
+    fn start(
+        client: IpAddr,
+        protocol: Protocol,
+        qname: Option<LowerName>,
+        qtype: RecordType,
+    ) -> Self {
+        Self(Some(Box::new(Record {
+            started: Instant::now(),
+            client,
+            protocol,
+            qname,
+            qtype,
+            client_name: None,
+            group: None,
+            matched: None,
+            upstream: None,
+            outcome: Outcome::Forwarded,
+            rcode: ResponseCode::NoError,
+            answers: Answered::None,
+            duration: Duration::ZERO,
+        })))
+    }
+
+    /// Who the client is, as the policy that answers it knows it.
+    #[inline]
+    pub fn asked<N, G>(&mut self, client_name: Option<&N>, group: &G)
+    where
+        N: ToShared + ?Sized,
+        G: ToShared + ?Sized,
+    {
+        if let Some(r) = &mut self.0 {
+            r.client_name = client_name.map(ToShared::to_shared);
+            r.group = Some(group.to_shared());
+        }
+    }
+
+    /// A list matched. The line names the first match, unless a later one blocks: a name
+    /// audited by one list whose answer another list blocks is that list's block.
+    #[inline]
+    pub fn matched(&mut self, m: &Match<'_>) {
+        if let Some(r) = &mut self.0 {
+            let replace = match &r.matched {
+                None => true,
+                Some(earlier) => earlier.action != Action::Block && m.action == Action::Block,
+            };
+            if replace {
+                r.matched = Some(Noted {
+                    list: m.list.name.to_shared(),
+                    action: m.action,
+                    via: m.via,
+                });
+            }
+        }
+    }
+
+    /// The upstream server whose reply the answer is.
+    #[inline]
+    pub fn answered_by(&mut self, server: SocketAddr) {
+        if let Some(r) = &mut self.0 {
+            r.upstream = Some(server);
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn into_record(self) -> Option<Box<Record>> {
+        self.0
+    }
+}
+
+impl QueryLog {
+    /// Starts the writer thread on `config.path` (opened now; if it cannot be, the error is
+    /// logged and the writer tries again every second, counting the lines it cannot write).
+    pub fn start(config: &QueryLogConfig, metrics: &Metrics) -> io::Result<Self> {
+        let (queue, lines) = sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            reopen: AtomicBool::new(false),
+            dropped: metrics.querylog_dropped.clone(),
+        });
+        let mut writer = Writer {
+            file: LogFile::new(config.path.clone(), config.max_bytes, config.keep),
+            anonymize: config.anonymize,
+            buf: Vec::with_capacity(FLUSH_BYTES * 2),
+            pending: 0,
+            name: String::with_capacity(256),
+            shared: shared.clone(),
+        };
+        writer.file.reopen();
+        std::thread::Builder::new()
+            .name("hushd-querylog".into())
+            .spawn(move || writer.run(lines))?;
+        Ok(Self {
+            queue,
+            shared,
+            only_matches: config.only_matches,
+        })
+    }
+
+    /// A new `Trace` for a query (the handler's `trace` calls this when the log is on).
+    pub fn trace(
+        client: IpAddr,
+        protocol: Protocol,
+        qname: Option<LowerName>,
+        qtype: RecordType,
+    ) -> Trace {
+        Trace::start(client, protocol, qname, qtype)
+    }
+
+    /// Hands a finished query to the writer; never waits. With `only_matches`, a query no list
+    /// matched is let go here.
+    pub fn write(
+        &self,
+        mut record: Box<Record>,
+        outcome: Outcome,
+        rcode: ResponseCode,
+        answers: Answers,
+    ) {
+        if self.only_matches && record.matched.is_none() {
+            return;
+        }
+        record.duration = record.started.elapsed();
+        record.outcome = outcome;
+        record.rcode = rcode;
+        record.answers = Answered::of(answers);
+        match self.queue.try_send(Message::Line(*record)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.shared.dropped.inc();
+            }
+        }
+    }
+
+    /// Reopens the file at its path at the writer's next wake-up (within a second): SIGHUP,
+    /// after logrotate moved the file away.
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes out what is buffered and waits (up to `timeout`) until it is on disk: at shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        let (done, wait) = sync_channel(1);
+        let deadline = Instant::now() + timeout;
+        let mut message = Message::Flush(done);
+        loop {
+            match self.queue.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    message = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = wait.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The writer thread's side.
+struct Writer {
+    file: LogFile,
+    anonymize: Anonymize,
+    /// Formatted lines not yet written.
+    buf: Vec<u8>,
+    /// How many lines `buf` holds (counted as dropped if the write fails).
+    pending: u64,
+    /// Scratch space for a query name.
+    name: String,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Drains the queue every `DRAIN_EVERY` and sleeps in between, rather than waiting on it:
+    /// a sender then never has to wake this thread, which at a line per query (a futex wake
+    /// and a context switch each) cost more than writing the line. The queue holds what
+    /// arrives meanwhile (see `DRAIN_EVERY`).
+    fn run(&mut self, lines: Receiver<Message>) {
+        let mut next_flush = Instant::now() + FLUSH_EVERY;
+        // Records carry a monotonic instant; the wall clock is read here, once a second, so a
+        // clock step (NTP) shows in the lines within a second.
+        let mut anchor = (Instant::now(), SystemTime::now());
+        let mut nap = DRAIN_EVERY;
+        loop {
+            let mut taken = 0;
+            loop {
+                match lines.try_recv() {
+                    Ok(Message::Line(record)) => {
+                        taken += 1;
+                        let at = wall_clock(record.started, anchor);
+                        format_line(&record, at, self.anonymize, &mut self.name, &mut self.buf);
+                        self.pending += 1;
+                        if self.buf.len() >= FLUSH_BYTES {
+                            self.flush();
+                        }
+                    }
+                    Ok(Message::Flush(done)) => {
+                        self.flush();
+                        let _ = done.try_send(());
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        return;
+                    }
+                }
+            }
+            if Instant::now() >= next_flush {
+                self.flush();
+                next_flush = Instant::now() + FLUSH_EVERY;
+                anchor = (Instant::now(), SystemTime::now());
+            }
+            if self.shared.reopen.swap(false, Ordering::Relaxed) {
+                self.flush();
+                self.file.reopen();
+                tracing::info!(path = %self.file.path.display(), "query log reopened");
+            }
+            nap = if taken == 0 {
+                (nap * 2).min(DRAIN_IDLE)
+            } else {
+                DRAIN_EVERY
+            };
+            std::thread::sleep(nap);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.file.append(&self.buf) {
+            Ok(()) => self.file.failing = false,
+            Err(e) => {
+                self.shared.dropped.inc_by(self.pending);
+                if !self.file.failing {
+                    tracing::error!(path = %self.file.path.display(), error = %e, lines = self.pending, "cannot write the query log; its lines are dropped (hushd_querylog_dropped_total) until it can");
+                    self.file.failing = true;
+                }
+            }
+        }
+        self.buf.clear();
+        self.pending = 0;
+    }
+}
+
+/// The log file, its rotation and its lock.
+struct LogFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Option<File>,
+    /// The last write failed: logged once until one succeeds.
+    failing: bool,
+}
+
+impl LogFile {
+    fn new(path: PathBuf, max_bytes: u64, keep: u32) -> Self {
+        Self {
+            path,
+            max_bytes,
+            keep,
+            file: None,
+            failing: false,
+        }
+    }
+
+    /// Opens the path anew (appending, created 0640 if missing). A failure is logged; the next
+    /// write tries again.
+    fn reopen(&mut self) {
+        self.file = None;
+        match open_log(&self.path) {
+            Ok(file) => self.file = Some(file),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot open the query log");
+                self.failing = true;
+            }
+        }
+    }
+
+    /// Appends `bytes` under the file's lock, rotating first if they would take the file past
+    /// `max_bytes`. The size is read under the lock, so a file `forget` rewrote (or an admin
+    /// truncated) is measured as it is now.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => open_log(&self.path)?,
+        };
+        let mut locked = lock(file)?;
+        let size = locked.metadata()?.len();
+        if size > 0 && size + bytes.len() as u64 > self.max_bytes {
+            rotate(&self.path, self.keep)?;
+            let fresh = lock(open_log(&self.path)?)?;
+            // the old file (now `.1`) is unlocked and closed here
+            locked = fresh;
+        }
+        let written = locked.write_all(bytes);
+        self.file = locked.unlock().ok();
+        written
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// An exclusive `flock` on `file`: what the writer and `forget` agree on.
+pub(crate) fn lock(file: File) -> io::Result<Flock<File>> {
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))
+}
+
+/// The name of the `n`th rotated file of the log at `path` (`queries.jsonl.1`).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// `path.(keep-1)` -> `path.keep`, ..., `path` -> `path.1`; with `keep = 0` the file is removed.
+fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+    if keep == 0 {
+        return std::fs::remove_file(path);
+    }
+    for n in (1..keep).rev() {
+        match std::fs::rename(rotated(path, n), rotated(path, n + 1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::rename(path, rotated(path, 1))
+}
+
+/// When `started` was on the wall clock, given one moment read on both clocks.
+fn wall_clock(started: Instant, (instant, system): (Instant, SystemTime)) -> SystemTime {
+    match started.checked_duration_since(instant) {
+        Some(after) => system + after,
+        None => system - instant.duration_since(started),
+    }
+}
+
+/// Appends `record`, which started `at`, as one JSON line to `out`. The field names and their
+/// order are the interface (`docs/privacy.md`; shipping configs and dashboards read them).
+/// Written by hand: addresses, numbers and hushd's own words need no escaping, and the names
+/// (query, client, group, list) go through serde_json, which escapes whatever they hold.
+/// `name` is scratch space for the query name.
+fn format_line(
+    record: &Record,
+    at: SystemTime,
+    anonymize: Anonymize,
+    name: &mut String,
+    out: &mut Vec<u8>,
+) {
+    // Writing into a Vec cannot fail.
+    let text = |out: &mut Vec<u8>, value: Option<&str>| match value {
+        Some(value) => {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        None => out.extend_from_slice(b"null"),
+    };
+    let word = |out: &mut Vec<u8>, value: Option<&str>| match value {
+        Some(value) => {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    };
+    let _ = write!(
+        out,
+        "{{\"ts\":\"{}\",\"client\":\"{}\",\"client_name\":",
+        humantime::format_rfc3339_millis(at),
+        anonymize.apply(record.client)
+    );
+    text(out, record.client_name.as_deref());
+    out.extend_from_slice(b",\"group\":");
+    text(out, record.group.as_deref());
+    let protocol = match record.protocol {
+        Protocol::Udp => "udp",
+        Protocol::Tcp => "tcp",
+        _ => "other",
+    };
+    let _ = write!(out, ",\"protocol\":\"{protocol}\",\"qname\":");
+    name.clear();
+    if let Some(qname) = &record.qname {
+        query_name(qname, name);
+    }
+    text(out, Some(name));
+    let _ = write!(
+        out,
+        ",\"qtype\":\"{}\",\"outcome\":\"{}\",\"rcode\":\"{}\",\"list\":",
+        TypeName(record.qtype),
+        record.outcome.as_str(),
+        RcodeName(record.rcode)
+    );
+    let matched = record.matched.as_ref();
+    text(out, matched.map(|m| &*m.list));
+    out.extend_from_slice(b",\"action\":");
+    word(out, matched.map(|m| m.action.as_str()));
+    out.extend_from_slice(b",\"via\":");
+    word(out, matched.map(|m| m.via.as_str()));
+    out.extend_from_slice(b",\"answers\":[");
+    for_each_address(record, |i, ip| {
+        let _ = write!(out, "{}\"{ip}\"", if i == 0 { "" } else { "," });
+    });
+    out.extend_from_slice(b"],\"upstream\":");
+    match record.upstream {
+        Some(upstream) => {
+            let _ = write!(out, "\"{upstream}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    // microseconds, as milliseconds with three decimals
+    let micros = record.duration.as_micros();
+    let cached = matches!(record.outcome, Outcome::Cached | Outcome::Stale);
+    let _ = writeln!(
+        out,
+        ",\"duration_ms\":{}.{:03},\"cached\":{cached}}}",
+        micros / 1000,
+        micros % 1000
+    );
+}
+
+/// Calls `f` with each address the client was given (and its place): where the answer's chain
+/// leads (A, AAAA, and the address hints of HTTPS/SVCB), the same for a cache hit and a reply
+/// built record by record.
+fn for_each_address(record: &Record, mut f: impl FnMut(usize, IpAddr)) {
+    match &record.answers {
+        Answered::None => {}
+        Answered::Few(few, n) => few[..usize::from(*n)]
+            .iter()
+            .enumerate()
+            .for_each(|(i, &ip)| f(i, ip)),
+        Answered::Many(many) => many.iter().enumerate().for_each(|(i, &ip)| f(i, ip)),
+        Answered::Reply(reply) => {
+            let Some(qname) = &record.qname else {
+                return;
+            };
+            let mut encoded = Vec::new();
+            destinations::encode(&Name::from(qname), &reply.answers, &mut encoded);
+            DestinationsRef::new(&encoded)
+                .addresses()
+                .enumerate()
+                .for_each(|(i, (ip, _))| f(i, ip));
+        }
+    }
+}
+
+/// Lower case, without the final dot, as the evidence store and `hushd report` write names
+/// (the root stays `.`), appended to `out`.
+fn query_name(name: &LowerName, out: &mut String) {
+    use std::fmt::Write as _;
+    let start = out.len();
+    let _ = write!(out, "{name}");
+    if out.len() > start + 1 && out.ends_with('.') {
+        out.pop();
+    }
+}
+
+/// `A`, `AAAA`, ...; a type hickory has no name for as RFC 3597 writes it (`TYPE65280`).
+struct TypeName(RecordType);
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            RecordType::Unknown(n) => write!(f, "TYPE{n}"),
+            t => f.write_str(<&'static str>::from(t)),
+        }
+    }
+}
+
+/// The mnemonic dig prints (`NOERROR`, `NXDOMAIN`); others as `RCODE7`.
+struct RcodeName(ResponseCode);
+
+impl std::fmt::Display for RcodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::BADVERS => "BADVERS",
+            other => return write!(f, "RCODE{}", u16::from(other)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome) -> Record {
+        let Trace(Some(mut r)) = Trace::start(
+            "192.168.1.57".parse().unwrap(),
+            Protocol::Udp,
+            Some(LowerName::from(
+                Name::from_ascii("WWW.Example.com.").unwrap(),
+            )),
+            RecordType::AAAA,
+        ) else {
+            unreachable!()
+        };
+        r.outcome = outcome;
+        r.duration = Duration::from_micros(1_234);
+        *r
+    }
+
+    fn line(record: &Record, anonymize: Anonymize) -> serde_json::Value {
+        let mut out = Vec::new();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_750_600_123);
+        format_line(record, at, anonymize, &mut String::new(), &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_line_has_every_field_in_its_form() {
+        let mut r = record(Outcome::Cached);
+        r.client_name = Some("anna-laptop".into());
+        r.group = Some("staff".into());
+        r.upstream = Some("127.0.0.1:53".parse().unwrap());
+        let v = line(&r, Anonymize::None);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "ts": "2025-12-03T08:30:00.123Z",
+                "client": "192.168.1.57",
+                "client_name": "anna-laptop",
+                "group": "staff",
+                "protocol": "udp",
+                "qname": "www.example.com",
+                "qtype": "AAAA",
+                "outcome": "cached",
+                "rcode": "NOERROR",
+                "list": null,
+                "action": null,
+                "via": null,
+                "answers": [],
+                "upstream": "127.0.0.1:53",
+                "duration_ms": 1.234,
+                "cached": true,
+            })
+        );
+        let v = line(&r, Anonymize::Truncate);
+        assert_eq!(v["client"], "192.168.1.0");
+    }
+
+    #[test]
+    fn the_wall_clock_time_is_worked_out_from_the_monotonic_start() {
+        let now = (Instant::now(), SystemTime::now());
+        let before = now.0 - Duration::from_millis(1500);
+        assert_eq!(wall_clock(before, now), now.1 - Duration::from_millis(1500));
+        let after = now.0 + Duration::from_millis(20);
+        assert_eq!(wall_clock(after, now), now.1 + Duration::from_millis(20));
+    }
+
+    #[test]
+    fn names_types_and_rcodes_are_written_as_dig_writes_them() {
+        assert_eq!(
+            TypeName(RecordType::Unknown(65280)).to_string(),
+            "TYPE65280"
+        );
+        assert_eq!(TypeName(RecordType::HTTPS).to_string(), "HTTPS");
+        assert_eq!(RcodeName(ResponseCode::NXDomain).to_string(), "NXDOMAIN");
+        assert_eq!(RcodeName(ResponseCode::YXRRSet).to_string(), "RCODE7");
+        let mut root = String::new();
+        query_name(&LowerName::from(Name::root()), &mut root);
+        assert_eq!(root, ".");
+        // a name with a quote or a backslash still makes one valid JSON line
+        let mut r = record(Outcome::Forwarded);
+        r.qname = Some(LowerName::from(
+            Name::from_labels(vec![&b"a\"b\\c\nd"[..], b"example"]).unwrap(),
+        ));
+        let v = line(&r, Anonymize::None);
+        assert!(v["qname"].as_str().unwrap().ends_with(".example"), "{v}");
+    }
+
+    #[test]
+    fn a_block_replaces_an_earlier_audit_match_and_nothing_else_does() {
+        use crate::{config::Config, lists::ListFile, policy::Policy};
+        let config = Config::parse(
+            Path::new("/test/hushd.toml"),
+            "[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+        )
+        .unwrap();
+        let list = |name: &str| {
+            ListFile::inline(
+                PathBuf::from(format!("/test/{name}.toml")),
+                Action::Block,
+                &["x.example"],
+            )
+        };
+        let policy = Policy::build(&config, vec![list("samsung"), list("tiktok")]).unwrap();
+        let by_name = |name: &str| policy.lists().iter().find(|l| &*l.name == name).unwrap();
+        let (audit, block) = (by_name("samsung"), by_name("tiktok"));
+        let mut trace = Trace::start(
+            "127.0.0.1".parse().unwrap(),
+            Protocol::Udp,
+            None,
+            RecordType::A,
+        );
+        let log = |list| Match {
+            list,
+            action: Action::Log,
+            via: Via::Name,
+        };
+        let blocked = |list| Match {
+            list,
+            action: Action::Block,
+            via: Via::Cname,
+        };
+        trace.matched(&log(audit));
+        trace.matched(&log(block));
+        let noted = |t: &Trace| {
+            let m = t.0.as_ref().unwrap().matched.as_ref().unwrap();
+            (m.list.to_string(), m.action.as_str(), m.via.as_str())
+        };
+        assert_eq!(noted(&trace), ("samsung".into(), "log", "name"));
+        trace.matched(&blocked(block));
+        assert_eq!(noted(&trace), ("tiktok".into(), "block", "cname"));
+        trace.matched(&blocked(audit));
+        assert_eq!(noted(&trace), ("tiktok".into(), "block", "cname"));
+        // off: nothing is kept, nothing allocated
+        let mut off = Trace::OFF;
+        off.matched(&blocked(block));
+        off.asked(Some("x"), "y");
+        assert!(!off.is_on());
+    }
+
+    #[test]
+    fn rotation_renames_up_to_keep_and_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queries.jsonl");
+        let mut file = LogFile::new(path.clone(), 100, 2);
+        for round in 0..4u8 {
+            // 60 bytes a write: every second write rotates
+            file.append(&[b'0' + round; 60]).unwrap();
+            file.append(&[b'a' + round; 60]).unwrap();
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        assert_eq!(read(&path), "d".repeat(60));
+        assert_eq!(read(&rotated(&path, 1)), "3".repeat(60));
+        assert_eq!(read(&rotated(&path, 2)), "c".repeat(60));
+        assert!(!rotated(&path, 3).exists());
+        // keep = 0: the file starts over
+        let mut file = LogFile::new(path.clone(), 100, 0);
+        file.append(&[b'x'; 60]).unwrap();
+        assert_eq!(read(&path), "x".repeat(60));
+        assert!(!rotated(&path, 3).exists());
+    }
+
+    /// The query path's cost of the query log: a cached name answered by `udp::process` (the
+    /// hit path) a million times with the log off and on (the writer writing to a temporary
+    /// file meanwhile). Prints the figures, asserts nothing about time. Run in release:
+    /// `cargo test --release --lib -- --ignored cost_of_the_query_log --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, run by hand"]
+    async fn cost_of_the_query_log_on_the_hit_path() {
+        use std::hint::black_box;
+
+        use arc_swap::ArcSwap;
+        use hickory_proto::{
+            op::Message,
+            rr::{RData, Record as Rr, rdata::A},
+        };
+
+        use crate::{
+            answer::Answer,
+            config::Config,
+            handler::QueryHandler,
+            policy::Policy,
+            udp::{Action, process},
+        };
+
+        const ROUNDS: u32 = 1_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nallow_clients = [\"127.0.0.0/8\"]\n[upstream]\nservers = [\"127.0.0.1:9\"]\n[limits]\nclient_qps = 0\n[querylog]\nenabled = true\npath = \"{}\"\n",
+            dir.path().join("queries.jsonl").display()
+        );
+        let config = Config::parse(Path::new("/test/hushd.toml"), &text).unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let policy = Policy::build(&config, vec![]).unwrap();
+        let mut handler = QueryHandler::new(
+            &config,
+            Arc::new(ArcSwap::from_pointee(policy)),
+            metrics.clone(),
+        )
+        .await
+        .unwrap();
+        let owner = Name::from_ascii("www.example.com.").unwrap();
+        let answer = Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![Rr::from_rdata(
+                owner.clone(),
+                300,
+                RData::A(A::new(192, 0, 2, 1)),
+            )],
+            authorities: vec![],
+            additionals: vec![],
+            ttl: Some(300),
+        };
+        handler
+            .cache
+            .insert(LowerName::new(&owner), RecordType::A, &answer);
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(hickory_proto::op::Query::query(owner, RecordType::A));
+        let datagram = m.to_vec().unwrap();
+        let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let mut out = Vec::with_capacity(512);
+        let run = |handler: &QueryHandler, out: &mut Vec<u8>| {
+            let start = Instant::now();
+            for _ in 0..ROUNDS {
+                let action = process(handler, black_box(&datagram), src, out);
+                assert!(matches!(action, Action::Send));
+            }
+            start.elapsed() / ROUNDS
+        };
+        // warm up, then alternate off and on
+        run(&handler, &mut out);
+        let log = QueryLog::start(&config.querylog, &metrics).unwrap();
+        for round in 0..3 {
+            handler.querylog = None;
+            let off = run(&handler, &mut out);
+            handler.querylog = Some(log.clone());
+            let dropped_before = metrics.querylog_dropped.get();
+            let on = run(&handler, &mut out);
+            let dropped = metrics.querylog_dropped.get() - dropped_before;
+            eprintln!(
+                "round {round}: off {off:?}/query, on {on:?}/query ({:.2}x the time), {dropped} of {ROUNDS} lines dropped (the loop outruns the writer)",
+                on.as_nanos() as f64 / off.as_nanos() as f64
+            );
+            log.flush(Duration::from_secs(30));
+        }
+        // the writer alone: how many lines a second it formats and writes
+        handler.querylog = Some(log.clone());
+        let paced = Instant::now();
+        let mut sent = 0u64;
+        let before = metrics.querylog_dropped.get();
+        while paced.elapsed() < Duration::from_secs(2) {
+            for _ in 0..100 {
+                process(&handler, &datagram, src, &mut out);
+            }
+            sent += 100;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        log.flush(Duration::from_secs(30));
+        let written = std::fs::read_to_string(dir.path().join("queries.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        eprintln!(
+            "paced at {:.0} q/s for 2 s: {} dropped; {written} lines in the file, one is {} bytes",
+            sent as f64 / paced.elapsed().as_secs_f64(),
+            metrics.querylog_dropped.get() - before,
+            std::fs::read_to_string(dir.path().join("queries.jsonl"))
+                .unwrap()
+                .lines()
+                .next()
+                .map_or(0, str::len)
+        );
+    }
+}
