@@ -35,7 +35,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-: "${LOAD_SECS:=10}" "${SOURCES:=4}" "${CLIENTS:=2}" "${OUTSTANDING:=50}"
+: "${LOAD_SECS:=10}" "${SOURCES:=2}" "${CLIENTS:=4}" "${OUTSTANDING:=100}"
 : "${DAEMON_CPU:=1}" "${LOAD_CPU:=0}" "${NET:=127.0.56}" "${PORT:=5353}"
 HUSHD_BIN=${HUSHD_BIN:-$REPO/target/release/hushd}
 PY=${PY:-python3}
@@ -154,7 +154,8 @@ C
 }
 
 # SOURCES dnsperf processes at once, each from its own address, cache-hot; prints the summed
-# QPS. Source k is 127.0.(56+k).1: device-0, -250, -500, -750, in four different groups.
+# QPS. Source k is 127.0.(56+k).1: device-0, -250 (and -500, -750 with SOURCES=4), each in
+# a different group. Two sources keep the load generators within one CPU's reach.
 load() {  # ADDR SECS
   local i pids=() total=0
   for i in $(seq 1 "$SOURCES"); do
