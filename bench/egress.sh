@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # hushd egress benchmark (issue figures for groups, answer inspection and nftables sets).
 #
-# usage: bench/egress.sh [--runs N] [--part groups|nft|all] [--run DIR]
+# usage: bench/egress.sh [--runs N] [--part groups|nft|evidence|all] [--run DIR]
 #
 # Part "groups" (no root needed): cache-hot QPS of three daemons, one at a time, pinned to one
 # CPU, each asked by SOURCES dnsperf processes in parallel from their own loopback addresses
@@ -19,6 +19,11 @@
 # 10 000 names at 1000/s while dnsperf keeps the cache-hot load on; a poller lists the set every
 # 100 ms. Reports cache-hot QPS with and without the set feeding, and how long after its answer
 # each address appeared in the set (max and p99).
+#
+# Part "evidence": cache-hot QPS of hushd with the evidence store on and the query log writing
+# every query, against the same hushd with both off (a tenth of the names asked are in an audit
+# list, so the store gets matches); then a 5 000 q/s run with both on: queries lost (dnsperf)
+# and hushd_evidence_dropped_total / hushd_querylog_dropped_total, which must stay 0.
 #
 # Everything stays on 127.0.0.0/8 or inside the namespace; every load is bounded in time.
 set -euo pipefail
@@ -56,6 +61,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 # The upstream: dnsmasq answering every name with 192.0.2.1 (and the nft part's names from a
 # hosts file with one address each).
 upstream_start() {  # ADDR [HOSTS_FILE]
+  [[ -z ${UPSTREAM_UP:-} ]] || return 0
+  UPSTREAM_UP=1
   local hosts=()
   [[ -n ${2:-} ]] && hosts=(--addn-hosts="$2")
   taskset -c "$LOAD_CPU" dnsmasq -k -p 5300 --listen-address="$1" --bind-interfaces --no-resolv \
@@ -85,7 +92,7 @@ allow_clients = ["127.0.0.0/8", "10.0.0.0/8"]
 servers = ["${UPSTREAM:-$NET.1}:5300"]
 
 [metrics]
-enabled = false
+${METRICS:-enabled = false}
 
 [blocklists]
 dir = "blocklists"
@@ -96,8 +103,6 @@ size = 100000
 [limits]
 client_qps = 0   # the sources are load generators, not devices to protect the server from
 
-[evidence]
-enabled = false
 $3
 C
 }
@@ -190,8 +195,9 @@ part_groups() {
   for peer in hushd hushd-groups unbound; do
     dir=$RUN/$peer; rm -rf "$dir"; mkdir -p "$dir"
     case $peer in
-      hushd) hushd_config "$dir" "$NET.4" "" ;;
-      hushd-groups) hushd_config "$dir" "$NET.8" "$(groups_extra)"; groups_lists "$dir" ;;
+      hushd) hushd_config "$dir" "$NET.4" "$EVIDENCE_OFF" ;;
+      hushd-groups) hushd_config "$dir" "$NET.8" "$EVIDENCE_OFF
+$(groups_extra)"; groups_lists "$dir" ;;
       unbound) unbound_config "$dir" "$NET.2" ;;
     esac
   done
@@ -246,7 +252,7 @@ N
     for mode in off on; do
       nft flush set inet hushd egress4
       dir=$RUN/nft-$mode; rm -rf "$dir"; mkdir -p "$dir"
-      hushd_config "$dir" "$NET.4" ""
+      hushd_config "$dir" "$NET.4" "$EVIDENCE_OFF"
       local sets=""
       [[ $mode == on ]] && sets='nft_sets = ["inet hushd egress4"]'
       printf 'action = "log"\ndomains = ["egress.test"]\n%s\n' "$sets" > "$dir/blocklists/egress.toml"
@@ -272,9 +278,62 @@ N
   grep -h . "$RUN"/probe-on-*.txt | tail -n "$RUNS"
 }
 
+EVIDENCE_OFF='[evidence]
+enabled = false'
+
+part_evidence() {
+  data
+  upstream_start "$NET.1"
+  local mode dir run qps
+  for mode in off on; do
+    dir=$RUN/evidence-$mode; rm -rf "$dir"; mkdir -p "$dir"
+    case $mode in
+      off) METRICS="listen = \"$NET.9:9153\"" hushd_config "$dir" "$NET.9" "$EVIDENCE_OFF" ;;
+      on) METRICS="listen = \"$NET.9:9153\"" hushd_config "$dir" "$NET.9" "[evidence]
+enabled = true
+path = \"$dir/evidence.db\"
+
+[querylog]
+enabled = true
+path = \"$dir/queries.jsonl\"" ;;
+    esac
+    seq 0 99 | sed 's/.*/  "host&.example.test",/' | { printf 'action = "log"\ndomains = [\n'; cat; printf ']\n'; } \
+      > "$dir/blocklists/audit.toml"
+  done
+  : > "$RUN/evidence.tsv"
+  ADDR=$NET.9
+  for run in $(seq 1 "$RUNS"); do
+    for mode in off on; do
+      daemon_start "$HUSHD_BIN" --config "$RUN/evidence-$mode/hushd.toml"
+      load "$ADDR" 3 > /dev/null
+      qps=$(load "$ADDR" "$LOAD_SECS")
+      daemon_stop
+      log "evidence run $run $mode qps=$qps"
+      printf '%s\t%s\t%s\n' "$run" "$mode" "$qps" >> "$RUN/evidence.tsv"
+    done
+  done
+  daemon_start "$HUSHD_BIN" --config "$RUN/evidence-on/hushd.toml"
+  timeout 40 taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$PORT" -d "$RUN/data/queries.txt" -l 10 -n 100 \
+    -Q 5000 -c 4 > "$RUN/evidence-5000.txt" 2>&1 || true
+  sleep 6   # one flush_secs and more
+  local metrics lost
+  metrics=$(curl -s "http://$NET.9:9153/metrics" || true)
+  lost=$(awk '/Queries lost:/ {print $3}' "$RUN/evidence-5000.txt")
+  daemon_stop
+  local off on
+  off=$(awk '$2=="off" {print $3}' "$RUN/evidence.tsv" | median)
+  on=$(awk '$2=="on" {print $3}' "$RUN/evidence.tsv" | median)
+  echo
+  echo "cache-hot QPS, medians of $RUNS: evidence and query log off $off, both on $on"
+  echo "on / off = $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a/b}')  (target >= 0.9)"
+  echo "at 5000 q/s for 10 s with both on: queries lost $lost; $(echo "$metrics" | grep -E '^hushd_(evidence|querylog)_dropped_total' | tr '\n' ' ')"
+  echo "query log lines: $(cat "$RUN"/evidence-on/queries.jsonl* 2>/dev/null | wc -l); evidence rows: $(command -v sqlite3 >/dev/null && sqlite3 "$RUN/evidence-on/evidence.db" 'select count(*) from evidence' || echo '(sqlite3 not installed)')"
+}
+
 case $PART in
   groups) part_groups ;;
   nft) part_nft ;;
-  all) part_groups; "$0" --part nft --runs "$RUNS" --run "$RUN" ;;
-  *) die "--part groups|nft|all" ;;
+  evidence) part_evidence ;;
+  all) part_groups; part_evidence; "$0" --part nft --runs "$RUNS" --run "$RUN" ;;
+  *) die "--part groups|nft|evidence|all" ;;
 esac
