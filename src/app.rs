@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     egress::nft::NftWriter,
     evidence::querylog::QueryLog,
+    evidence::report::publish_devices,
     evidence::{Evidence, store::unusable_path},
     handler::QueryHandler,
     http,
@@ -24,6 +25,9 @@ use crate::{
     tcp::TcpServer,
     udp,
 };
+
+/// How often `hushd_evidence_devices` is counted again from the store.
+const DEVICES_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)
@@ -111,11 +115,28 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.lists.state_dir.clone(),
             crate::explain::default_client(&config),
         );
+        let evidence = http::EvidenceSource::new(
+            config
+                .evidence
+                .enabled
+                .then(|| config.evidence.path.clone()),
+        );
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, metrics, explain_from, shutdown).await {
+            if let Err(e) = http::serve(listener, metrics, explain_from, evidence, shutdown).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
+    }
+
+    // The devices gauge is counted from the store, never on the query path.
+    if config.evidence.enabled {
+        tokio::spawn(publish_devices(
+            config.evidence.path.clone(),
+            policy.clone(),
+            metrics.clone(),
+            DEVICES_EVERY,
+            shutdown.clone(),
+        ));
     }
 
     // Capacity 1: a pending reload already covers any change that comes before it runs.

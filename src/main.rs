@@ -1,10 +1,15 @@
 //! The `hushd` command: argument parsing, logging, the runtime. Everything else is in the library.
 
-use hushd::{app, metrics};
+use hushd::{
+    app,
+    config::Config,
+    evidence::report::{self, ClientFilter, Report, Selection, When, Window},
+    metrics,
+};
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::SystemTime};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
@@ -50,6 +55,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Which device looked up which list's names, since when and how often: the evidence store
+    /// as a device x list matrix, then each list's devices and names. Reads the store only
+    /// (safe while hushd runs); without --db, the config's [evidence] path.
+    Report(ReportArgs),
     /// What hushd keeps of the queries it answered (docs/privacy.md).
     Evidence {
         #[command(subcommand)]
@@ -70,6 +79,50 @@ enum EvidenceCommand {
         #[arg(long)]
         db: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// Start: a duration before now (`7d`, `24h`), a UTC day (`2026-12-01`), an RFC 3339 time
+    /// (`2026-12-01T08:00:00Z`), or `all`.
+    #[arg(long, default_value = "7d")]
+    since: When,
+    /// End: a UTC day (counted whole), an RFC 3339 time, or a duration before now. Default: now.
+    #[arg(long)]
+    until: Option<When>,
+    /// Only the matches of this list.
+    #[arg(long)]
+    list: Option<String>,
+    /// Only the matches of devices in this group (as they were when they matched).
+    #[arg(long)]
+    group: Option<String>,
+    /// Only this device: its [clients] name, an address, or a CIDR for several.
+    #[arg(long, value_name = "NAME|CIDR")]
+    client: Option<ClientFilter>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// An evidence store to read instead of the config's; give several to merge the stores of
+    /// several hushd instances (two resolvers for one office) into one report.
+    #[arg(long = "db", value_name = "PATH")]
+    db: Vec<PathBuf>,
+    /// A row per name looked up, not only per device and list (adds the `name` column).
+    #[arg(long)]
+    by_name: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    /// For a terminal.
+    Table,
+    /// For a spreadsheet: a header row, one row per device, list and action.
+    Csv,
+    /// For scripts: the rows, the matrix, each list's names and the days.
+    Json,
+    /// One self-contained page, to print or attach: the matrix, charts and names.
+    Html,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +174,7 @@ fn main() -> ExitCode {
         Some(Command::Evidence {
             command: EvidenceCommand::Forget { client, db },
         }) => forget(&cli.config, &client, db),
+        Some(Command::Report(args)) => run_report(&cli.config, args),
         None => {
             // Held until main returns: dropping it flushes what the log thread still holds.
             let _log_flush = init_logging(cli.log_format);
@@ -148,7 +202,7 @@ fn main() -> ExitCode {
 /// `hushd evidence forget`: the config says where the store and the query log are.
 fn forget(config_path: &std::path::Path, client: &str, db: Option<PathBuf>) -> ExitCode {
     use hushd::evidence::forget::{Who, forget, render};
-    let config = match hushd::config::Config::load(config_path) {
+    let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -174,6 +228,71 @@ fn forget(config_path: &std::path::Path, client: &str, db: Option<PathBuf>) -> E
         }
         Err(e) => {
             eprintln!("hushd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hushd report`: bad options exit with 2 (as clap's own errors do), a store or file that
+/// cannot be read or written with 1.
+fn run_report(config: &std::path::Path, args: ReportArgs) -> ExitCode {
+    let now = SystemTime::now();
+    let window = match Window::new(args.since, args.until, now) {
+        Ok(w) => w,
+        Err(e) => Cli::command().error(ErrorKind::ValueValidation, e).exit(),
+    };
+    let stores = if args.db.is_empty() {
+        match Config::load(config) {
+            Ok(c) => vec![c.evidence.path],
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!(
+                    "hushd report: the store's path comes from the config's [evidence] path; or give --db PATH"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        args.db
+    };
+    let selection = Selection {
+        window,
+        list: args.list,
+        group: args.group,
+        client: args.client,
+        by_name: args.by_name,
+    };
+    let rows = match report::read_stores(&stores, &selection) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("hushd report: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let names = stores.iter().map(|p| p.display().to_string()).collect();
+    let report = Report::build(&rows, &selection, names, now);
+    let text = match args.format {
+        ReportFormat::Table => report::table(&report),
+        ReportFormat::Csv => report::csv(&report),
+        ReportFormat::Json => report::json(&report),
+        ReportFormat::Html => report::html(&report),
+    };
+    let written = match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("cannot write the report: {e}"))
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hushd report: {e}");
             ExitCode::FAILURE
         }
     }

@@ -200,6 +200,8 @@ pub struct Metrics {
     pub evidence_errors: IntCounter,
     /// `hushd_querylog_dropped_total`: query log lines lost (a full queue, a failed write).
     pub querylog_dropped: IntCounter,
+    /// `hushd_evidence_devices`, set from the evidence store off the query path.
+    evidence_devices: IntGaugeVec,
 }
 
 /// The `result` label values of `hushd_nft_elements_total`, in the order
@@ -384,6 +386,14 @@ impl Metrics {
             "Query log lines lost: the writer's queue was full, or the file could not be written (the queries were answered regardless)",
         )?;
         registry.register(Box::new(querylog_dropped.clone()))?;
+        let evidence_devices = IntGaugeVec::new(
+            Opts::new(
+                "hushd_evidence_devices",
+                "Distinct devices (client addresses) that matched each list in the last 24 hours, from the evidence store (counted every minute)",
+            ),
+            &["list"],
+        )?;
+        registry.register(Box::new(evidence_devices.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(LogDropped::new()?))?;
 
@@ -421,6 +431,7 @@ impl Metrics {
             evidence_dropped,
             evidence_errors,
             querylog_dropped,
+            evidence_devices,
         })
     }
 
@@ -436,6 +447,33 @@ impl Metrics {
     /// created together so every series is served from the start.
     pub fn nft_set_counters(&self, set: &str) -> [IntCounter; 3] {
         NFT_RESULTS.map(|result| self.nft_elements.with_label_values(&[set, result]))
+    }
+
+    /// Publishes a new count of devices per list: every list given gets its count, and a list
+    /// not given loses its series (its last matching device fell out of the day, and the list
+    /// is no longer loaded).
+    pub fn evidence_devices<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        let counts: Vec<(&str, u64)> = counts.into_iter().collect();
+        for (list, n) in &counts {
+            self.evidence_devices
+                .with_label_values(&[*list])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        // set first, then remove the rest: a scrape never sees the family empty in between
+        for family in self.evidence_devices.collect() {
+            for metric in family.get_metric() {
+                let list = metric
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "list")
+                    .map(|l| l.value().to_string());
+                if let Some(list) = list
+                    && !counts.iter().any(|(l, _)| *l == list)
+                {
+                    let _ = self.evidence_devices.remove_label_values(&[&list]);
+                }
+            }
+        }
     }
 
     /// Makes a subscription's series exist from the start (so `increase()` sees its first
@@ -561,12 +599,16 @@ impl Metrics {
         // The registry leaves out a family with no series yet; a family whose labels come from
         // the config (no nft_sets configured) is still declared, so dashboards and alerts can
         // tell "nothing yet" from "not this version".
-        for family in [&self.nft_elements] {
+        let declared: [(&dyn Collector, &str); 2] = [
+            (&self.nft_elements, "counter"),
+            (&self.evidence_devices, "gauge"),
+        ];
+        for (family, kind) in declared {
             for mf in family.collect() {
                 if mf.get_metric().is_empty() {
                     let help = mf.help().replace('\\', "\\\\").replace('\n', "\\n");
                     out.extend_from_slice(
-                        format!("# HELP {0} {help}\n# TYPE {0} counter\n", mf.name()).as_bytes(),
+                        format!("# HELP {0} {help}\n# TYPE {0} {kind}\n", mf.name()).as_bytes(),
                     );
                 }
             }

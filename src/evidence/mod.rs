@@ -10,6 +10,7 @@ pub mod anonymize;
 pub mod batch;
 pub mod forget;
 pub mod querylog;
+pub mod report;
 pub mod store;
 mod writer;
 

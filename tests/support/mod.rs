@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod evidence;
 pub mod netns;
 pub mod upstream;
 

@@ -1,0 +1,70 @@
+//! `hushd_evidence_devices{list}`: how many devices matched each list in the last 24 hours,
+//! counted from the store by a task of its own, never on the query path.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::read::{ReadError, devices_per_list};
+use crate::{metrics::Metrics, policy::Policy};
+
+/// Counts devices per list now, then every `every`, until `shutdown`. Every list of the
+/// running policy has a series (0 until a device matches it), and so does a list gone from
+/// the policy that devices matched within the day. A store that cannot be read keeps the last
+/// counts and is logged once until it reads again (before hushd's first match there may be no
+/// store yet: that is all zeros, not an error).
+pub async fn publish_devices(
+    store: PathBuf,
+    policy: Arc<ArcSwap<Policy>>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let path = store.clone();
+        let counted =
+            tokio::task::spawn_blocking(move || match devices_per_list(&path, SystemTime::now()) {
+                Err(ReadError::Missing(_)) => Ok(Vec::new()),
+                other => other,
+            })
+            .await;
+        let counts = match counted {
+            Ok(Ok(counts)) => {
+                if failing {
+                    tracing::info!(store = %store.display(), "the evidence store reads again");
+                    failing = false;
+                }
+                counts
+            }
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot count devices per list for hushd_evidence_devices; keeping the last counts");
+                    failing = true;
+                }
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let policy = policy.load();
+        let mut all: Vec<(&str, u64)> = policy.lists().iter().map(|l| (&*l.name, 0)).collect();
+        for (list, n) in &counts {
+            match all.iter_mut().find(|(name, _)| *name == list.as_str()) {
+                Some(slot) => slot.1 = *n,
+                None => all.push((list.as_str(), *n)),
+            }
+        }
+        metrics.evidence_devices(all);
+    }
+}
