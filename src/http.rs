@@ -301,4 +301,15 @@ mod tests {
             assert!(e.starts_with(says), "{e}");
         }
     }
+
+    #[test]
+    fn no_store_yet_is_an_empty_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("evidence.db");
+        let selection =
+            evidence_selection(&EvidenceQuery::default(), std::time::SystemTime::now()).unwrap();
+        let report = evidence_report(&store, &selection).unwrap();
+        assert!(report.rows.is_empty());
+        assert!(!store.exists(), "a report must not create the store");
+    }
 }

@@ -241,7 +241,8 @@ fn run_report(config: &std::path::Path, args: ReportArgs) -> ExitCode {
         Ok(w) => w,
         Err(e) => Cli::command().error(ErrorKind::ValueValidation, e).exit(),
     };
-    let stores = if args.db.is_empty() {
+    let from_config = args.db.is_empty();
+    let stores = if from_config {
         match Config::load(config) {
             Ok(c) => vec![c.evidence.path],
             Err(errors) => {
@@ -266,6 +267,16 @@ fn run_report(config: &std::path::Path, args: ReportArgs) -> ExitCode {
         Ok(rows) => rows,
         Err(e) => {
             eprintln!("hushd report: {e}");
+            if matches!(e, report::ReadError::Missing(_))
+                && from_config
+                && std::env::var_os("STATE_DIRECTORY").is_none()
+            {
+                // A relative [evidence] path is under $STATE_DIRECTORY when systemd runs hushd,
+                // which a shell does not set.
+                eprintln!(
+                    "hushd report: if systemd runs hushd, its store is in the unit's state folder: `--db /var/lib/hushd/evidence.db`, or STATE_DIRECTORY=/var/lib/hushd"
+                );
+            }
             return ExitCode::FAILURE;
         }
     };
