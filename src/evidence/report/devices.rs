@@ -17,7 +17,7 @@ use crate::{metrics::Metrics, policy::Policy};
 /// running policy has a series (0 until a device matches it), and so does a list gone from
 /// the policy that devices matched within the day. A store that cannot be read keeps the last
 /// counts and is logged once until it reads again (before hushd's first match there may be no
-/// store yet: that is all zeros, not an error).
+/// store, or no table in it, yet: that is all zeros, not an error).
 pub async fn publish_devices(
     store: PathBuf,
     policy: Arc<ArcSwap<Policy>>,
@@ -25,6 +25,9 @@ pub async fn publish_devices(
     every: Duration,
     shutdown: CancellationToken,
 ) {
+    // every loaded list at 0 before the first count, which may fail (the writer may be
+    // creating the store at that very moment)
+    metrics.evidence_devices(policy.load().lists().iter().map(|l| (&*l.name, 0)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -36,7 +39,8 @@ pub async fn publish_devices(
         let path = store.clone();
         let counted =
             tokio::task::spawn_blocking(move || match devices_per_list(&path, SystemTime::now()) {
-                Err(ReadError::Missing(_)) => Ok(Vec::new()),
+                // nothing recorded yet: no store, or one the writer has no table in yet
+                Err(ReadError::Missing(_) | ReadError::NotAStore(_)) => Ok(Vec::new()),
                 other => other,
             })
             .await;
