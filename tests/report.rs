@@ -743,3 +743,113 @@ async fn without_a_store_the_api_says_so() {
     );
     assert!(!text.contains("hushd_evidence_devices{"), "{text}");
 }
+
+/// End to end: queries from several loopback devices through the running daemon, written to
+/// its store within `flush_secs`, then `hushd report` (through the config) counts them, and
+/// `/api/evidence` and the devices gauge agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_from_several_devices_reach_the_report() {
+    use hickory_proto::rr::RecordType::{A, AAAA};
+    let up = Upstream::start().await;
+    let setup = Setup::new(&[up.addr], "allow_clients = [\"127.0.0.0/8\"]");
+    setup.append_config(
+        "[clients]\n\"tv\" = \"127.0.0.70\"\n\"phone\" = \"127.0.0.71\"\n\n\
+         [[groups]]\nname = \"iot\"\nclients = [\"tv\"]\n\n[evidence]\nflush_secs = 1\n",
+    );
+    setup.write_list("xiaomi", &list("log", &["miui.example"]));
+    setup.write_list("samsung", &list("block", &["samsungads.example"]));
+    let hushd = setup.start();
+    let started = ago(Duration::ZERO);
+    for (device, name, qtype, times) in [
+        ("127.0.0.70", "tracking.miui.example.", A, 3),
+        ("127.0.0.70", "tracking.miui.example.", AAAA, 1),
+        ("127.0.0.70", "samsungads.example.", A, 2),
+        ("127.0.0.71", "tracking.miui.example.", A, 1),
+        ("127.0.0.72", "data.miui.example.", A, 2),
+        // no list holds it: no evidence
+        ("127.0.0.72", "www.example.", A, 1),
+    ] {
+        let from = format!("{device}:0").parse().unwrap();
+        let mut client = support::udp_client(hushd.dns, Some(from)).await;
+        for _ in 0..times {
+            support::query(&mut client, name, qtype).await;
+        }
+    }
+    let ended = ago(Duration::ZERO);
+
+    let config = setup.config_path();
+    let csv = || {
+        stdout(&run(&[
+            "--config",
+            config.to_str().unwrap(),
+            "report",
+            "--since",
+            "1h",
+            "--format",
+            "csv",
+            "--by-name",
+        ]))
+    };
+    let lookups = |csv: &str| -> u64 {
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(6).unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    // the writer flushes every second
+    assert!(
+        support::wait_until(Duration::from_secs(10), || lookups(&csv()) == 9),
+        "{}",
+        csv()
+    );
+    let text = csv();
+    let mut rows = Vec::new();
+    for line in text.lines().skip(1) {
+        // times aside: each within the test's queries
+        let f: Vec<&str> = line.split(',').collect();
+        let (first, last) = (f[7], f[8]);
+        assert!(
+            started.as_str() <= first && first <= last && last <= ended.as_str(),
+            "{line}: not between {started} and {ended}"
+        );
+        rows.push(
+            f[..7]
+                .iter()
+                .chain(&f[9..])
+                .copied()
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    assert_eq!(
+        rows,
+        [
+            "127.0.0.72,127.0.0.72,default,xiaomi,log,data.miui.example,2,name,A",
+            "phone,127.0.0.71,default,xiaomi,log,tracking.miui.example,1,name,A",
+            "tv,127.0.0.70,iot,samsung,block,samsungads.example,2,name,A",
+            "tv,127.0.0.70,iot,xiaomi,log,tracking.miui.example,4,name,\"A,AAAA\"",
+        ],
+        "{text}"
+    );
+
+    let response = support::http_get(hushd.metrics, "/api/evidence?since=1h&list=xiaomi");
+    let (_, body) = response.split_once("\r\n\r\n").unwrap();
+    let api: Value = serde_json::from_str(body).unwrap();
+    let devices: Vec<(&str, u64)> = api["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap(),
+                r["lookups"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(devices, [("127.0.0.72", 2), ("phone", 1), ("tv", 4)]);
+    // counted at start (before any match): 0 until the next minute's count
+    assert_eq!(
+        hushd.metric("hushd_evidence_devices{list=\"xiaomi\"}"),
+        Some(0.0)
+    );
+}
