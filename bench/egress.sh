@@ -165,7 +165,7 @@ load() {  # ADDR SECS
   local i pids=() total=0
   for i in $(seq 1 "$SOURCES"); do
     timeout $(( $2 + 20 )) taskset -c "$LOAD_CPU" dnsperf -s "$1" -p "$PORT" -a "127.0.$((56 + i)).1" \
-      -d "$RUN/data/queries.txt" -l "$2" -n 100 -c "$CLIENTS" -q "$OUTSTANDING" \
+      -d "$RUN/data/queries.txt" -l "$2" -n 2000 -c "$CLIENTS" -q "$OUTSTANDING" \
       > "$RUN/out.$i" 2>&1 &
     pids+=($!)
   done
