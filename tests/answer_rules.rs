@@ -247,19 +247,6 @@ async fn a_database_change_reloads_and_a_damaged_one_keeps_the_policy() {
     );
 }
 
-fn ede_text(r: &hickory_proto::op::DnsResponse) -> Option<String> {
-    use hickory_proto::rr::rdata::opt::EdnsOption;
-    r.edns
-        .as_ref()?
-        .options()
-        .as_ref()
-        .iter()
-        .find_map(|(_, o)| match o {
-            EdnsOption::Unknown(15, data) => Some(String::from_utf8_lossy(&data[2..]).into_owned()),
-            _ => None,
-        })
-}
-
 /// The upstream fixture answers plain names with 192.0.2.1 (CN, AS64500 in the test
 /// databases) and `cname.X` with a CNAME to an A of 192.0.2.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +279,7 @@ async fn answers_are_blocked_or_logged_by_their_addresses_country_and_network() 
         let r = support::query(&mut c, "cname.cdn.example.", RecordType::A).await;
         assert_eq!(r.response_code, ResponseCode::NXDomain);
         assert_eq!(
-            ede_text(&r).as_deref(),
+            support::ede_text(&r).as_deref(),
             Some("blocked by list badip (IP 192.0.2.2)")
         );
     }

@@ -140,19 +140,6 @@ fn group_mistakes_are_reported_by_check_with_their_place() {
     );
 }
 
-fn ede_text(r: &hickory_proto::op::DnsResponse) -> Option<String> {
-    use hickory_proto::rr::rdata::opt::EdnsOption;
-    r.edns
-        .as_ref()?
-        .options()
-        .as_ref()
-        .iter()
-        .find_map(|(_, o)| match o {
-            EdnsOption::Unknown(15, data) => Some(String::from_utf8_lossy(&data[2..]).into_owned()),
-            _ => None,
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cname_to_a_listed_name_is_blocked_even_from_the_cache_and_a_log_target_is_counted() {
     let up = Upstream::start().await;
@@ -194,7 +181,7 @@ async fn a_cname_to_a_listed_name_is_blocked_even_from_the_cache_and_a_log_targe
     );
     let r = query(&mut c, "cname.cloak.example.", RecordType::A).await;
     assert_eq!(
-        ede_text(&r).as_deref(),
+        support::ede_text(&r).as_deref(),
         Some("blocked by list tiktok (CNAME target.cloak.example)")
     );
     assert!(r.answers.is_empty());

@@ -8,26 +8,8 @@ use std::{
 
 use rusqlite::{Connection, params};
 
-/// The store's schema, version 1 (docs: the evidence store's module).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS evidence (
-    day          TEXT    NOT NULL,
-    client       TEXT    NOT NULL,
-    client_name  TEXT    NOT NULL,
-    client_group TEXT    NOT NULL,
-    list         TEXT    NOT NULL,
-    name         TEXT    NOT NULL,
-    action       TEXT    NOT NULL,
-    via          TEXT    NOT NULL,
-    count        INTEGER NOT NULL,
-    first_seen   TEXT    NOT NULL,
-    last_seen    TEXT    NOT NULL,
-    qtypes       TEXT    NOT NULL,
-    PRIMARY KEY (day, client, list, name, action, via)
-);
-CREATE INDEX IF NOT EXISTS evidence_by_list ON evidence (list, day);
-PRAGMA user_version = 1;
-";
+/// The store's schema, as hushd writes it.
+pub use hushd::evidence::store::SCHEMA;
 
 /// One row of the store.
 #[derive(Debug, Clone)]

@@ -376,3 +376,17 @@ impl Drop for StalledLog {
         let _ = self.child.wait();
     }
 }
+
+/// The text of a response's Extended DNS Error 15 (Blocked), if it carries one.
+pub fn ede_text(r: &DnsResponse) -> Option<String> {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    r.edns
+        .as_ref()?
+        .options()
+        .as_ref()
+        .iter()
+        .find_map(|(_, o)| match o {
+            EdnsOption::Unknown(15, data) => Some(String::from_utf8_lossy(&data[2..]).into_owned()),
+            _ => None,
+        })
+}
