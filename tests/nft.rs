@@ -347,14 +347,12 @@ fn without_cap_net_admin_the_error_says_so() {
     );
 }
 
-/// The example ruleset's strict egress: a client in the IoT set reaches an address once it is
-/// in the group's set, and nothing else. Router, client and server are three namespaces joined
-/// by veth pairs; the client's TCP connections cross the router's forward chain.
-#[test]
-fn strict_egress_lets_through_only_answered_addresses() {
-    let Some(router) = namespace_with_ruleset() else {
-        return;
-    };
+/// Router (the example ruleset, forwarding), client 192.0.2.2 on its LAN and in `iot_clients`,
+/// and a server on its WAN side at 198.51.100.10 and .11: three namespaces joined by veth
+/// pairs, so the client's TCP connections cross the router's forward chain. `None` where the
+/// test cannot run.
+fn strict_topology() -> Option<(NetNs, NetNs, NetNs)> {
+    let router = namespace_with_ruleset()?;
     let client = NetNs::new().unwrap();
     let server = NetNs::new().unwrap();
     router.link("lan0", "192.0.2.1/24", &client, "eth0", "192.0.2.2/24");
@@ -369,6 +367,17 @@ fn strict_egress_lets_through_only_answered_addresses() {
     client.sh("ip route add default via 192.0.2.1");
     router.sh("sysctl -qw net.ipv4.ip_forward=1 && \
          nft add element inet hushd iot_clients '{ 192.0.2.2 }'");
+    Some((router, client, server))
+}
+
+/// The example ruleset's strict egress: a client in the IoT set reaches an address once it is
+/// in the group's set, and nothing else. Router, client and server are three namespaces joined
+/// by veth pairs; the client's TCP connections cross the router's forward chain.
+#[test]
+fn strict_egress_lets_through_only_answered_addresses() {
+    let Some((router, client, server)) = strict_topology() else {
+        return;
+    };
     let (writer, targets, _, _) = writer_in(
         &router,
         &["inet hushd iot_allowed4"],
@@ -531,23 +540,9 @@ fn measure_batch_and_offer_costs() {
 /// A-B-C-D by the fixture.
 #[test]
 fn hushd_feeds_list_and_group_sets_refreshes_them_on_cache_hits_and_strict_egress_holds() {
-    let Some(router) = namespace_with_ruleset() else {
+    let Some((router, client, server)) = strict_topology() else {
         return;
     };
-    let client = NetNs::new().unwrap();
-    let server = NetNs::new().unwrap();
-    router.link("lan0", "192.0.2.1/24", &client, "eth0", "192.0.2.2/24");
-    router.link(
-        "wan0",
-        "198.51.100.1/24",
-        &server,
-        "eth0",
-        "198.51.100.10/24",
-    );
-    server.sh("ip addr add 198.51.100.11/24 dev eth0 && ip route add default via 198.51.100.1");
-    client.sh("ip route add default via 192.0.2.1");
-    router.sh("sysctl -qw net.ipv4.ip_forward=1 && \
-         nft add element inet hushd iot_clients '{ 192.0.2.2 }'");
 
     // the upstream fixture on the router's loopback, on a runtime whose threads live there
     let (runtime, upstream) = router.run(|| {
