@@ -58,8 +58,9 @@ enum Message {
 }
 
 /// Matches waiting for the writer, at most; past this they are dropped and counted. At about
-/// 200 bytes an event this is ~3 MB; the writer takes ~1M events a second (release), so only
-/// a stalled writer thread fills it.
+/// 200 bytes an event this is ~3 MB; the writer drains it every 10 ms and takes ~1M events a
+/// second (release), so only a stalled writer thread or a flood past 1.6M matches a second
+/// fills it.
 const QUEUE: usize = 16 * 1024;
 
 /// The query path's handle: cheap to clone, never waits.
