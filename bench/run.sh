@@ -4,7 +4,7 @@
 # the same queries and the same CPU pinning. Everything runs on 127.0.0.0/8. See bench/README.md.
 #
 # usage: bench/run.sh [--quick] [--runs N] [--sizes 1000,1000000] [--peers hushd,unbound,dnsmasq,floor]
-#                     [--run DIR] [--only memory]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
+#                     [--run DIR] [--only memory|speed]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 [[ -z $RUNS || $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "--runs takes a number >= 1" >&2; exit 2; }
-[[ -z $ONLY || $ONLY == memory ]] || { echo "--only takes: memory" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == memory || $ONLY == speed ]] || { echo "--only takes: memory, speed" >&2; exit 2; }
 RUN=$(mkdir -p "$RUN" && cd "$RUN" && pwd)
 [[ $RUN != *[[:space:]]* ]] || { echo "the run folder must not contain spaces" >&2; exit 2; }
 
@@ -248,6 +248,12 @@ bench_one() {
     [[ $OK == NA || $OK == 0 || $c0 == NA || $c1 == NA ]] \
       || cpu_us=$(calc "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $OK" 2)
 
+    # --only speed: saturating QPS and CPU per query, nothing after (a quick side-by-side check)
+    if [[ $ONLY == speed ]]; then
+      alive "$PEER_PID" || log "$peer/$size run $run: the daemon died during the run; see $OUT/daemon.log"
+      stop_pid "$PEER_PID"; PEER_PID=
+      emit_row; return 0
+    fi
     # Latency at a fixed rate, from dnsperf's per-query times.
     dnsperf_run "$OUT/latency.raw" "$queries" "$LAT_SECS" -Q "$LAT_QPS" -v
     read -r p50 p99 _ < <("$PY" "$HERE/latpct.py" < "$OUT/latency.raw")
