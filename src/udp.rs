@@ -62,16 +62,9 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
         .map(|_| Vec::with_capacity(usize::from(EDNS_PAYLOAD)))
         .collect();
     let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
-    let ipv4 = match socket.local_addr() {
-        Ok(addr) => addr.is_ipv4(),
-        Err(e) => {
-            tracing::error!(error = %e, "udp socket without an address; not served");
-            return;
-        }
-    };
     loop {
         let batch = tokio::select! {
-            r = socket.async_io(Interest::READABLE, || receive_batch(&socket, ipv4, &mut bufs, &mut received)) => r,
+            r = socket.async_io(Interest::READABLE, || receive_batch(&socket, &mut bufs, &mut received)) => r,
             () = shutdown.cancelled() => return,
         };
         if let Err(e) = batch {
@@ -110,17 +103,10 @@ async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: Ca
 thread_local! {
     /// The kernel's message headers for `sendmmsg`, made once per worker thread and reused:
     /// they hold raw pointers, so they cannot live in the (`Send`) worker future. `sendmmsg`
-    /// sets every field it uses on each call.
+    /// sets every field it uses on each call. `recvmmsg` gets fresh headers each batch: nix
+    /// does not reset the address length the kernel wrote into them, and one thread serves
+    /// both IPv4 and IPv6 sockets.
     static SEND_HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
-        RefCell::new(MultiHeaders::preallocate(BATCH, None));
-    /// The same for `recvmmsg`, one set per address family: nix does not reset the address
-    /// length the kernel wrote into a header, which is always the same for one family (an IPv6
-    /// socket reports IPv4 clients as mapped addresses), so a set never meets a longer address
-    /// than the one it was last given. Made per call they cost two allocations and 6 KB of
-    /// zeroing a batch, most of it for headers a trickle never fills.
-    static RECV_HEADERS_V4: RefCell<MultiHeaders<SockaddrStorage>> =
-        RefCell::new(MultiHeaders::preallocate(BATCH, None));
-    static RECV_HEADERS_V6: RefCell<MultiHeaders<SockaddrStorage>> =
         RefCell::new(MultiHeaders::preallocate(BATCH, None));
 }
 
@@ -128,42 +114,35 @@ thread_local! {
 /// `received`. `WouldBlock` when there are none (tokio then waits for readiness).
 fn receive_batch(
     socket: &UdpSocket,
-    ipv4: bool,
     bufs: &mut [[u8; RECV_BUFFER]],
     received: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
     received.clear();
-    let headers = if ipv4 {
-        &RECV_HEADERS_V4
-    } else {
-        &RECV_HEADERS_V6
-    };
-    headers.with_borrow_mut(|headers| {
-        let mut bufs = bufs.iter_mut();
-        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
-            [IoSliceMut::new(
-                bufs.next().map_or(&mut [][..], |b| &mut b[..]),
-            )]
-        });
-        let messages = recvmmsg(
-            socket.as_raw_fd(),
-            headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
-        for m in messages {
-            // A datagram with no usable source cannot be answered: kept as port 0, which
-            // `process` drops, so buffers and results stay in step.
-            let src = m
-                .address
-                .as_ref()
-                .and_then(socket_addr)
-                .unwrap_or(UNANSWERABLE);
-            received.push((m.bytes.min(RECV_BUFFER), src));
-        }
-        Ok(())
-    })
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut bufs = bufs.iter_mut();
+    let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+        [IoSliceMut::new(
+            bufs.next().map_or(&mut [][..], |b| &mut b[..]),
+        )]
+    });
+    let messages = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )?;
+    for m in messages {
+        // A datagram with no usable source cannot be answered: kept as port 0, which
+        // `process` drops, so buffers and results stay in step.
+        let src = m
+            .address
+            .as_ref()
+            .and_then(socket_addr)
+            .unwrap_or(UNANSWERABLE);
+        received.push((m.bytes.min(RECV_BUFFER), src));
+    }
+    Ok(())
 }
 
 const UNANSWERABLE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
