@@ -15,6 +15,7 @@ use toml::{Table, Value};
 pub const RESTART_ONLY: &[&str] = &[
     "server.listen",
     "metrics.listen",
+    "metrics.enabled",
     "server.tls_listen",
     "server.https_listen",
 ];
