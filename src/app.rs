@@ -1,7 +1,11 @@
 //! The composition root: loads the config, builds every part, binds the sockets and wires
 //! signals, reload and metrics together. Errors here get their context and end the process.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, anyhow};
 use arc_swap::ArcSwap;
@@ -21,7 +25,7 @@ use crate::{
     lists::refresh::{self, Refresher},
     metrics::Metrics,
     policy_thread::PolicyThread,
-    reload::{Firewall, Reloader, load_policy},
+    reload::{Firewall, Live, Reloader, load_policy, raw_config, render_config},
     tcp::TcpServer,
     udp,
 };
@@ -30,9 +34,13 @@ use crate::{
 const DEVICES_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let (config, raw) = Config::parse(config_path, &text)
+        .and_then(|config| Ok((config, raw_config(config_path, &text)?)))
         .map_err(|e| anyhow!("{e}"))
         .context("invalid config")?;
+    let running_config = Arc::new(ArcSwap::from_pointee(render_config(&raw)));
     warn_if_root();
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
@@ -68,32 +76,35 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let evidence = if config.evidence.enabled {
         let evidence = Evidence::start(&config.evidence, config.querylog.anonymize, &metrics)
             .context("cannot start the evidence writer")?;
-        handler.evidence = Some(evidence.sink());
+        handler.evidence.store(Some(Arc::new(evidence.sink())));
         Some(evidence)
     } else {
         None
     };
+    let evidence = Arc::new(Mutex::new(evidence));
     // Opt-in: every query of every person is sensitive (docs/privacy.md).
     if config.querylog.enabled {
         let log = QueryLog::start(&config.querylog, &metrics)
             .context("cannot start the query log writer")?;
         tracing::info!(path = %config.querylog.path.display(), only_matches = config.querylog.only_matches, "query log on");
-        handler.querylog = Some(log);
+        handler.querylog.store(Some(Arc::new(log)));
     }
     let querylog = handler.querylog.clone();
-    let (cache, upstream) = (handler.cache.clone(), handler.upstream.clone());
+    let (cache, upstream) = (handler.cache.clone(), handler.upstream.load_full());
     // Both transports have their own loops in front of the same handler: UDP to answer without a
     // task per datagram (udp.rs), TCP to cap connections at accept (tcp.rs).
     let shutdown = CancellationToken::new();
+    let live_handler = handler.clone();
     let handler = Arc::new(handler);
+    let tcp_limiter = Arc::new(TcpConnectionLimiter::new(
+        config.limits.max_tcp_connections,
+        config.limits.max_tcp_connections_per_client,
+        config.limits.exempt_clients.clone(),
+        config.server.tcp_idle_timeout,
+    ));
     let tcp_server = Arc::new(TcpServer {
         handler: handler.clone(),
-        limiter: Arc::new(TcpConnectionLimiter::new(
-            config.limits.max_tcp_connections,
-            config.limits.max_tcp_connections_per_client,
-            config.limits.exempt_clients.clone(),
-        )),
-        idle_timeout: config.server.tcp_idle_timeout,
+        limiter: tcp_limiter.clone(),
     });
     let workers = udp_workers();
     for &addr in &config.server.listen {
@@ -108,7 +119,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let listener = http::bind(addr)
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        let (metrics, shutdown, running_config) =
+            (metrics.clone(), shutdown.clone(), running_config.clone());
         let explain_from = http::ExplainSource::new(
             policy.clone(),
             config.blocklists.dir.clone(),
@@ -122,7 +134,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 .then(|| config.evidence.path.clone()),
         );
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, metrics, explain_from, evidence, shutdown).await {
+            let served = http::serve(
+                listener,
+                metrics,
+                explain_from,
+                evidence,
+                running_config,
+                shutdown,
+            )
+            .await;
+            if let Err(e) = served {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });
@@ -145,6 +166,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tokio::spawn(
         Reloader::new(
             config.clone(),
+            raw,
+            Live {
+                handler: live_handler,
+                tcp: tcp_limiter,
+                evidence: evidence.clone(),
+                running_config,
+            },
             policy,
             metrics.clone(),
             builder,
@@ -173,7 +201,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             let _ = trigger.try_send(());
             hangups.send_modify(|n| *n += 1);
             // logrotate moved the file away: the next lines go to a new one at its path
-            if let Some(log) = &reopen {
+            if let Some(log) = &*reopen.load() {
                 log.reopen();
             }
         }
@@ -217,13 +245,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
     shutdown.cancelled().await;
-    if let Some(log) = querylog {
+    if let Some(log) = querylog.load_full() {
         // the last second of lines, still in the writer's buffer
         tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2)))
             .await
             .ok();
     }
     // A clean stop loses no evidence: what the writer holds is written before exit.
+    let evidence = evidence.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(evidence) = evidence {
         let _ = tokio::task::spawn_blocking(move || evidence.stop(EVIDENCE_STOP_WAIT)).await;
     }
@@ -306,6 +335,44 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
         out.push_str(&format!("  note: {note}\n"));
     }
     Ok(out)
+}
+
+/// `hushd check --diff-running`: the keys of the file at `config_path` that differ from the
+/// config the running hushd has in force (its metrics listener's `/config`, at `running` or
+/// the file's `[metrics] listen`), one line each, saying whether a reload applies it.
+pub fn diff_running(
+    config_path: &Path,
+    running: Option<std::net::SocketAddr>,
+) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let config = Config::parse(config_path, &text).map_err(|e| anyhow!("{e}"))?;
+    let candidate = raw_config(config_path, &text).map_err(|e| anyhow!("{e}"))?;
+    let at = running.or(config.metrics.listen).ok_or_else(|| {
+        anyhow!("the file has no [metrics] listen: name the running hushd's with --running ADDR")
+    })?;
+    let url = format!("http://{at}/config");
+    let body = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?
+        .block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()?;
+            client.get(&url).send().await?.error_for_status()?.text().await
+        })
+        .with_context(|| format!("cannot read the running config from {url} (is hushd running, with its metrics listener there?)"))?;
+    let in_force: toml::Table =
+        toml::from_str(&body).with_context(|| format!("{url} did not answer with a config"))?;
+    let changes = crate::config_diff::changes(&in_force, &candidate);
+    if changes.is_empty() {
+        return Ok(format!(
+            "no change from the config hushd runs with ({url})\n"
+        ));
+    }
+    Ok(changes.iter().map(|c| format!("{c}\n")).collect())
 }
 
 /// `hushd check`'s lines about a list's answer-address rules, if it has any.

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode},
     rr::{LowerName, Name, Record, RecordType},
@@ -87,26 +88,58 @@ impl Equivalent<Key> for KeyRef<'_> {
 }
 
 type Entries =
-    QuickCache<Key, Arc<Entry>, ByBytes, DefaultHashBuilder, DefaultLifecycle<Key, Arc<Entry>>>;
+    QuickCache<Key, Weighed, ByBytes, DefaultHashBuilder, DefaultLifecycle<Key, Weighed>>;
 
 pub struct Cache {
-    entries: Option<Entries>,
+    /// `size = 0` is a capacity of 0: nothing is kept, and a reload can turn the cache on.
+    entries: Entries,
     /// Bytes held by entries, see `Entry::ledger`.
     bytes: Arc<AtomicU64>,
+    /// The `[cache]` bounds in force, swapped by `reconfigure`: read when an answer is stored
+    /// (TTL bounds, weight) and when a stale one is looked for, never on a fresh hit.
+    settings: ArcSwap<Settings>,
+}
+
+struct Settings {
     config: CacheConfig,
-}
-
-/// quick_cache's weight of an entry: its bytes, but never less than `floor`, which is
-/// `max_bytes / size`. quick_cache bounds only the total weight, so that one bound keeps both
-/// limits: the entries' bytes stay within `max_bytes`, and no more than `size` entries fit.
-#[derive(Clone)]
-struct ByBytes {
+    /// `weight_floor` of the config.
     floor: u64,
+    /// The weight capacity given to quick_cache: `max_bytes`, or 0 when `size` is 0.
+    capacity: u64,
 }
 
-impl Weighter<Key, Arc<Entry>> for ByBytes {
-    fn weight(&self, _key: &Key, entry: &Arc<Entry>) -> u64 {
-        weight(entry.bytes(), self.floor)
+impl Settings {
+    fn of(config: &CacheConfig) -> Self {
+        Self {
+            floor: weight_floor(config.max_bytes, config.size),
+            capacity: if config.size == 0 {
+                0
+            } else {
+                config.max_bytes
+            },
+            config: config.clone(),
+        }
+    }
+}
+
+/// A cached entry and its weight, fixed when it was stored: quick_cache asks for an entry's
+/// weight again when it leaves, so the weight must not change under it (a new `size` gives the
+/// entries new weights through `reconfigure`, which replaces each).
+#[derive(Clone)]
+struct Weighed {
+    entry: Arc<Entry>,
+    weight: u64,
+}
+
+/// quick_cache's weight of an entry: its bytes, but never less than `max_bytes / size` (the
+/// floor). quick_cache bounds only the total weight, so that one bound keeps both limits: the
+/// entries' bytes stay within `max_bytes`, and no more than `size` entries fit.
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<Key, Weighed> for ByBytes {
+    fn weight(&self, _key: &Key, weighed: &Weighed) -> u64 {
+        weighed.weight
     }
 }
 
@@ -128,6 +161,24 @@ fn shards(max_bytes: u64) -> usize {
     usize::try_from(max_bytes / SHARD_BYTES)
         .unwrap_or(usize::MAX)
         .clamp(1, most)
+}
+
+/// The TTL an answer is kept for under `config`'s bounds; `None`: not kept.
+fn clamp(config: &CacheConfig, answer: &Answer) -> Option<u32> {
+    if answer.is_resolution_failure() {
+        // RFC 9520: kept briefly, so clients retrying a failing name do not each cost
+        // upstream queries; whatever TTL came with it does not apply
+        return Some(config.servfail_ttl);
+    }
+    let ttl = answer.ttl?;
+    let ttl = match answer.rcode {
+        ResponseCode::NoError if !answer.answers.is_empty() => {
+            ttl.clamp(config.min_ttl, config.max_ttl)
+        }
+        ResponseCode::NoError | ResponseCode::NXDomain => ttl.min(config.negative_max_ttl),
+        _ => return None,
+    };
+    (ttl > 0).then_some(ttl)
 }
 
 /// A fresh cached answer and its age.
@@ -159,34 +210,54 @@ fn replaces_stale_rcode(rcode: ResponseCode) -> bool {
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Self {
-        let entries = (config.size > 0).then(|| {
-            let options = OptionsBuilder::new()
-                .estimated_items_capacity(usize::try_from(config.size).unwrap_or(usize::MAX))
-                .weight_capacity(config.max_bytes)
-                .shards(shards(config.max_bytes))
-                .build();
-            // Only fails for values the builder's setters already rule out.
-            #[allow(clippy::expect_used)]
-            let options = options.expect("valid cache options");
-            QuickCache::with_options(
-                options,
-                ByBytes {
-                    floor: weight_floor(config.max_bytes, config.size),
-                },
-                DefaultHashBuilder::default(),
-                DefaultLifecycle::default(),
-            )
-        });
+        let settings = Settings::of(config);
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(usize::try_from(config.size).unwrap_or(usize::MAX))
+            .weight_capacity(settings.capacity)
+            .shards(shards(config.max_bytes))
+            .build();
+        // Only fails for values the builder's setters already rule out.
+        #[allow(clippy::expect_used)]
+        let options = options.expect("valid cache options");
+        let entries = QuickCache::with_options(
+            options,
+            ByBytes,
+            DefaultHashBuilder::default(),
+            DefaultLifecycle::default(),
+        );
         Self {
             entries,
             bytes: Arc::new(AtomicU64::new(0)),
-            config: config.clone(),
+            settings: ArcSwap::from_pointee(settings),
+        }
+    }
+
+    /// New `[cache]` bounds (a reload), without a flush. TTL bounds, `serve_stale_secs`,
+    /// `stale_after` and `servfail_ttl` apply to answers stored from now on (an entry keeps the
+    /// TTL it was stored with). A new `size` or `max_bytes` resizes the cache in place: when
+    /// the floor weight changes, every entry is stored again under its new weight (its place
+    /// in the eviction order kept), then quick_cache evicts down to the new capacity, coldest
+    /// first. The number of shards stays what start chose for its `max_bytes`.
+    pub fn reconfigure(&self, config: &CacheConfig) {
+        let settings = Arc::new(Settings::of(config));
+        let old = self.settings.swap(settings.clone());
+        if settings.floor != old.floor {
+            let entries: Vec<(Key, Weighed)> = self.entries.iter().collect();
+            for (key, weighed) in entries {
+                let weight = weight(weighed.entry.bytes(), settings.floor);
+                let entry = weighed.entry;
+                // soft: a reweighing is not a use, the entry stays as hot as it was
+                let _ = self.entries.replace(key, Weighed { entry, weight }, true);
+            }
+        }
+        if settings.capacity != old.capacity || settings.floor != old.floor {
+            self.entries.set_capacity(settings.capacity);
         }
     }
 
     /// A fresh answer for the question, if cached.
     pub fn get(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
-        let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
+        let entry = self.entries.get(&KeyRef(name, qtype))?.entry;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         // Expired entries are not served; they stay until the capacity evicts them.
         (age < entry.ttl).then_some(Hit {
@@ -199,11 +270,11 @@ impl Cache {
     /// An expired answer no older than `serve_stale_secs` past its TTL, for when upstream
     /// cannot answer (RFC 8767).
     pub fn get_stale(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
-        let max_stale = self.config.serve_stale_secs;
+        let max_stale = self.settings.load().config.serve_stale_secs;
         if max_stale == 0 {
             return None;
         }
-        let entry = self.entries.as_ref()?.get(&KeyRef(name, qtype))?;
+        let entry = self.entries.get(&KeyRef(name, qtype))?.entry;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         let stale = age >= entry.ttl;
         if stale && !replaces_stale_rcode(entry.rcode) {
@@ -237,29 +308,31 @@ impl Cache {
         answer: &Answer,
         destinations: Option<&Destinations>,
     ) -> Option<u32> {
-        let entries = self.entries.as_ref()?;
-        let ttl = self.clamp(answer)?;
+        let settings = self.settings.load();
+        if settings.capacity == 0 {
+            return None;
+        }
+        let ttl = clamp(&settings.config, answer)?;
         let entry = Entry::encode(
             &name,
             qtype,
             answer,
             destinations,
             ttl,
-            self.config.min_ttl,
+            settings.config.min_ttl,
             &self.bytes,
         )?;
-        entries.insert((name, qtype), Arc::new(entry));
+        let weight = weight(entry.bytes(), settings.floor);
+        let entry = Arc::new(entry);
+        self.entries
+            .insert((name, qtype), Weighed { entry, weight });
         Some(ttl)
     }
 
     /// Notes that a refresh of the expired answer for the question failed, which starts its
     /// `FAILURE_RECHECK` period. A fresh answer (one that replaced it meanwhile) is left alone.
     pub fn refresh_failed(&self, name: &LowerName, qtype: RecordType) {
-        let Some(entry) = self
-            .entries
-            .as_ref()
-            .and_then(|e| e.peek(&KeyRef(name, qtype)))
-        else {
+        let Some(Weighed { entry, .. }) = self.entries.peek(&KeyRef(name, qtype)) else {
             return;
         };
         let age = entry.stored.elapsed();
@@ -269,29 +342,12 @@ impl Cache {
         }
     }
 
-    fn clamp(&self, answer: &Answer) -> Option<u32> {
-        if answer.is_resolution_failure() {
-            // RFC 9520: kept briefly, so clients retrying a failing name do not each cost
-            // upstream queries; whatever TTL came with it does not apply
-            return Some(self.config.servfail_ttl);
-        }
-        let ttl = answer.ttl?;
-        let ttl = match answer.rcode {
-            ResponseCode::NoError if !answer.answers.is_empty() => {
-                ttl.clamp(self.config.min_ttl, self.config.max_ttl)
-            }
-            ResponseCode::NoError | ResponseCode::NXDomain => ttl.min(self.config.negative_max_ttl),
-            _ => return None,
-        };
-        (ttl > 0).then_some(ttl)
-    }
-
     pub fn stale_after(&self) -> Duration {
-        self.config.stale_after
+        self.settings.load().config.stale_after
     }
 
     pub fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, QuickCache::len)
+        self.entries.len()
     }
 
     /// Bytes the cached answers hold (about: see `Entry::bytes`).
@@ -821,6 +877,72 @@ mod tests {
             ..config()
         });
         assert_eq!(c.insert(key(), RecordType::A, &positive(100)), None);
+        assert!(c.get(&key(), RecordType::A).is_none());
+    }
+
+    #[test]
+    fn a_smaller_size_keeps_entries_up_to_the_new_bound() {
+        let c = Cache::new(&CacheConfig {
+            size: 1000,
+            max_bytes: 1 << 20,
+            ..config()
+        });
+        let name = |i| LowerName::from_str(&format!("n{i}.example.")).unwrap();
+        for i in 0..200 {
+            c.insert(name(i), RecordType::A, &positive(300));
+        }
+        assert_eq!(c.len(), 200);
+        let started = Instant::now();
+        c.reconfigure(&CacheConfig {
+            size: 50,
+            max_bytes: 1 << 20,
+            ..config()
+        });
+        let took = started.elapsed();
+        assert!((25..=50).contains(&c.len()), "{} entries", c.len());
+        assert!(took < Duration::from_secs(1), "{took:?}");
+        // growing again keeps what is there and makes room
+        let kept = c.len();
+        c.reconfigure(&CacheConfig {
+            size: 1000,
+            max_bytes: 1 << 20,
+            ..config()
+        });
+        assert_eq!(c.len(), kept);
+        for i in 1000..1300 {
+            c.insert(name(i), RecordType::A, &positive(300));
+        }
+        assert!(c.len() > 300, "{} entries", c.len());
+    }
+
+    #[test]
+    fn new_ttl_bounds_apply_to_answers_stored_after_them() {
+        let c = Cache::new(&config());
+        assert_eq!(c.insert(key(), RecordType::A, &positive(3600)), Some(300));
+        c.reconfigure(&CacheConfig {
+            max_ttl: 60,
+            ..config()
+        });
+        // kept, with the TTL it was stored with
+        assert_eq!(c.len(), 1);
+        let other = LowerName::from_str("b.example.").unwrap();
+        assert_eq!(c.insert(other, RecordType::A, &positive(3600)), Some(60));
+    }
+
+    #[test]
+    fn a_cache_of_size_zero_can_be_turned_on_and_off() {
+        let c = Cache::new(&CacheConfig {
+            size: 0,
+            ..config()
+        });
+        assert_eq!(c.insert(key(), RecordType::A, &positive(100)), None);
+        c.reconfigure(&config());
+        assert_eq!(c.insert(key(), RecordType::A, &positive(100)), Some(100));
+        assert!(c.get(&key(), RecordType::A).is_some());
+        c.reconfigure(&CacheConfig {
+            size: 0,
+            ..config()
+        });
         assert!(c.get(&key(), RecordType::A).is_none());
     }
 

@@ -23,7 +23,7 @@ use std::{
     sync::Arc,
 };
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hickory_net::xfer::Protocol;
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode},
@@ -60,8 +60,11 @@ use crate::{
 #[derive(Clone)]
 pub struct QueryHandler {
     pub policy: Arc<ArcSwap<Policy>>,
+    /// Resized and re-bounded in place on reload (`Cache::reconfigure`).
     pub cache: Arc<Cache>,
-    pub upstream: Arc<Upstream>,
+    /// Swapped whole when `[upstream]` changes on reload; a lookup loads it once and holds its
+    /// `Arc`, so a lookup in flight finishes on the servers it started with.
+    pub upstream: Arc<ArcSwap<Upstream>>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<RateLimiter>,
     /// `max_inflight`: one permit per client query waiting for upstream, taken by the listener;
@@ -74,10 +77,10 @@ pub struct QueryHandler {
     /// Feeds the nftables sets lists and groups name (`None`: no firewall, as in unit tests).
     pub nft: Option<NftWriter>,
     /// Records every list match in the evidence store (`None`: `[evidence] enabled = false`,
-    /// and then a match costs nothing more).
-    pub evidence: Option<EvidenceSink>,
-    /// `[querylog]`, when it is on.
-    pub querylog: Option<QueryLog>,
+    /// and then a match costs nothing more). Swapped on reload when `[evidence]` changes.
+    pub evidence: Arc<ArcSwapOption<EvidenceSink>>,
+    /// `[querylog]`, when it is on. Swapped on reload when `[querylog]` changes.
+    pub querylog: Arc<ArcSwapOption<QueryLog>>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -265,7 +268,7 @@ impl QueryHandler {
         Ok(Self {
             policy,
             cache: Arc::new(Cache::new(&config.cache)),
-            upstream: Arc::new(upstream),
+            upstream: Arc::new(ArcSwap::from_pointee(upstream)),
             limiter: Arc::new(RateLimiter::new(
                 config.limits.client_qps,
                 config.limits.slip,
@@ -276,8 +279,8 @@ impl QueryHandler {
             audit: Arc::new(AuditLimiter::with_defaults()),
             metrics,
             nft: None,
-            evidence: None,
-            querylog: None,
+            evidence: Arc::default(),
+            querylog: Arc::default(),
         })
     }
 
@@ -291,7 +294,7 @@ impl QueryHandler {
         qname: &LowerName,
         qtype: RecordType,
     ) -> Trace {
-        match self.querylog {
+        match *self.querylog.load() {
             None => Trace::OFF,
             Some(_) => QueryLog::trace(client, protocol, Some(qname.clone()), qtype),
         }
@@ -300,7 +303,7 @@ impl QueryHandler {
     /// `trace` for a decoded request (its one question, if it has one).
     #[inline]
     pub fn trace_request(&self, request: &Request) -> Trace {
-        match self.querylog {
+        match *self.querylog.load() {
             None => Trace::OFF,
             Some(_) => {
                 let (qname, qtype) = match request.request_info() {
@@ -328,7 +331,9 @@ impl QueryHandler {
     /// Every transport calls it where it counts the query in the metrics.
     #[inline]
     pub fn log(&self, trace: Trace, outcome: Outcome, rcode: ResponseCode, answers: Answers) {
-        if let (Some(record), Some(log)) = (trace.into_record(), &self.querylog) {
+        if let Some(record) = trace.into_record()
+            && let Some(log) = &*self.querylog.load()
+        {
             log.write(record, outcome, rcode, answers);
         }
     }
@@ -554,7 +559,7 @@ impl QueryHandler {
     /// debug level only: it is answered, and counted.
     fn note_match(&self, m: &Match<'_>, asker: &Asker<'_>, matched: &str, trace: &mut Trace) {
         m.count(&self.metrics);
-        if let Some(evidence) = &self.evidence {
+        if let Some(evidence) = &*self.evidence.load() {
             evidence.record(Event {
                 at: std::time::SystemTime::now(),
                 client: asker.client,
@@ -698,7 +703,9 @@ impl QueryHandler {
         _permit: OwnedSemaphorePermit,
     ) {
         let LookupKey { name, qtype } = finish.key().clone();
-        let answer = match self.upstream.resolve(&name, qtype).await {
+        // loaded once: a reload that swaps the upstreams meanwhile does not cut this lookup
+        let upstream = self.upstream.load_full();
+        let answer = match upstream.resolve(&name, qtype).await {
             Ok((answer, server)) => {
                 // Worked out once, for the cache and every waiter's screening.
                 let destinations = Destinations::of(&name, &answer);

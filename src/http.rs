@@ -1,6 +1,7 @@
 //! The HTTP endpoint for monitoring: `/metrics` (Prometheus text format), `/healthz`,
 //! `/explain?name=…&client=…` (why the running policy decides a name as it does, as JSON), and
-//! `/api/evidence?since=…` (`hushd report --format json` from the running daemon's store).
+//! `/api/evidence?since=…` (`hushd report --format json` from the running daemon's store) and
+//! `/config` (the config in force, as TOML, for `hushd check --diff-running`).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -103,9 +104,23 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     explain_from: ExplainSource,
     evidence: EvidenceSource,
+    running_config: Arc<ArcSwap<String>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route(
+            "/config",
+            get(move || {
+                let text = running_config.load_full();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/toml; charset=utf-8")],
+                        String::clone(&text),
+                    )
+                        .into_response()
+                }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod config_diff;
 pub mod destinations;
 pub mod diagnostic;
 pub mod egress;

@@ -8,13 +8,18 @@ use std::{
     hash::{Hash, Hasher},
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use ipnetwork::IpNetwork;
 use rustc_hash::FxHasher;
+use tokio::sync::Semaphore;
 
-use crate::clients::{ClientMarks, ClientTable};
+use crate::{
+    clients::{ClientMarks, ClientTable},
+    config::LimitsConfig,
+};
 
 const SHARDS: usize = 64;
 /// Clients tracked at once; past it, idle buckets are dropped, and if none is idle the
@@ -69,25 +74,47 @@ pub enum Transport {
 }
 
 pub struct RateLimiter {
+    /// Swapped whole on reload (`set`); the buckets stay.
+    settings: ArcSwap<RateSettings>,
+    shards: Vec<Mutex<HashMap<(ClientKey, Transport), Bucket>>>,
+}
+
+/// `client_qps`, `slip` and `exempt_clients` as the limiter reads them.
+struct RateSettings {
     /// Tokens per second; 0 turns limiting off.
     rate: f64,
     burst: f64,
     slip: u32,
     exempt: ClientTable,
-    shards: Vec<Mutex<HashMap<(ClientKey, Transport), Bucket>>>,
 }
 
-impl RateLimiter {
-    pub fn new(client_qps: u32, slip: u32, exempt: Vec<IpNetwork>) -> Self {
+impl RateSettings {
+    fn new(client_qps: u32, slip: u32, exempt: &[IpNetwork]) -> Self {
         let rate = f64::from(client_qps);
         Self {
             rate,
             // one second's worth of burst on top of the rate
             burst: rate.max(1.0),
             slip,
-            exempt: exempt_table(&exempt),
+            exempt: exempt_table(exempt),
+        }
+    }
+}
+
+impl RateLimiter {
+    pub fn new(client_qps: u32, slip: u32, exempt: Vec<IpNetwork>) -> Self {
+        Self {
+            settings: ArcSwap::from_pointee(RateSettings::new(client_qps, slip, &exempt)),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
+    }
+
+    /// New `client_qps`, `slip` and `exempt_clients` (a reload). The clients' buckets are
+    /// kept: a bucket fuller than the new burst is cut to it at its next query, so a lowered
+    /// rate holds from the next second on, and a raised one refills at the new rate.
+    pub fn set(&self, client_qps: u32, slip: u32, exempt: &[IpNetwork]) {
+        self.settings
+            .store(Arc::new(RateSettings::new(client_qps, slip, exempt)));
     }
 
     pub fn admit(&self, client: IpAddr, transport: Transport) -> Admit {
@@ -95,10 +122,11 @@ impl RateLimiter {
     }
 
     fn admit_at(&self, client: IpAddr, transport: Transport, now: Instant) -> Admit {
-        if self.rate <= 0.0 {
+        let settings = self.settings.load();
+        if settings.rate <= 0.0 {
             return Admit::Yes;
         }
-        if self.exempt.lookup(client).exempt {
+        if settings.exempt.lookup(client).exempt {
             return Admit::Yes;
         }
         let mut key = ClientKey::of(client);
@@ -106,26 +134,26 @@ impl RateLimiter {
         let mut table = shard.lock().unwrap_or_else(|p| p.into_inner());
         if !table.contains_key(&(key, transport)) && table.len() >= MAX_CLIENTS / SHARDS {
             // drop buckets that have refilled: they carry no state worth keeping
-            let (rate, burst) = (self.rate, self.burst);
+            let (rate, burst) = (settings.rate, settings.burst);
             table.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
             if table.len() >= MAX_CLIENTS / SHARDS {
                 key = ClientKey::Overflow;
             }
         }
         let bucket = table.entry((key, transport)).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: settings.burst,
             last: now,
             limited: 0,
         });
-        let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        let refill = now.duration_since(bucket.last).as_secs_f64() * settings.rate;
+        bucket.tokens = (bucket.tokens + refill).min(settings.burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Admit::Yes;
         }
         bucket.limited = bucket.limited.wrapping_add(1);
-        if self.slip > 0 && bucket.limited.is_multiple_of(self.slip) {
+        if settings.slip > 0 && bucket.limited.is_multiple_of(settings.slip) {
             Admit::Slip
         } else {
             Admit::Drop
@@ -138,10 +166,18 @@ impl RateLimiter {
 /// a few clients could otherwise take every file descriptor. The table only holds clients with
 /// a connection open, so it is bounded by the total cap.
 pub struct TcpConnectionLimiter {
+    /// Swapped whole on reload (`set`); the count of open connections stays.
+    caps: ArcSwap<TcpCaps>,
+    open: Mutex<OpenConnections>,
+}
+
+/// `max_tcp_connections`, `max_tcp_connections_per_client`, `exempt_clients` and the idle
+/// timeout, as the TCP listener reads them.
+struct TcpCaps {
     max_total: usize,
     max_per_client: usize,
     exempt: ClientTable,
-    open: Mutex<OpenConnections>,
+    idle_timeout: Duration,
 }
 
 #[derive(Default)]
@@ -158,25 +194,51 @@ pub struct TcpConnectionSlot {
 }
 
 impl TcpConnectionLimiter {
-    pub fn new(max_total: usize, max_per_client: usize, exempt: Vec<IpNetwork>) -> Self {
+    pub fn new(
+        max_total: usize,
+        max_per_client: usize,
+        exempt: Vec<IpNetwork>,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
-            max_total,
-            max_per_client,
-            exempt: exempt_table(&exempt),
+            caps: ArcSwap::from_pointee(TcpCaps {
+                max_total,
+                max_per_client,
+                exempt: exempt_table(&exempt),
+                idle_timeout,
+            }),
             open: Mutex::new(OpenConnections::default()),
         }
     }
 
+    /// The caps and idle timeout of `limits` and `idle_timeout` (a reload). Connections open
+    /// beyond a lowered cap stay until they close; new ones wait for room under it. The idle
+    /// timeout applies from each connection's next wait for a query.
+    pub fn set(&self, limits: &LimitsConfig, idle_timeout: Duration) {
+        self.caps.store(Arc::new(TcpCaps {
+            max_total: limits.max_tcp_connections,
+            max_per_client: limits.max_tcp_connections_per_client,
+            exempt: exempt_table(&limits.exempt_clients),
+            idle_timeout,
+        }));
+    }
+
+    /// How long a connection may wait for its next query (RFC 7766 §6.2.3).
+    pub fn idle_timeout(&self) -> Duration {
+        self.caps.load().idle_timeout
+    }
+
     /// A slot for a new connection from `client`, or `None` if a cap is reached.
     pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<TcpConnectionSlot> {
-        let key = (!self.exempt.lookup(client).exempt).then(|| ClientKey::of(client));
+        let caps = self.caps.load();
+        let key = (!caps.exempt.lookup(client).exempt).then(|| ClientKey::of(client));
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.total >= self.max_total {
+        if open.total >= caps.max_total {
             return None;
         }
         if let Some(key) = key {
             let count = open.per_client.entry(key).or_insert(0);
-            if *count >= self.max_per_client {
+            if *count >= caps.max_per_client {
                 return None;
             }
             *count += 1;
@@ -209,12 +271,36 @@ impl Drop for TcpConnectionSlot {
     }
 }
 
-/// `exempt_clients` as a prefix table. Read at start, so each limiter keeps its own; it joins
-/// the policy's table (one lookup for both) once the limits reload with the policy.
+/// `exempt_clients` as a prefix table; each limiter keeps its own, rebuilt when the limits
+/// reload.
 fn exempt_table(exempt: &[IpNetwork]) -> ClientTable {
     ClientTable::builder()
         .mark(exempt, ClientMarks::EXEMPT)
         .build()
+}
+
+/// Resizes the `max_inflight` semaphore from `from` to `to` permits in place, so the queries
+/// waiting for upstream keep their permits and the cap counts them. Growing adds permits at
+/// once. Shrinking forgets the free permits now and, for the rest, queues one wait for them in
+/// a task that forgets them as the running lookups give them back: tokio's semaphore is fair,
+/// so until then no new query gets a permit ahead of it, and the new cap holds from the moment
+/// the running queries fall under it. Successive resizes add up, whatever their order.
+pub fn resize_inflight(inflight: &Arc<Semaphore>, from: usize, to: usize) {
+    if to >= from {
+        inflight.add_permits(to - from);
+        return;
+    }
+    let surplus = from - to;
+    let forgotten = inflight.forget_permits(surplus);
+    let rest = u32::try_from(surplus - forgotten).unwrap_or(u32::MAX);
+    if rest > 0 {
+        let inflight = inflight.clone();
+        tokio::spawn(async move {
+            if let Ok(permits) = inflight.acquire_many_owned(rest).await {
+                permits.forget();
+            }
+        });
+    }
 }
 
 fn shard_of(key: &ClientKey) -> usize {
@@ -228,6 +314,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    const IDLE: Duration = Duration::from_secs(10);
 
     fn limiter(qps: u32) -> RateLimiter {
         RateLimiter::new(qps, 2, vec!["127.0.0.1/32".parse().unwrap()])
@@ -309,6 +397,7 @@ mod tests {
             4,
             2,
             vec!["127.0.0.1/32".parse().unwrap()],
+            IDLE,
         ));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let a1 = l.acquire(a).unwrap();
@@ -331,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_client_with_no_open_connection_leaves_no_state() {
-        let l = Arc::new(TcpConnectionLimiter::new(10, 1, vec![]));
+        let l = Arc::new(TcpConnectionLimiter::new(10, 1, vec![], IDLE));
         for i in 0..100u32 {
             let slot = l.acquire(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()));
             assert!(slot.is_some());
@@ -353,5 +442,72 @@ mod tests {
         }
         let tracked: usize = l.shards.iter().map(|s| s.lock().unwrap().len()).sum();
         assert!(tracked <= MAX_CLIENTS + SHARDS, "{tracked} buckets");
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_clients_already_tracked() {
+        let l = limiter(100);
+        let t0 = Instant::now();
+        let c: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!((0..50).all(|_| l.admit_at(c, Transport::Udp, t0) == Admit::Yes));
+        l.set(5, 2, &[]);
+        // the bucket kept its 50 tokens but is cut to the new burst of 5 at its next query
+        let t1 = t0 + Duration::from_millis(1);
+        let admitted = (0..20)
+            .filter(|_| l.admit_at(c, Transport::Udp, t1) == Admit::Yes)
+            .count();
+        assert_eq!(admitted, 5);
+        // and raised again: refills at the new rate
+        l.set(1000, 2, &[]);
+        let t2 = t1 + Duration::from_millis(100);
+        let admitted = (0..200)
+            .filter(|_| l.admit_at(c, Transport::Udp, t2) == Admit::Yes)
+            .count();
+        assert_eq!(admitted, 100);
+    }
+
+    #[test]
+    fn new_tcp_caps_keep_the_open_connections_counted() {
+        let l = Arc::new(TcpConnectionLimiter::new(10, 10, vec![], IDLE));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| l.acquire(a).unwrap()).collect();
+        let limits = LimitsConfig {
+            client_qps: 0,
+            slip: 2,
+            exempt_clients: vec![],
+            max_inflight: 10,
+            max_tcp_connections: 10,
+            max_tcp_connections_per_client: 2,
+        };
+        l.set(&limits, Duration::from_secs(3));
+        assert_eq!(l.idle_timeout(), Duration::from_secs(3));
+        assert!(l.acquire(a).is_none(), "three open, two allowed now");
+        drop(held);
+        assert!(l.acquire(a).is_some());
+        assert_eq!(l.open(), 0, "the slot above was dropped at once");
+    }
+
+    #[tokio::test]
+    async fn max_inflight_resizes_in_place_counting_the_permits_held() {
+        let sem = Arc::new(Semaphore::new(4));
+        let held: Vec<_> = (0..3)
+            .map(|_| sem.clone().try_acquire_owned().unwrap())
+            .collect();
+        resize_inflight(&sem, 4, 1);
+        tokio::task::yield_now().await;
+        assert!(sem.clone().try_acquire_owned().is_err(), "3 held, cap 1");
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while sem.available_permits() != 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let one = sem.clone().try_acquire_owned().unwrap();
+        assert!(sem.clone().try_acquire_owned().is_err());
+        resize_inflight(&sem, 1, 3);
+        assert_eq!(sem.available_permits(), 2);
+        drop(one);
     }
 }

@@ -41,7 +41,16 @@ struct Cli {
 enum Command {
     /// Validate the config and every list without starting; print each error with file, line and
     /// column, and exit non-zero if there is any.
-    Check,
+    Check {
+        /// Also compare the file with the config the running hushd is in force with (asked of
+        /// its metrics listener's /config) and print one line per changed key: whether a
+        /// reload applies it, or it needs a restart.
+        #[arg(long)]
+        diff_running: bool,
+        /// The running hushd's metrics listener (default: the file's [metrics] listen).
+        #[arg(long, value_name = "ADDR", requires = "diff_running")]
+        running: Option<std::net::SocketAddr>,
+    },
     /// Why is NAME (not) blocked? Prints the decision (block, log, allow or forward), the list
     /// that decides, every entry of every list that covers the name (file and line), and why
     /// the winner wins. Offline, from the config and the lists on disk.
@@ -138,10 +147,25 @@ const DEFAULT_LOG_FILTER: &str =
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => match app::check(&cli.config) {
+        Some(Command::Check {
+            diff_running,
+            running,
+        }) => match app::check(&cli.config) {
             Ok(summary) => {
                 print!("{summary}");
-                ExitCode::SUCCESS
+                if !diff_running {
+                    return ExitCode::SUCCESS;
+                }
+                match app::diff_running(&cli.config, running) {
+                    Ok(lines) => {
+                        print!("{lines}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("hushd: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(errors) => {
                 eprintln!("{errors}");

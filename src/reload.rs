@@ -2,10 +2,14 @@
 //! `[egress]` database (seen by `notify`), or a SIGHUP, triggers one reload: the whole new policy is built on the policy
 //! thread (`policy_thread`), off the query path, and swapped in atomically. If anything is wrong, the old policy
 //! stays in force in full, and every error is logged with its file, line and column.
+//!
+//! The rest of the config applies too (`apply_live`): new upstreams, cache bounds, limits, the
+//! evidence store and the query log. Only the keys in `config_diff::RESTART_ONLY` (the
+//! listeners) wait for a restart, and the reload says so, key by key.
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -15,12 +19,17 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::Config,
-    diagnostic::LoadErrors,
+    config_diff::{self, Applies},
+    diagnostic::{LoadError, LoadErrors},
     egress::nft::{self, NftWriter},
+    evidence::{Evidence, querylog::QueryLog},
+    handler::QueryHandler,
+    limits::{TcpConnectionLimiter, resize_inflight},
     lists::{self, is_policy_file, refresh::Plan},
     metrics::Metrics,
     policy::Policy,
     policy_thread::PolicyThread,
+    upstream::Upstream,
 };
 
 /// Editors write a file in several steps (write a temporary file, rename it over, touch it);
@@ -33,6 +42,9 @@ pub type Trigger = mpsc::Sender<()>;
 
 pub struct Reloader {
     running: Config,
+    /// The running config as its file has it, each restart-only key as hushd started with it.
+    running_raw: toml::Table,
+    live: Live,
     policy: Arc<ArcSwap<Policy>>,
     metrics: Arc<Metrics>,
     builder: PolicyThread,
@@ -43,6 +55,33 @@ pub struct Reloader {
     /// Where each new policy's subscriptions go (the `Refresher` follows them).
     plans: Option<tokio::sync::watch::Sender<Arc<Plan>>>,
     firewall: Firewall,
+}
+
+/// The running parts a reload reconfigures beside the policy; each is shared with the query
+/// path and swapped or resized in place, never rebuilt around it.
+pub struct Live {
+    /// A clone of the query handler: its upstream, cache, limiter, `max_inflight`, evidence sink
+    /// and query log are the ones the listeners use.
+    pub handler: QueryHandler,
+    pub tcp: Arc<TcpConnectionLimiter>,
+    /// The evidence writer (its thread), for the reload to replace and the shutdown to stop.
+    pub evidence: Arc<Mutex<Option<Evidence>>>,
+    /// The running config (`running_raw`) as TOML, served at the metrics listener's `/config`
+    /// for `hushd check --diff-running`.
+    pub running_config: Arc<ArcSwap<String>>,
+}
+
+/// How long a reload waits for a replaced evidence or query-log writer's last flush.
+const WRITER_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// The config file as TOML, for `config_diff` (after `Config::parse` accepted it).
+pub fn raw_config(path: &Path, text: &str) -> Result<toml::Table, LoadErrors> {
+    toml::from_str(text).map_err(|e| LoadErrors(vec![LoadError::toml(path, text, &e)]))
+}
+
+/// The running config as `/config` serves it.
+pub fn render_config(raw: &toml::Table) -> String {
+    toml::to_string(raw).unwrap_or_default()
 }
 
 /// What `load_policy` does with the nftables sets lists and groups name.
@@ -77,8 +116,11 @@ pub fn load_policy(config: &Config, firewall: &Firewall) -> Result<(Policy, Plan
 }
 
 impl Reloader {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         running: Config,
+        running_raw: toml::Table,
+        live: Live,
         policy: Arc<ArcSwap<Policy>>,
         metrics: Arc<Metrics>,
         builder: PolicyThread,
@@ -88,6 +130,8 @@ impl Reloader {
         let mut reloader = Self {
             firewall,
             running,
+            running_raw,
+            live,
             policy,
             metrics,
             builder,
@@ -207,13 +251,22 @@ impl Reloader {
         let started = std::time::Instant::now();
         let loaded = self
             .builder
-            .run(move || -> Result<(Config, Policy, Plan), LoadErrors> {
-                let config = Config::load(&path)?;
-                let (policy, plan) = load_policy(&config, &firewall)?;
-                Ok((config, policy, plan))
-            })
+            .run(
+                move || -> Result<(Config, toml::Table, Policy, Plan), LoadErrors> {
+                    let text = std::fs::read_to_string(&path).map_err(|source| {
+                        LoadErrors(vec![LoadError::Read {
+                            path: path.clone(),
+                            source,
+                        }])
+                    })?;
+                    let config = Config::parse(&path, &text)?;
+                    let raw = raw_config(&path, &text)?;
+                    let (policy, plan) = load_policy(&config, &firewall)?;
+                    Ok((config, raw, policy, plan))
+                },
+            )
             .await;
-        let (config, policy, plan) = match loaded {
+        let (config, raw, policy, plan) = match loaded {
             Some(Ok(loaded)) => loaded,
             Some(Err(errors)) => {
                 for e in &errors.0 {
@@ -232,7 +285,11 @@ impl Reloader {
                 return;
             }
         };
-        warn_about_restart_only_changes(&self.running, &config);
+        log_changed_keys(&self.running_raw, &raw);
+        let watch_changed = config.blocklists.dir != self.running.blocklists.dir
+            || config.egress != self.running.egress;
+        // Before the policy's swap, so that "policy reloaded" means the whole reload is in force.
+        let config = self.apply_live(config).await;
         self.metrics.policy_loaded(
             policy.lists().iter().map(|l| (&*l.name, l.domains)),
             policy.domain_count(),
@@ -264,41 +321,158 @@ impl Reloader {
                 changed
             });
         }
-        let watch_changed = config.blocklists.dir != self.running.blocklists.dir
-            || config.egress != self.running.egress;
-        // Keep what is running (listeners, upstreams, cache) but track the config now in force.
-        self.running.server.allow_clients = config.server.allow_clients;
-        self.running.server.block_response = config.server.block_response;
-        self.running.server.block_ttl = config.server.block_ttl;
-        self.running.server.bypass = config.server.bypass;
-        self.running.blocklists = config.blocklists;
-        self.running.egress = config.egress;
+        self.running_raw = config_diff::in_force_after_reload(&self.running_raw, &raw);
+        self.live
+            .running_config
+            .store(Arc::new(render_config(&self.running_raw)));
+        // The listeners stay bound where they are; nothing reads their keys after start, and
+        // `running_raw` keeps them as they run.
+        self.running = config;
         if watch_changed {
             self.watch();
         }
     }
+
+    /// Applies what changed outside the policy: the upstreams, the cache's bounds, the limits,
+    /// the evidence store and the query log, each swapped or resized where the query path finds
+    /// it. Returns `new` as it is now in force (a part that could not be replaced keeps its
+    /// running settings, so the next reload tries again).
+    async fn apply_live(&self, mut new: Config) -> Config {
+        let old = &self.running;
+        let live = &self.live;
+        let handler = &live.handler;
+        if new.upstream != old.upstream {
+            // A new set of servers (sockets, health, back-off), swapped in one store; lookups
+            // in flight hold the old one and finish on it. The health of a server in both
+            // starts afresh.
+            match Upstream::new(&new.upstream, &self.metrics).await {
+                Ok(upstream) => {
+                    let servers: Vec<_> = upstream.addrs().collect();
+                    handler.upstream.store(Arc::new(upstream));
+                    tracing::info!(?servers, "upstreams replaced");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up the new upstreams; the previous ones stay");
+                    new.upstream = old.upstream.clone();
+                }
+            }
+        }
+        if new.cache != old.cache {
+            // Reweighing every entry is a walk over the cache: off the runtime's threads.
+            let (cache, config) = (handler.cache.clone(), new.cache.clone());
+            let started = std::time::Instant::now();
+            let _ = tokio::task::spawn_blocking(move || cache.reconfigure(&config)).await;
+            tracing::info!(
+                entries = handler.cache.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "cache bounds changed, entries kept"
+            );
+        }
+        let (limits, old_limits) = (&new.limits, &old.limits);
+        if (limits.client_qps, limits.slip, &limits.exempt_clients)
+            != (
+                old_limits.client_qps,
+                old_limits.slip,
+                &old_limits.exempt_clients,
+            )
+        {
+            handler
+                .limiter
+                .set(limits.client_qps, limits.slip, &limits.exempt_clients);
+        }
+        if limits.max_inflight != old_limits.max_inflight {
+            resize_inflight(
+                &handler.inflight,
+                old_limits.max_inflight,
+                limits.max_inflight,
+            );
+        }
+        if limits != old_limits || new.server.tcp_idle_timeout != old.server.tcp_idle_timeout {
+            live.tcp.set(limits, new.server.tcp_idle_timeout);
+        }
+        // The store keeps clients as the query log anonymizes them.
+        let evidence_changed = new.evidence != old.evidence
+            || (new.evidence.enabled && new.querylog.anonymize != old.querylog.anonymize);
+        if evidence_changed && !self.replace_evidence(&new) {
+            new.evidence = old.evidence.clone();
+        }
+        if new.querylog != old.querylog && !self.replace_querylog(&new) {
+            new.querylog = old.querylog.clone();
+        }
+        new
+    }
+
+    /// Starts the evidence writer `new` asks for (if any), points the query path at it, then
+    /// stops the old one after its last flush (on a blocking thread): a match recorded during
+    /// the switch lands in one store or the other, never nowhere. False if the new writer
+    /// could not start (the old one stays).
+    fn replace_evidence(&self, new: &Config) -> bool {
+        let started = if new.evidence.enabled {
+            match Evidence::start(&new.evidence, new.querylog.anonymize, &self.metrics) {
+                Ok(evidence) => Some(evidence),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the new evidence writer; the previous one stays");
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        let slot = &self.live.evidence;
+        self.live
+            .handler
+            .evidence
+            .store(started.as_ref().map(|e| Arc::new(e.sink())));
+        let old = std::mem::replace(
+            &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
+            started,
+        );
+        if let Some(old) = old {
+            tokio::task::spawn_blocking(move || old.stop(WRITER_FLUSH_WAIT));
+        }
+        tracing::info!(
+            enabled = new.evidence.enabled,
+            path = %new.evidence.path.display(),
+            "evidence store settings applied"
+        );
+        true
+    }
+
+    /// `replace_evidence` for the query log: the new writer (if on) takes the next lines, the
+    /// old one writes what it holds and ends when its last handle goes.
+    fn replace_querylog(&self, new: &Config) -> bool {
+        let started = if new.querylog.enabled {
+            match QueryLog::start(&new.querylog, &self.metrics) {
+                Ok(log) => Some(Arc::new(log)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the new query log writer; the previous one stays");
+                    return false;
+                }
+            }
+        } else {
+            None
+        };
+        let old = self.live.handler.querylog.swap(started);
+        if let Some(old) = old {
+            tokio::task::spawn_blocking(move || old.flush(WRITER_FLUSH_WAIT));
+        }
+        tracing::info!(
+            enabled = new.querylog.enabled,
+            path = %new.querylog.path.display(),
+            "query log settings applied"
+        );
+        true
+    }
 }
 
-/// Settings that bind sockets or size long-lived state are read at start only.
-fn warn_about_restart_only_changes(running: &Config, new: &Config) {
-    let changed = [
-        ("server.listen", running.server.listen != new.server.listen),
-        (
-            "server.tcp_idle_timeout_secs",
-            running.server.tcp_idle_timeout != new.server.tcp_idle_timeout,
-        ),
-        ("upstream", running.upstream != new.upstream),
-        ("metrics", running.metrics != new.metrics),
-        ("cache", running.cache != new.cache),
-        ("limits", running.limits != new.limits),
-        ("evidence", running.evidence != new.evidence),
-        ("querylog", running.querylog != new.querylog),
-    ];
-    for (key, _) in changed.iter().filter(|(_, c)| *c) {
-        tracing::warn!(
-            key,
-            "changed in the config file; it takes effect after a restart"
-        );
+/// One line per key that differs between the running config and the reloaded file: applied,
+/// or waiting for a restart (the same lines `hushd check --diff-running` prints).
+fn log_changed_keys(running: &toml::Table, new: &toml::Table) {
+    for change in config_diff::changes(running, new) {
+        match change.applies {
+            Applies::OnReload => tracing::info!(key = %change.key, "{change}"),
+            Applies::AfterRestart => tracing::warn!(key = %change.key, "{change}"),
+        }
     }
 }
 

@@ -40,9 +40,8 @@ const RESPONSE_BUFFER: usize = 32;
 
 pub struct TcpServer {
     pub handler: Arc<QueryHandler>,
+    /// The connection caps and the idle timeout (RFC 7766 §6.2.3), both reloadable.
     pub limiter: Arc<TcpConnectionLimiter>,
-    /// An idle connection is closed after this long (RFC 7766 §6.2.3).
-    pub idle_timeout: Duration,
 }
 
 impl TcpServer {
@@ -96,7 +95,7 @@ impl TcpServer {
         let (replies, queue) = mpsc::channel(RESPONSE_BUFFER);
         tokio::join!(
             self.read_queries(read, src, replies),
-            write_replies(write, queue, self.idle_timeout),
+            write_replies(write, queue, self.limiter.idle_timeout()),
         );
         metrics.tcp_connections.dec();
     }
@@ -113,7 +112,7 @@ impl TcpServer {
             };
             // The timeout covers a whole message, so one stalled mid-message is closed too.
             let frame = tokio::select! {
-                frame = tokio::time::timeout(self.idle_timeout, frames.next()) => frame,
+                frame = tokio::time::timeout(self.limiter.idle_timeout(), frames.next()) => frame,
                 () = replies.closed() => break, // the writer gave up on the client
             };
             let message = match frame {

@@ -875,7 +875,7 @@ mod tests {
         let config = Config::parse(Path::new("/test/hushd.toml"), &text).unwrap();
         let metrics = Arc::new(Metrics::new().unwrap());
         let policy = Policy::build(&config, vec![]).unwrap();
-        let mut handler = QueryHandler::new(
+        let handler = QueryHandler::new(
             &config,
             Arc::new(ArcSwap::from_pointee(policy)),
             metrics.clone(),
@@ -915,9 +915,9 @@ mod tests {
         run(&handler, &mut out);
         let log = QueryLog::start(&config.querylog, &metrics).unwrap();
         for round in 0..3 {
-            handler.querylog = None;
+            handler.querylog.store(None);
             let off = run(&handler, &mut out);
-            handler.querylog = Some(log.clone());
+            handler.querylog.store(Some(Arc::new(log.clone())));
             let dropped_before = metrics.querylog_dropped.get();
             let on = run(&handler, &mut out);
             let dropped = metrics.querylog_dropped.get() - dropped_before;
@@ -928,7 +928,7 @@ mod tests {
             log.flush(Duration::from_secs(30));
         }
         // the writer alone: how many lines a second it formats and writes
-        handler.querylog = Some(log.clone());
+        handler.querylog.store(Some(Arc::new(log.clone())));
         let paced = Instant::now();
         let mut sent = 0u64;
         let before = metrics.querylog_dropped.get();
