@@ -41,6 +41,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{e}"))
         .context("invalid config")?;
     let running_config = Arc::new(ArcSwap::from_pointee(render_config(&raw)));
+    let evidence_path: crate::evidence::StorePath = Arc::new(arc_swap::ArcSwapOption::new(
+        config
+            .evidence
+            .enabled
+            .then(|| Arc::new(config.evidence.path.clone())),
+    ));
     warn_if_root();
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
@@ -127,12 +133,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.lists.state_dir.clone(),
             crate::explain::default_client(&config),
         );
-        let evidence = http::EvidenceSource::new(
-            config
-                .evidence
-                .enabled
-                .then(|| config.evidence.path.clone()),
-        );
+        let evidence = http::EvidenceSource::new(evidence_path.clone());
         tokio::spawn(async move {
             let served = http::serve(
                 listener,
@@ -149,16 +150,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         });
     }
 
-    // The devices gauge is counted from the store, never on the query path.
-    if config.evidence.enabled {
-        tokio::spawn(publish_devices(
-            config.evidence.path.clone(),
-            policy.clone(),
-            metrics.clone(),
-            DEVICES_EVERY,
-            shutdown.clone(),
-        ));
-    }
+    // The devices gauge is counted from the store, never on the query path; it idles while the
+    // store is off (a reload may turn it on).
+    tokio::spawn(publish_devices(
+        evidence_path.clone(),
+        policy.clone(),
+        metrics.clone(),
+        DEVICES_EVERY,
+        shutdown.clone(),
+    ));
 
     // Capacity 1: a pending reload already covers any change that comes before it runs.
     let (trigger, requests) = tokio::sync::mpsc::channel(1);
@@ -171,6 +171,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 handler: live_handler,
                 tcp: tcp_limiter,
                 evidence: evidence.clone(),
+                evidence_path,
                 running_config,
             },
             policy,

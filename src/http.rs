@@ -65,14 +65,14 @@ impl ExplainSource {
 /// What `/api/evidence` reads: the running daemon's evidence store.
 #[derive(Clone)]
 pub struct EvidenceSource {
-    /// `None` when `[evidence] enabled = false`.
-    pub store: Option<PathBuf>,
+    /// `None` when `[evidence] enabled = false`; swapped by a reload.
+    pub store: crate::evidence::StorePath,
     /// One report at a time: a long window over a big store is seconds of CPU.
     pub running: Arc<tokio::sync::Semaphore>,
 }
 
 impl EvidenceSource {
-    pub fn new(store: Option<PathBuf>) -> Self {
+    pub fn new(store: crate::evidence::StorePath) -> Self {
         Self {
             store,
             running: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -166,7 +166,7 @@ pub async fn serve(
             get(move |Query(q): Query<EvidenceQuery>| {
                 let evidence = evidence.clone();
                 async move {
-                    let Some(store) = evidence.store.clone() else {
+                    let Some(store) = evidence.store.load_full() else {
                         return (
                             StatusCode::NOT_FOUND,
                             "the evidence store is off ([evidence] enabled = false)\n",

@@ -66,6 +66,8 @@ pub struct Live {
     pub tcp: Arc<TcpConnectionLimiter>,
     /// The evidence writer (its thread), for the reload to replace and the shutdown to stop.
     pub evidence: Arc<Mutex<Option<Evidence>>>,
+    /// Where the store is, for `/api/evidence` and the devices gauge.
+    pub evidence_path: crate::evidence::StorePath,
     /// The running config (`running_raw`) as TOML, served at the metrics listener's `/config`
     /// for `hushd check --diff-running`.
     pub running_config: Arc<ArcSwap<String>>,
@@ -430,6 +432,11 @@ impl Reloader {
         if let Some(old) = old {
             tokio::task::spawn_blocking(move || old.stop(WRITER_FLUSH_WAIT));
         }
+        self.live.evidence_path.store(
+            new.evidence
+                .enabled
+                .then(|| Arc::new(new.evidence.path.clone())),
+        );
         tracing::info!(
             enabled = new.evidence.enabled,
             path = %new.evidence.path.display(),

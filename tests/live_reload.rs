@@ -361,6 +361,14 @@ async fn a_new_evidence_path_receives_the_next_matches() {
     );
     assert_eq!(evidence_names(&b), ["two.vendor.example"]);
     assert_eq!(evidence_names(&a), ["one.vendor.example"]);
+    // the daemon's own reader follows the store: /api/evidence reads b now
+    let api = support::http_get(hushd.metrics, "/api/evidence?by_name=true");
+    assert!(
+        api.lines().next().is_some_and(|l| l.contains(" 200")),
+        "{api}"
+    );
+    assert!(api.contains("two.vendor.example"), "{api}");
+    assert!(!api.contains("one.vendor.example"), "{api}");
 
     reload(&setup, &hushd, |c| {
         c.replace("flush_secs = 1", "flush_secs = 1\nenabled = false")
@@ -368,6 +376,11 @@ async fn a_new_evidence_path_receives_the_next_matches() {
     query(&mut client, "three.vendor.example.", RecordType::A).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(evidence_names(&b), ["two.vendor.example"]);
+    let api = support::http_get(hushd.metrics, "/api/evidence");
+    assert!(
+        api.lines().next().is_some_and(|l| l.contains(" 404")),
+        "{api}"
+    );
 }
 
 fn log_names(path: &Path) -> Vec<String> {

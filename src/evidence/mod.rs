@@ -33,6 +33,11 @@ use crate::{
     policy::{Action, Via},
 };
 
+/// Where the running evidence store is (`None`: `[evidence] enabled = false`), for its readers
+/// in the daemon (`/api/evidence`, `hushd_evidence_devices`); a reload that moves or turns off
+/// the store swaps it, so they read the store the writer writes.
+pub type StorePath = Arc<arc_swap::ArcSwapOption<std::path::PathBuf>>;
+
 /// One list match, as the query path hands it over: a few reference counts and the name, no
 /// text is formatted here (the writer does that, off the query path).
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! counted from the store by a task of its own, never on the query path.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -19,7 +18,7 @@ use crate::{metrics::Metrics, policy::Policy};
 /// counts and is logged once until it reads again (before hushd's first match there may be no
 /// store, or no table in it, yet: that is all zeros, not an error).
 pub async fn publish_devices(
-    store: PathBuf,
+    store: crate::evidence::StorePath,
     policy: Arc<ArcSwap<Policy>>,
     metrics: Arc<Metrics>,
     every: Duration,
@@ -27,7 +26,10 @@ pub async fn publish_devices(
 ) {
     // every loaded list at 0 before the first count, which may fail (the writer may be
     // creating the store at that very moment)
-    metrics.evidence_devices(policy.load().lists().iter().map(|l| (&*l.name, 0)));
+    // (with the store off, no series at all)
+    if store.load().is_some() {
+        metrics.evidence_devices(policy.load().lists().iter().map(|l| (&*l.name, 0)));
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -36,7 +38,12 @@ pub async fn publish_devices(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let path = store.clone();
+        // off (or turned off by a reload): nothing to count until it is on again
+        let Some(path) = store.load_full() else {
+            continue;
+        };
+        let store = path.clone();
+        let path = (*path).clone();
         let counted =
             tokio::task::spawn_blocking(move || match devices_per_list(&path, SystemTime::now()) {
                 // nothing recorded yet: no store, or one the writer has no table in yet
