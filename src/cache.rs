@@ -35,24 +35,29 @@ use crate::{
 /// copy the bytes and patch the TTLs; the rarer paths that need records (TCP, truncation, stale)
 /// decode them. Where the answer sends the client (`Destinations`) is worked out when the entry
 /// is made and kept after the records, so a hit can be inspected without decoding.
+///
+/// A signed answer is kept in two forms: as upstream gave it (with RRSIG, NSEC and NSEC3), for
+/// clients that set DO, and without those records, for the rest (RFC 4035 §3.2.1). Leaving
+/// records out of a compressed message moves counts, TTL offsets and compression pointers, so
+/// the second form is encoded once, when the entry is made, not cut from the first on each hit;
+/// an unsigned answer has one form and pays nothing.
 #[derive(Debug)]
 pub struct Entry {
     rcode: ResponseCode,
     stored: Instant,
     ttl: u32,
     min_ttl: u32,
-    counts: HeaderCounts,
-    /// The question (this entry's name and type) and then the answer, authority and additional
-    /// records, encoded as one message after its header, TTLs as upstream gave them. Compression
-    /// pointers in the records are valid behind any question of the same length, and every
-    /// client question for this entry has that length (same name, same type). From
-    /// `records_end` on: the answer's destinations, encoded as `Destinations` does (no second
-    /// allocation: a plain A answer adds 10 bytes).
-    wire: Box<[u8]>,
+    /// The upstream's AD, already cleared for an upstream not trusted with it.
+    authentic_data: bool,
+    /// The answer as upstream gave it. From `records_end` on its `wire` holds the answer's
+    /// destinations, encoded as `Destinations` does (no second allocation: a plain A answer
+    /// adds 10 bytes).
+    full: Form,
+    /// The answer without the DNSSEC records a client without DO must not see; `None` when it
+    /// had none (most answers), and then `full` serves every client.
+    plain: Option<Box<Form>>,
     question_len: u16,
     records_end: u16,
-    /// Where each record's TTL field is in `wire`.
-    ttl_at: Box<[u16]>,
     /// When a refresh of this answer last failed, in milliseconds after `stored`, plus one; 0 if
     /// none has. Atomic so the refresh can note it through the shared `Arc`, lock-free.
     failed_at: AtomicU64,
@@ -62,28 +67,45 @@ pub struct Entry {
     ledger: Arc<AtomicU64>,
 }
 
+/// One encoding of an answer, ready to be sent after a header.
+#[derive(Debug)]
+struct Form {
+    counts: HeaderCounts,
+    /// The question (the entry's name and type) and then the answer, authority and additional
+    /// records, encoded as one message after its header, TTLs as upstream gave them.
+    /// Compression pointers in the records are valid behind any question of the same length,
+    /// and every client question for this entry has that length (same name, same type).
+    wire: Box<[u8]>,
+    /// Where each record's TTL field is in `wire`.
+    ttl_at: Box<[u16]>,
+}
+
 impl Drop for Entry {
     fn drop(&mut self) {
         self.ledger.fetch_sub(self.bytes(), Ordering::Relaxed);
     }
 }
 
-type Key = (LowerName, RecordType);
+/// The question, and the client's CD bit: an answer to a CD query may be data the upstream's
+/// validation would have rejected (RFC 4035 §3.2.2), so it must never reach a client that
+/// relies on that validation. DO needs no key of its own: one entry serves both (`Entry`).
+type Key = (LowerName, RecordType, bool);
 
 /// Looks a key up without building (and allocating) an owned one.
-struct KeyRef<'a>(&'a LowerName, RecordType);
+struct KeyRef<'a>(&'a LowerName, RecordType, bool);
 
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // must agree with the tuple's derived Hash: fields in order
         self.0.hash(state);
         self.1.hash(state);
+        self.2.hash(state);
     }
 }
 
 impl Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        *self.0 == key.0 && self.1 == key.1
+        *self.0 == key.0 && self.1 == key.1 && self.2 == key.2
     }
 }
 
@@ -163,8 +185,10 @@ fn shards(max_bytes: u64) -> usize {
         .clamp(1, most)
 }
 
-/// The TTL an answer is kept for under `config`'s bounds; `None`: not kept.
-fn clamp(config: &CacheConfig, answer: &Answer) -> Option<u32> {
+/// How long `answer` is kept, at `now` (seconds since the Unix epoch): its TTL within the
+/// config's bounds, and never past its first signature's expiry (RFC 4035 §5.3.3), not even to
+/// honour `min_ttl`: a validator would reject the answer from then on.
+fn clamp(config: &CacheConfig, answer: &Answer, now: u64) -> Option<u32> {
     if answer.is_resolution_failure() {
         // RFC 9520: kept briefly, so clients retrying a failing name do not each cost
         // upstream queries; whatever TTL came with it does not apply
@@ -178,6 +202,9 @@ fn clamp(config: &CacheConfig, answer: &Answer) -> Option<u32> {
         ResponseCode::NoError | ResponseCode::NXDomain => ttl.min(config.negative_max_ttl),
         _ => return None,
     };
+    let ttl = answer
+        .signatures_expire_in(now)
+        .map_or(ttl, |left| ttl.min(left));
     (ttl > 0).then_some(ttl)
 }
 
@@ -255,9 +282,9 @@ impl Cache {
         }
     }
 
-    /// A fresh answer for the question, if cached.
-    pub fn get(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
-        let entry = self.entries.get(&KeyRef(name, qtype))?.entry;
+    /// A fresh answer for the question (asked with CD set or not), if cached.
+    pub fn get(&self, name: &LowerName, qtype: RecordType, cd: bool) -> Option<Hit> {
+        let entry = self.entries.get(&KeyRef(name, qtype, cd))?.entry;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         // Expired entries are not served; they stay until the capacity evicts them.
         (age < entry.ttl).then_some(Hit {
@@ -269,12 +296,12 @@ impl Cache {
 
     /// An expired answer no older than `serve_stale_secs` past its TTL, for when upstream
     /// cannot answer (RFC 8767).
-    pub fn get_stale(&self, name: &LowerName, qtype: RecordType) -> Option<Hit> {
+    pub fn get_stale(&self, name: &LowerName, qtype: RecordType, cd: bool) -> Option<Hit> {
         let max_stale = self.settings.load().config.serve_stale_secs;
         if max_stale == 0 {
             return None;
         }
-        let entry = self.entries.get(&KeyRef(name, qtype))?.entry;
+        let entry = self.entries.get(&KeyRef(name, qtype, cd))?.entry;
         let age = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
         let stale = age >= entry.ttl;
         if stale && !replaces_stale_rcode(entry.rcode) {
@@ -285,8 +312,14 @@ impl Cache {
     }
 
     /// Stores `answer` under the TTL bounds of the config; returns the TTL used, if stored.
-    pub fn insert(&self, name: LowerName, qtype: RecordType, answer: &Answer) -> Option<u32> {
-        self.store(name, qtype, answer, None)
+    pub fn insert(
+        &self,
+        name: LowerName,
+        qtype: RecordType,
+        cd: bool,
+        answer: &Answer,
+    ) -> Option<u32> {
+        self.store((name, qtype, cd), answer, None)
     }
 
     /// `insert`, with the answer's destinations already worked out (`Destinations::of`, for the
@@ -295,27 +328,22 @@ impl Cache {
         &self,
         name: LowerName,
         qtype: RecordType,
+        cd: bool,
         answer: &Answer,
         destinations: &Destinations,
     ) -> Option<u32> {
-        self.store(name, qtype, answer, Some(destinations))
+        self.store((name, qtype, cd), answer, Some(destinations))
     }
 
-    fn store(
-        &self,
-        name: LowerName,
-        qtype: RecordType,
-        answer: &Answer,
-        destinations: Option<&Destinations>,
-    ) -> Option<u32> {
+    fn store(&self, key: Key, answer: &Answer, destinations: Option<&Destinations>) -> Option<u32> {
         let settings = self.settings.load();
         if settings.capacity == 0 {
             return None;
         }
-        let ttl = clamp(&settings.config, answer)?;
+        let ttl = clamp(&settings.config, answer, unix_now())?;
         let entry = Entry::encode(
-            &name,
-            qtype,
+            &key.0,
+            key.1,
             answer,
             destinations,
             ttl,
@@ -324,15 +352,14 @@ impl Cache {
         )?;
         let weight = weight(entry.bytes(), settings.floor);
         let entry = Arc::new(entry);
-        self.entries
-            .insert((name, qtype), Weighed { entry, weight });
+        self.entries.insert(key, Weighed { entry, weight });
         Some(ttl)
     }
 
     /// Notes that a refresh of the expired answer for the question failed, which starts its
     /// `FAILURE_RECHECK` period. A fresh answer (one that replaced it meanwhile) is left alone.
-    pub fn refresh_failed(&self, name: &LowerName, qtype: RecordType) {
-        let Some(Weighed { entry, .. }) = self.entries.peek(&KeyRef(name, qtype)) else {
+    pub fn refresh_failed(&self, name: &LowerName, qtype: RecordType, cd: bool) {
+        let Some(Weighed { entry, .. }) = self.entries.peek(&KeyRef(name, qtype, cd)) else {
             return;
         };
         let age = entry.stored.elapsed();
@@ -372,55 +399,51 @@ impl Entry {
         min_ttl: u32,
         ledger: &Arc<AtomicU64>,
     ) -> Option<Self> {
-        let mut m = Message::response(0, OpCode::Query);
-        m.add_query(Query::query(Name::from(name.clone()), qtype));
-        m.add_answers(answer.answers.iter().cloned());
-        m.add_authorities(answer.authorities.iter().cloned());
-        m.add_additionals(answer.additionals.iter().cloned());
-        let mut bytes = m.to_vec().ok()?;
-        let records_end = u16::try_from(bytes.len() - HEADER_LEN).ok()?;
-        let counts = HeaderCounts {
-            queries: 1,
-            answers: u16::try_from(answer.answers.len()).ok()?,
-            authorities: u16::try_from(answer.authorities.len()).ok()?,
-            additionals: u16::try_from(answer.additionals.len()).ok()?,
-        };
-        // Find each record's TTL field with hickory's decoder: past the owner name (which may
-        // be compressed), type and class.
-        let mut decoder = BinDecoder::new(&bytes);
-        Header::read(&mut decoder).ok()?;
-        Query::read(&mut decoder).ok()?;
-        let question_len = u16::try_from(decoder.index() - HEADER_LEN).ok()?;
-        let records = usize::from(counts.answers + counts.authorities + counts.additionals);
-        let mut ttl_at = Vec::with_capacity(records);
-        for _ in 0..records {
-            Name::read(&mut decoder).ok()?;
-            decoder.read_u16().ok()?; // type
-            decoder.read_u16().ok()?; // class
-            ttl_at.push(u16::try_from(decoder.index() - HEADER_LEN).ok()?);
-            decoder.read_u32().ok()?;
-            let rdlength = decoder.read_u16().ok()?.unverified();
-            decoder.read_slice(usize::from(rdlength)).ok()?;
-        }
+        let (mut bytes, counts, question_len, ttl_at) = encode_form(name, qtype, answer)?;
+        let records_end = u16::try_from(bytes.len()).ok()?;
         match destinations {
             Some(d) => bytes.extend_from_slice(d.as_bytes()),
             None => destinations::encode(name, &answer.answers, &mut bytes),
         }
+        let plain = match answer.without_dnssec(qtype) {
+            None => None,
+            Some(stripped) => {
+                let (wire, counts, _, ttl_at) = encode_form(name, qtype, &stripped)?;
+                Some(Box::new(Form {
+                    counts,
+                    wire: wire.into(),
+                    ttl_at: ttl_at.into(),
+                }))
+            }
+        };
         let entry = Self {
             rcode: answer.rcode,
             stored: Instant::now(),
             ttl,
             min_ttl,
-            counts,
-            wire: bytes.get(HEADER_LEN..)?.into(),
+            authentic_data: answer.authentic_data,
+            full: Form {
+                counts,
+                wire: bytes.into(),
+                ttl_at: ttl_at.into(),
+            },
+            plain,
             question_len,
             records_end,
-            ttl_at: ttl_at.into(),
             failed_at: AtomicU64::new(0),
             ledger: ledger.clone(),
         };
         ledger.fetch_add(entry.bytes(), Ordering::Relaxed);
         Some(entry)
+    }
+
+    /// The form a client gets, and its question and records (without the destinations): the
+    /// whole answer if it set DO, else the one without DNSSEC records.
+    fn form(&self, dnssec_ok: bool) -> (&Form, &[u8]) {
+        match &self.plain {
+            Some(plain) if !dnssec_ok => (plain, &plain.wire),
+            _ => (&self.full, self.records()),
+        }
     }
 
     /// About what this answer costs in memory: the entry, its wire bytes (destinations included)
@@ -430,23 +453,27 @@ impl Entry {
     /// quick_cache requires of a weight.
     fn bytes(&self) -> u64 {
         const SLOT: usize = size_of::<Key>() + size_of::<Arc<Entry>>() + 32;
-        (size_of::<Self>()
-            + SLOT
-            + self.wire.len()
-            + usize::from(self.question_len)
-            + self.ttl_at.len() * size_of::<u16>()) as u64
+        let form = |f: &Form| f.wire.len() + f.ttl_at.len() * size_of::<u16>();
+        let plain = self
+            .plain
+            .as_deref()
+            .map_or(0, |p| size_of::<Form>() + form(p));
+        (size_of::<Self>() + SLOT + form(&self.full) + plain + usize::from(self.question_len))
+            as u64
     }
 
     /// The question and the records, without the destinations that follow them.
     fn records(&self) -> &[u8] {
-        self.wire
+        self.full
+            .wire
             .get(..usize::from(self.records_end))
             .unwrap_or_default()
     }
 
     fn destinations(&self) -> DestinationsRef<'_> {
         DestinationsRef::new(
-            self.wire
+            self.full
+                .wire
                 .get(usize::from(self.records_end)..)
                 .unwrap_or_default(),
         )
@@ -467,6 +494,53 @@ fn within_recheck(failed_at: u64, now: u64) -> bool {
 
 const HEADER_LEN: usize = 12;
 
+/// Seconds since the Unix epoch, as RRSIG timestamps count them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `answer` as it follows a header: the question and the records (bytes), the header's counts,
+/// the question's length, and where each record's TTL field is (all offsets after the header).
+fn encode_form(
+    name: &LowerName,
+    qtype: RecordType,
+    answer: &Answer,
+) -> Option<(Vec<u8>, HeaderCounts, u16, Vec<u16>)> {
+    let mut m = Message::response(0, OpCode::Query);
+    m.add_query(Query::query(Name::from(name.clone()), qtype));
+    m.add_answers(answer.answers.iter().cloned());
+    m.add_authorities(answer.authorities.iter().cloned());
+    m.add_additionals(answer.additionals.iter().cloned());
+    let mut bytes = m.to_vec().ok()?;
+    let counts = HeaderCounts {
+        queries: 1,
+        answers: u16::try_from(answer.answers.len()).ok()?,
+        authorities: u16::try_from(answer.authorities.len()).ok()?,
+        additionals: u16::try_from(answer.additionals.len()).ok()?,
+    };
+    // Find each record's TTL field with hickory's decoder: past the owner name (which may
+    // be compressed), type and class.
+    let mut decoder = BinDecoder::new(&bytes);
+    Header::read(&mut decoder).ok()?;
+    Query::read(&mut decoder).ok()?;
+    let question_len = u16::try_from(decoder.index() - HEADER_LEN).ok()?;
+    let records = usize::from(counts.answers + counts.authorities + counts.additionals);
+    let mut ttl_at = Vec::with_capacity(records);
+    for _ in 0..records {
+        Name::read(&mut decoder).ok()?;
+        decoder.read_u16().ok()?; // type
+        decoder.read_u16().ok()?; // class
+        ttl_at.push(u16::try_from(decoder.index() - HEADER_LEN).ok()?);
+        decoder.read_u32().ok()?;
+        let rdlength = decoder.read_u16().ok()?.unverified();
+        decoder.read_slice(usize::from(rdlength)).ok()?;
+    }
+    bytes.drain(..HEADER_LEN);
+    Some((bytes, counts, question_len, ttl_at))
+}
+
 impl Hit {
     /// A record's TTL as served now: within the entry's own bounds, lowered by its age, or the
     /// short stale TTL. The entry's TTL may be capped below a record's own (max_ttl) or raised
@@ -481,7 +555,9 @@ impl Hit {
         }
     }
 
-    /// The answer with its record TTLs lowered by the time it has spent in the cache.
+    /// The answer with its record TTLs lowered by the time it has spent in the cache, DNSSEC
+    /// records and all (`Reply::forwarded` leaves them out for a client without DO). A stale
+    /// answer is hushd's choice, not what upstream validated now: it never carries AD.
     pub fn answer(&self) -> Answer {
         let entry = &self.entry;
         let mut answer = Answer {
@@ -494,11 +570,12 @@ impl Hit {
             } else {
                 entry.ttl.saturating_sub(self.age)
             }),
+            authentic_data: self.authentic_data(),
         };
-        let mut bytes = Vec::with_capacity(HEADER_LEN + entry.wire.len());
+        let mut bytes = Vec::with_capacity(HEADER_LEN + entry.full.wire.len());
         let header = Header {
             metadata: Metadata::new(0, MessageType::Response, OpCode::Query),
-            counts: entry.counts,
+            counts: entry.full.counts,
         };
         if header.emit(&mut BinEncoder::new(&mut bytes)).is_err() {
             return answer;
@@ -541,6 +618,12 @@ impl Hit {
             .map(|(ip, ttl)| (ip, self.ttl_now(ttl)))
     }
 
+    /// The upstream (a trusted one) validated it, and it is not stale: what the AD bit of a
+    /// reply to a client that asks for it (`reply::gives_ad`) may say.
+    pub fn authentic_data(&self) -> bool {
+        self.entry.authentic_data && !self.stale
+    }
+
     /// Past its TTL (only `Cache::get_stale` returns such hits).
     pub fn is_stale(&self) -> bool {
         self.stale
@@ -553,13 +636,15 @@ impl Hit {
 
     /// Writes the whole reply to `out`: `metadata` for the header, the client's own question
     /// bytes (so its letter case is echoed), the cached records with their TTLs brought up to
-    /// date, then `edns`' OPT. Returns false, leaving `out` to be discarded, when the reply
-    /// would exceed `max_size` (the caller then builds a truncated one the slow way).
+    /// date (with the DNSSEC records only if `dnssec_ok`, the client's DO), then `edns`' OPT.
+    /// Returns false, leaving `out` to be discarded, when the reply would exceed `max_size`
+    /// (the caller then builds a truncated one the slow way).
     pub fn write_wire(
         &self,
         metadata: Metadata,
         question: &[u8],
         edns: Option<&Edns>,
+        dnssec_ok: bool,
         max_size: usize,
         out: &mut Vec<u8>,
     ) -> bool {
@@ -568,8 +653,9 @@ impl Hit {
         if question.len() != question_len {
             return false; // cannot happen for the same name and type; the slow path copes
         }
+        let (form, records) = entry.form(dnssec_ok);
         out.clear();
-        let mut counts = entry.counts;
+        let mut counts = form.counts;
         counts.additionals += u16::from(edns.is_some());
         if (Header { metadata, counts })
             .emit(&mut BinEncoder::new(out))
@@ -578,11 +664,11 @@ impl Hit {
             return false;
         }
         out.extend_from_slice(question);
-        out.extend_from_slice(entry.records().get(question_len..).unwrap_or_default());
-        for &at in entry.ttl_at.iter() {
+        out.extend_from_slice(records.get(question_len..).unwrap_or_default());
+        for &at in form.ttl_at.iter() {
             let at = usize::from(at);
             let (Some(stored), Some(field)) = (
-                entry.wire.get(at..at + 4),
+                form.wire.get(at..at + 4),
                 out.get_mut(HEADER_LEN + at..HEADER_LEN + at + 4),
             ) else {
                 return false;
@@ -639,6 +725,7 @@ mod tests {
             authorities: vec![],
             additionals: vec![],
             ttl: Some(ttl),
+            authentic_data: false,
         }
     }
 
@@ -649,12 +736,15 @@ mod tests {
     #[test]
     fn hit_after_insert_and_ttls_are_capped() {
         let c = Cache::new(&config());
-        assert!(c.get(&key(), RecordType::A).is_none());
-        assert_eq!(c.insert(key(), RecordType::A, &positive(3600)), Some(300));
-        let hit = c.get(&key(), RecordType::A).unwrap().answer();
+        assert!(c.get(&key(), RecordType::A, false).is_none());
+        assert_eq!(
+            c.insert(key(), RecordType::A, false, &positive(3600)),
+            Some(300)
+        );
+        let hit = c.get(&key(), RecordType::A, false).unwrap().answer();
         assert_eq!(hit.answers.len(), 1);
         assert_eq!(hit.answers[0].ttl, 300);
-        assert!(c.get(&key(), RecordType::AAAA).is_none());
+        assert!(c.get(&key(), RecordType::AAAA, false).is_none());
     }
 
     #[test]
@@ -675,8 +765,8 @@ mod tests {
             100,
             RData::A(A(Ipv4Addr::new(192, 0, 2, 53))),
         ));
-        c.insert(key(), RecordType::A, &answer);
-        let mut hit = c.get(&key(), RecordType::A).unwrap();
+        c.insert(key(), RecordType::A, false, &answer);
+        let mut hit = c.get(&key(), RecordType::A, false).unwrap();
         // with the key and the slot counted, still far below the ~1 KB of hickory `Record`s
         let bytes = hit.entry.bytes();
         assert!(bytes < 400, "{bytes} bytes");
@@ -687,7 +777,7 @@ mod tests {
         let question = b"\x01A\x07Example\x00\x00\x01\x00\x01";
         let metadata = Metadata::new(4242, MessageType::Response, OpCode::Query);
         let mut out = Vec::new();
-        assert!(hit.write_wire(metadata, question, None, 512, &mut out));
+        assert!(hit.write_wire(metadata, question, None, false, 512, &mut out));
         let reply = Message::from_vec(&out).unwrap();
         assert_eq!(reply.metadata.id, 4242);
         assert_eq!(reply.queries[0].name().to_ascii(), "A.Example.");
@@ -701,7 +791,131 @@ mod tests {
         assert_eq!(ttls(&decoded.authorities), [20 - 7]);
         assert_eq!(decoded.additionals[0].data, answer.additionals[0].data);
         // too big for the client: refused, so the caller truncates
-        assert!(!hit.write_wire(metadata, question, None, 40, &mut out));
+        assert!(!hit.write_wire(metadata, question, None, false, 40, &mut out));
+    }
+
+    /// `positive(ttl)` signed: an RRSIG over the A that expires at `expiration` (Unix seconds),
+    /// and an NSEC in the authority section; AD from a trusted upstream.
+    fn signed(ttl: u32, expiration: u32) -> Answer {
+        let mut answer = positive(ttl);
+        let owner = Name::from_str("a.example.").unwrap();
+        answer
+            .answers
+            .push(crate::answer::test_rrsig(&owner, RecordType::A, expiration));
+        let nsec = hickory_proto::dnssec::rdata::NSEC::new(
+            Name::from_str("b.example.").unwrap(),
+            [RecordType::A, RecordType::RRSIG, RecordType::NSEC],
+        );
+        answer.authorities.push(Record::from_rdata(
+            owner,
+            300,
+            RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::NSEC(nsec)),
+        ));
+        answer.authentic_data = true;
+        answer
+    }
+
+    fn far_future() -> u32 {
+        u32::try_from(unix_now() + 86_400 * 30).unwrap()
+    }
+
+    #[test]
+    fn a_signed_answer_is_kept_with_and_without_its_dnssec_records() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, false, &signed(300, far_future()));
+        let hit = c.get(&key(), RecordType::A, false).unwrap();
+        assert!(hit.authentic_data());
+        let question = b"\x01a\x07example\x00\x00\x01\x00\x01";
+        let metadata = Metadata::new(7, MessageType::Response, OpCode::Query);
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        assert!(hit.write_wire(metadata, question, None, true, 4096, &mut with));
+        assert!(hit.write_wire(metadata, question, None, false, 4096, &mut without));
+        let with = Message::from_vec(&with).unwrap();
+        let types = |rs: &[Record]| rs.iter().map(Record::record_type).collect::<Vec<_>>();
+        assert_eq!(types(&with.answers), [RecordType::A, RecordType::RRSIG]);
+        assert_eq!(types(&with.authorities), [RecordType::NSEC]);
+        let without = Message::from_vec(&without).unwrap();
+        assert_eq!(types(&without.answers), [RecordType::A]);
+        assert!(without.authorities.is_empty());
+        // the TTLs of the second form are brought up to date too
+        assert_eq!(without.answers[0].ttl, 300);
+        // the record path decodes the whole answer (Reply::forwarded leaves records out)
+        assert_eq!(hit.answer().answers.len(), 2);
+        assert!(hit.answer().authentic_data);
+
+        // an unsigned answer keeps one form, and the second costs only what it holds
+        c.insert(key(), RecordType::AAAA, false, &positive(300));
+        let plain = c.get(&key(), RecordType::AAAA, false).unwrap();
+        assert!(plain.entry.plain.is_none());
+        assert!(!plain.authentic_data());
+        let stripped = hit.entry.plain.as_deref().unwrap();
+        assert_eq!(
+            hit.entry.bytes(),
+            plain.entry.bytes()
+                + (hit.entry.full.wire.len() - plain.entry.full.wire.len()) as u64
+                + 2 * 2
+                + (size_of::<Form>() + stripped.wire.len() + 2) as u64
+        );
+    }
+
+    #[test]
+    fn answers_to_cd_queries_are_kept_apart() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, true, &positive(300));
+        assert!(c.get(&key(), RecordType::A, false).is_none());
+        assert!(c.get_stale(&key(), RecordType::A, false).is_none());
+        assert!(c.get(&key(), RecordType::A, true).is_some());
+        c.insert(key(), RecordType::A, false, &signed(300, far_future()));
+        assert!(!c.get(&key(), RecordType::A, true).unwrap().authentic_data());
+        assert!(
+            c.get(&key(), RecordType::A, false)
+                .unwrap()
+                .authentic_data()
+        );
+    }
+
+    #[test]
+    fn an_answer_is_not_kept_past_its_signatures() {
+        let c = Cache::new(&CacheConfig {
+            min_ttl: 600,
+            max_ttl: 3600,
+            ..config()
+        });
+        let now = 1_800_000_000;
+        // min_ttl would raise it to 600; the signature ends in 120 s
+        assert_eq!(
+            clamp(&c.settings.load().config, &signed(60, 1_800_000_120), now),
+            Some(120)
+        );
+        assert_eq!(
+            clamp(&c.settings.load().config, &signed(60, 1_800_086_400), now),
+            Some(600)
+        );
+        assert_eq!(
+            clamp(&c.settings.load().config, &positive(60), now),
+            Some(600)
+        );
+        // expired already: not cached at all
+        assert_eq!(
+            clamp(&c.settings.load().config, &signed(60, 1_799_999_000), now),
+            None
+        );
+        let mut nx = signed(0, 1_800_000_030);
+        nx.rcode = ResponseCode::NXDomain;
+        nx.answers.retain(|r| r.record_type() == RecordType::RRSIG);
+        nx.ttl = Some(3600);
+        assert_eq!(clamp(&c.settings.load().config, &nx, now), Some(30));
+    }
+
+    #[test]
+    fn a_stale_answer_never_carries_ad() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, false, &signed(1, far_future()));
+        std::thread::sleep(Duration::from_millis(1100));
+        let stale = c.get_stale(&key(), RecordType::A, false).unwrap();
+        assert!(stale.is_stale());
+        assert!(!stale.authentic_data());
+        assert!(!stale.answer().authentic_data);
     }
 
     /// `www.example.` -> CNAME `cdn.example.` -> A and AAAA (TTLs 3600 and 30), and an A for
@@ -725,6 +939,7 @@ mod tests {
                 RData::A(A(Ipv4Addr::new(203, 0, 113, 53))),
             )],
             ttl: Some(30),
+            authentic_data: false,
         }
     }
 
@@ -739,8 +954,8 @@ mod tests {
             ..config()
         });
         let answer = chained();
-        c.insert(www(), RecordType::A, &answer);
-        let mut hit = c.get(&www(), RecordType::A).unwrap();
+        c.insert(www(), RecordType::A, false, &answer);
+        let mut hit = c.get(&www(), RecordType::A, false).unwrap();
         let d = hit.destinations();
         assert_eq!(d.targets().collect::<Vec<_>>(), [b"cdn.example"]);
         let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
@@ -768,7 +983,7 @@ mod tests {
         let mut out = Vec::new();
         let metadata = Metadata::new(1, MessageType::Response, OpCode::Query);
         let question = b"\x03www\x07example\x00\x00\x01\x00\x01";
-        assert!(hit.write_wire(metadata, question, None, 512, &mut out));
+        assert!(hit.write_wire(metadata, question, None, false, 512, &mut out));
         let reply = Message::from_vec(&out).unwrap();
         assert_eq!(reply.answers.len(), 3);
         assert_eq!(reply.additionals.len(), 1);
@@ -780,8 +995,8 @@ mod tests {
         let c = Cache::new(&config());
         let answer = chained();
         let d = Destinations::of(&www(), &answer);
-        c.insert_inspected(www(), RecordType::A, &answer, &d);
-        let hit = c.get(&www(), RecordType::A).unwrap();
+        c.insert_inspected(www(), RecordType::A, false, &answer, &d);
+        let hit = c.get(&www(), RecordType::A, false).unwrap();
         assert_eq!(hit.destinations().addresses().count(), 2);
         assert!(hit.destinations().targets().eq(d.targets()));
     }
@@ -796,11 +1011,11 @@ mod tests {
             a.additionals = std::mem::take(&mut a.answers);
             a
         };
-        c.insert(key(), RecordType::A, &plain);
-        let without = c.get(&key(), RecordType::A).unwrap();
+        c.insert(key(), RecordType::A, false, &plain);
+        let without = c.get(&key(), RecordType::A, false).unwrap();
         assert!(without.destinations().is_empty());
-        c.insert(key(), RecordType::AAAA, &answer);
-        let with = c.get(&key(), RecordType::AAAA).unwrap();
+        c.insert(key(), RecordType::AAAA, false, &answer);
+        let with = c.get(&key(), RecordType::AAAA, false).unwrap();
         assert_eq!(with.destinations().addresses().count(), 1);
         // 1 count byte, then the address: family, TTL, 4 bytes
         assert_eq!(with.entry.bytes(), without.entry.bytes() + 10);
@@ -816,23 +1031,23 @@ mod tests {
         nx.rcode = ResponseCode::NXDomain;
         nx.answers.clear();
         nx.ttl = Some(900);
-        assert_eq!(c.insert(key(), RecordType::A, &nx), Some(60));
+        assert_eq!(c.insert(key(), RecordType::A, false, &nx), Some(60));
         nx.ttl = None;
-        assert_eq!(c.insert(key(), RecordType::AAAA, &nx), None);
+        assert_eq!(c.insert(key(), RecordType::AAAA, false, &nx), None);
     }
 
     #[test]
     fn resolution_failures_are_kept_for_servfail_ttl_other_rcodes_and_zero_ttls_not_at_all() {
         let c = Cache::new(&config());
         let failure = Answer::resolution_failure();
-        assert_eq!(c.insert(key(), RecordType::A, &failure), Some(5));
-        let hit = c.get(&key(), RecordType::A).unwrap();
+        assert_eq!(c.insert(key(), RecordType::A, false, &failure), Some(5));
+        let hit = c.get(&key(), RecordType::A, false).unwrap();
         assert_eq!(hit.rcode(), ResponseCode::ServFail);
         assert!(hit.answer().answers.is_empty());
         let mut refused = positive(100);
         refused.rcode = ResponseCode::Refused;
-        assert_eq!(c.insert(key(), RecordType::AAAA, &refused), None);
-        assert_eq!(c.insert(key(), RecordType::MX, &positive(0)), None);
+        assert_eq!(c.insert(key(), RecordType::AAAA, false, &refused), None);
+        assert_eq!(c.insert(key(), RecordType::MX, false, &positive(0)), None);
     }
 
     #[test]
@@ -845,29 +1060,32 @@ mod tests {
         fail.rcode = ResponseCode::ServFail;
         fail.answers.clear();
         fail.ttl = None;
-        assert_eq!(c.insert(key(), RecordType::A, &fail), Some(1));
-        assert!(c.get(&key(), RecordType::A).is_some());
+        assert_eq!(c.insert(key(), RecordType::A, false, &fail), Some(1));
+        assert!(c.get(&key(), RecordType::A, false).is_some());
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(c.get(&key(), RecordType::A).is_none());
-        assert!(c.get_stale(&key(), RecordType::A).is_none());
+        assert!(c.get(&key(), RecordType::A, false).is_none());
+        assert!(c.get_stale(&key(), RecordType::A, false).is_none());
     }
 
     #[test]
     fn expired_answers_are_served_stale_with_a_short_ttl_within_the_limit() {
         let c = Cache::new(&config());
-        c.insert(key(), RecordType::A, &positive(1));
-        assert!(c.get_stale(&key(), RecordType::A).is_some_and(|h| !h.stale));
+        c.insert(key(), RecordType::A, false, &positive(1));
+        assert!(
+            c.get_stale(&key(), RecordType::A, false)
+                .is_some_and(|h| !h.stale)
+        );
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(c.get(&key(), RecordType::A).is_none());
-        let stale = c.get_stale(&key(), RecordType::A).unwrap();
+        assert!(c.get(&key(), RecordType::A, false).is_none());
+        let stale = c.get_stale(&key(), RecordType::A, false).unwrap();
         assert!(stale.stale);
         assert!(stale.answer().answers.iter().all(|r| r.ttl == STALE_TTL));
         let off = Cache::new(&CacheConfig {
             serve_stale_secs: 0,
             ..config()
         });
-        off.insert(key(), RecordType::A, &positive(1));
-        assert!(off.get_stale(&key(), RecordType::A).is_none());
+        off.insert(key(), RecordType::A, false, &positive(1));
+        assert!(off.get_stale(&key(), RecordType::A, false).is_none());
     }
 
     #[test]
@@ -876,8 +1094,8 @@ mod tests {
             size: 0,
             ..config()
         });
-        assert_eq!(c.insert(key(), RecordType::A, &positive(100)), None);
-        assert!(c.get(&key(), RecordType::A).is_none());
+        assert_eq!(c.insert(key(), RecordType::A, false, &positive(100)), None);
+        assert!(c.get(&key(), RecordType::A, false).is_none());
     }
 
     #[test]
@@ -889,7 +1107,7 @@ mod tests {
         });
         let name = |i| LowerName::from_str(&format!("n{i}.example.")).unwrap();
         for i in 0..200 {
-            c.insert(name(i), RecordType::A, &positive(300));
+            c.insert(name(i), RecordType::A, false, &positive(300));
         }
         assert_eq!(c.len(), 200);
         let started = Instant::now();
@@ -910,7 +1128,7 @@ mod tests {
         });
         assert_eq!(c.len(), kept);
         for i in 1000..1300 {
-            c.insert(name(i), RecordType::A, &positive(300));
+            c.insert(name(i), RecordType::A, false, &positive(300));
         }
         assert!(c.len() > 300, "{} entries", c.len());
     }
@@ -918,7 +1136,10 @@ mod tests {
     #[test]
     fn new_ttl_bounds_apply_to_answers_stored_after_them() {
         let c = Cache::new(&config());
-        assert_eq!(c.insert(key(), RecordType::A, &positive(3600)), Some(300));
+        assert_eq!(
+            c.insert(key(), RecordType::A, false, &positive(3600)),
+            Some(300)
+        );
         c.reconfigure(&CacheConfig {
             max_ttl: 60,
             ..config()
@@ -926,7 +1147,10 @@ mod tests {
         // kept, with the TTL it was stored with
         assert_eq!(c.len(), 1);
         let other = LowerName::from_str("b.example.").unwrap();
-        assert_eq!(c.insert(other, RecordType::A, &positive(3600)), Some(60));
+        assert_eq!(
+            c.insert(other, RecordType::A, false, &positive(3600)),
+            Some(60)
+        );
     }
 
     #[test]
@@ -935,15 +1159,18 @@ mod tests {
             size: 0,
             ..config()
         });
-        assert_eq!(c.insert(key(), RecordType::A, &positive(100)), None);
+        assert_eq!(c.insert(key(), RecordType::A, false, &positive(100)), None);
         c.reconfigure(&config());
-        assert_eq!(c.insert(key(), RecordType::A, &positive(100)), Some(100));
-        assert!(c.get(&key(), RecordType::A).is_some());
+        assert_eq!(
+            c.insert(key(), RecordType::A, false, &positive(100)),
+            Some(100)
+        );
+        assert!(c.get(&key(), RecordType::A, false).is_some());
         c.reconfigure(&CacheConfig {
             size: 0,
             ..config()
         });
-        assert!(c.get(&key(), RecordType::A).is_none());
+        assert!(c.get(&key(), RecordType::A, false).is_none());
     }
 
     /// 30 TXT records of ~93 bytes for `name`: about 3 KB, like an answer that came over TCP.
@@ -986,7 +1213,7 @@ mod tests {
         // small answers: the count is the limit
         for i in 0..300 {
             let name = LowerName::from_str(&format!("n{i}.example.")).unwrap();
-            c.insert(name, RecordType::A, &positive(300));
+            c.insert(name, RecordType::A, false, &positive(300));
         }
         assert!((50..=100).contains(&c.len()), "{} entries", c.len());
         assert!(c.bytes() < 100_000 / 2, "{} bytes", c.bytes());
@@ -1003,6 +1230,7 @@ mod tests {
             c.insert(
                 LowerName::from_str(&name).unwrap(),
                 RecordType::TXT,
+                false,
                 &answer,
             );
         }
@@ -1014,16 +1242,16 @@ mod tests {
     #[test]
     fn the_byte_total_follows_replacements_and_the_last_reference() {
         let c = Cache::new(&config());
-        c.insert(key(), RecordType::TXT, &big("a.example."));
+        c.insert(key(), RecordType::TXT, false, &big("a.example."));
         let one = c.bytes();
         assert!(one > 3_000, "{one}");
-        let hit = c.get(&key(), RecordType::TXT).unwrap();
-        c.insert(key(), RecordType::TXT, &big("a.example."));
+        let hit = c.get(&key(), RecordType::TXT, false).unwrap();
+        c.insert(key(), RecordType::TXT, false, &big("a.example."));
         // the replaced answer is still read by `hit`
         assert_eq!(c.bytes(), 2 * one);
         drop(hit);
         assert_eq!(c.bytes(), one);
-        c.insert(key(), RecordType::TXT, &positive(300));
+        c.insert(key(), RecordType::TXT, false, &positive(300));
         assert!(c.bytes() < one / 5, "{}", c.bytes());
     }
 
@@ -1038,11 +1266,15 @@ mod tests {
     #[test]
     fn a_failed_refresh_marks_only_an_expired_answer() {
         let c = Cache::new(&config());
-        c.insert(key(), RecordType::A, &positive(300));
-        c.refresh_failed(&key(), RecordType::A);
-        assert!(!c.get_stale(&key(), RecordType::A).unwrap().rechecking());
+        c.insert(key(), RecordType::A, false, &positive(300));
+        c.refresh_failed(&key(), RecordType::A, false);
+        assert!(
+            !c.get_stale(&key(), RecordType::A, false)
+                .unwrap()
+                .rechecking()
+        );
         assert_eq!(
-            c.get(&key(), RecordType::A)
+            c.get(&key(), RecordType::A, false)
                 .unwrap()
                 .entry
                 .failed_at
@@ -1050,14 +1282,22 @@ mod tests {
             0
         );
 
-        c.insert(key(), RecordType::AAAA, &positive(1));
+        c.insert(key(), RecordType::AAAA, false, &positive(1));
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(!c.get_stale(&key(), RecordType::AAAA).unwrap().rechecking());
-        c.refresh_failed(&key(), RecordType::AAAA);
-        let stale = c.get_stale(&key(), RecordType::AAAA).unwrap();
+        assert!(
+            !c.get_stale(&key(), RecordType::AAAA, false)
+                .unwrap()
+                .rechecking()
+        );
+        c.refresh_failed(&key(), RecordType::AAAA, false);
+        let stale = c.get_stale(&key(), RecordType::AAAA, false).unwrap();
         assert!(stale.is_stale() && stale.rechecking());
         // a fresh answer replaces the mark with it
-        c.insert(key(), RecordType::AAAA, &positive(1));
-        assert!(!c.get_stale(&key(), RecordType::AAAA).unwrap().rechecking());
+        c.insert(key(), RecordType::AAAA, false, &positive(1));
+        assert!(
+            !c.get_stale(&key(), RecordType::AAAA, false)
+                .unwrap()
+                .rechecking()
+        );
     }
 }

@@ -196,6 +196,19 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Budget for one attempt at one upstream server.
     pub attempt_timeout: Duration,
+    /// `trust_ad` as written; `None` leaves it to `trusts_ad`'s default.
+    pub trust_ad: Option<bool>,
+}
+
+/// Whether the upstreams' AD bit ("this data was DNSSEC-validated") is passed on to clients
+/// that ask for it. An AD bit is only as good as the path it came over: on a plain UDP path
+/// across a network anyone on that path can set it. So by default it is trusted only when
+/// every server is on this host (loopback); `[upstream] trust_ad` decides otherwise. An
+/// encrypted, authenticated upstream would count as on-path-safe here too.
+pub fn trusts_ad(config: &UpstreamConfig) -> bool {
+    config
+        .trust_ad
+        .unwrap_or_else(|| config.servers.iter().all(|s| s.ip().is_loopback()))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,6 +342,7 @@ mod raw {
         pub servers: Spanned<Vec<Spanned<String>>>,
         pub timeout_ms: Option<Spanned<u64>>,
         pub attempt_timeout_ms: Option<Spanned<u64>>,
+        pub trust_ad: Option<bool>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -451,6 +465,7 @@ impl Config {
                     servers,
                     timeout,
                     attempt_timeout: attempt_timeout.min(timeout),
+                    trust_ad: up.trust_ad,
                 })
             }
         };
@@ -1004,6 +1019,23 @@ mod tests {
         assert!(err.contains("missing [upstream]"), "{err}");
         let err = parse("[upstream]\nservers = []\n").unwrap_err().to_string();
         assert!(err.contains("upstream.servers is empty"), "{err}");
+    }
+
+    #[test]
+    fn ad_is_trusted_from_loopback_upstreams_unless_the_config_says_otherwise() {
+        let trusted = |text: &str| trusts_ad(&parse(text).unwrap().upstream);
+        assert!(trusted(
+            "[upstream]\nservers = [\"127.0.0.1:5353\", \"[::1]:53\"]\n"
+        ));
+        assert!(!trusted(
+            "[upstream]\nservers = [\"127.0.0.1\", \"192.0.2.1\"]\n"
+        ));
+        assert!(trusted(
+            "[upstream]\nservers = [\"192.0.2.1\"]\ntrust_ad = true\n"
+        ));
+        assert!(!trusted(
+            "[upstream]\nservers = [\"127.0.0.1\"]\ntrust_ad = false\n"
+        ));
     }
 
     #[test]

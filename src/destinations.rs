@@ -372,6 +372,7 @@ mod tests {
             authorities: vec![],
             additionals,
             ttl: Some(300),
+            authentic_data: false,
         }
     }
 

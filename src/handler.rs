@@ -52,7 +52,7 @@ use crate::{
         Action, AnswerMatch, ListMeta, Match, Policy, Verdict, Via, access::Client, groups::Group,
         matcher::NameKey,
     },
-    reply::Reply,
+    reply::{Reply, dnssec_ok, gives_ad, response_edns, response_metadata},
     upstream::{Upstream, UpstreamSetupError},
     wire::{formerr_for, question_is_plain},
 };
@@ -246,9 +246,34 @@ pub enum Step {
     Forward,
 }
 
+/// Writes a cache hit's reply to a client that asked with `request` and `request_edns` from
+/// the entry's wire form (`Hit::write_wire`): the form with or without DNSSEC records by the
+/// client's DO, AD by `reply::gives_ad`, the OPT as `reply::response_edns` makes it. The one
+/// place both UDP paths decide these for a hit; false when the reply must be built record by
+/// record (`cached_reply`) to be truncated.
+pub fn write_hit(
+    hit: &Hit,
+    request: &Metadata,
+    request_edns: Option<&Edns>,
+    question: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    let edns = request_edns.map(response_edns);
+    let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
+    let mut metadata = response_metadata(request, hit.rcode());
+    metadata.authentic_data = gives_ad(request, request_edns, hit.authentic_data());
+    let dnssec_ok = dnssec_ok(request_edns);
+    hit.write_wire(metadata, question, edns.as_ref(), dnssec_ok, max, out)
+}
+
 /// A cache hit as a reply built record by record (TCP, or a UDP reply that needs truncating).
 pub fn cached_reply(request: &Request, hit: &Hit, qtype: RecordType) -> Answered {
-    let reply = Reply::forwarded(&request.metadata, request.edns.as_ref(), hit.answer());
+    let reply = Reply::forwarded(
+        &request.metadata,
+        request.edns.as_ref(),
+        qtype,
+        hit.answer(),
+    );
     Answered {
         reply,
         outcome: Outcome::Cached,
@@ -452,7 +477,7 @@ impl QueryHandler {
             return done(Reply::minimal_any(meta, edns, qname), Outcome::Local, qtype);
         }
 
-        if let Some(hit) = self.cache.get(qname, qtype) {
+        if let Some(hit) = self.cache.get(qname, qtype, meta.checking_disabled) {
             self.metrics.cache_hits.inc();
             // The policy of now applies to where a cached answer leads: a list edit covers
             // answers cached before it.
@@ -631,23 +656,31 @@ impl QueryHandler {
         let screen = |destinations: DestinationsRef<'_>, trace: &mut Trace| {
             self.screen_forwarded(request, qname, qtype, destinations, trace)
         };
-        let stale = self.cache.get_stale(qname, qtype);
+        let cd = meta.checking_disabled;
+        let stale = self.cache.get_stale(qname, qtype, cd);
         if let Some(hit) = &stale {
             if let Some(blocked) = screen(hit.destinations(), trace) {
                 return done(blocked, Outcome::Blocked);
             }
             if !hit.is_stale() {
                 // a lookup that ended since `answer_locally` missed has cached it
-                return done(Reply::forwarded(meta, edns, hit.answer()), Outcome::Cached);
+                return done(
+                    Reply::forwarded(meta, edns, qtype, hit.answer()),
+                    Outcome::Cached,
+                );
             }
             if hit.rechecking() {
                 // a refresh failed moments ago: upstream is not asked again yet (RFC 8767 §4)
-                return done(Reply::forwarded(meta, edns, hit.answer()), Outcome::Stale);
+                return done(
+                    Reply::forwarded(meta, edns, qtype, hit.answer()),
+                    Outcome::Stale,
+                );
             }
         }
         let key = LookupKey {
             name: qname.clone(),
             qtype,
+            cd,
         };
         let (mut lookup, _waiting) = match self.lookups.join(key) {
             Joined::Follower(lookup) => (lookup, Some(permit)),
@@ -684,9 +717,12 @@ impl QueryHandler {
                 } else {
                     Outcome::Forwarded
                 };
-                done(Reply::forwarded(meta, edns, answer), outcome)
+                done(Reply::forwarded(meta, edns, qtype, answer), outcome)
             }
-            (_, Some(stale)) => done(Reply::forwarded(meta, edns, stale.answer()), Outcome::Stale),
+            (_, Some(stale)) => done(
+                Reply::forwarded(meta, edns, qtype, stale.answer()),
+                Outcome::Stale,
+            ),
             _ => done(
                 Reply::new(meta, edns, ResponseCode::ServFail),
                 Outcome::Servfail,
@@ -702,25 +738,25 @@ impl QueryHandler {
         finish: Finish<LookupKey, Option<Arc<Resolved>>>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let LookupKey { name, qtype } = finish.key().clone();
+        let LookupKey { name, qtype, cd } = finish.key().clone();
         // loaded once: a reload that swaps the upstreams meanwhile does not cut this lookup
         let upstream = self.upstream.load_full();
-        let answer = match upstream.resolve(&name, qtype).await {
+        let answer = match upstream.resolve(&name, qtype, cd).await {
             Ok((answer, server)) => {
                 // Worked out once, for the cache and every waiter's screening.
                 let destinations = Destinations::of(&name, &answer);
-                if !replaces_stale(&answer) && self.cache.get_stale(&name, qtype).is_some() {
+                if !replaces_stale(&answer) && self.cache.get_stale(&name, qtype, cd).is_some() {
                     // a failure must not replace an answer that can still be served stale
-                    self.cache.refresh_failed(&name, qtype);
+                    self.cache.refresh_failed(&name, qtype, cd);
                 } else {
                     self.cache
-                        .insert_inspected(name, qtype, &answer, &destinations);
+                        .insert_inspected(name, qtype, cd, &answer, &destinations);
                 }
                 Some(Arc::new((answer, destinations, server)))
             }
             Err(e) => {
                 tracing::debug!(qname = %name, %qtype, error = %e, "no upstream answer");
-                self.cache.refresh_failed(&name, qtype);
+                self.cache.refresh_failed(&name, qtype, cd);
                 None
             }
         };

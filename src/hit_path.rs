@@ -26,10 +26,10 @@ use hickory_server::{server::Request, zone_handler::Queries};
 
 use crate::{
     evidence::querylog::Answers,
-    handler::{Answered, QueryHandler, Step, encode_for, slip_reply},
+    handler::{Answered, QueryHandler, Step, encode_for, slip_reply, write_hit},
     limits::{Admit, Transport},
     metrics::Outcome,
-    reply::{Reply, response_edns, response_metadata},
+    reply::Reply,
     udp::{Action, respond},
     wire::{formerr_for, question_is_plain},
 };
@@ -127,17 +127,15 @@ pub fn answer(
     );
     let answered = match step {
         Step::Cached(hit, qtype) => {
-            let edns = query.edns.as_ref().map(response_edns);
-            let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
-            let metadata = response_metadata(&query.metadata, hit.rcode());
-            if hit.write_wire(metadata, query.question, edns.as_ref(), max, out) {
+            let request_edns = query.edns.as_ref();
+            if write_hit(&hit, &query.metadata, request_edns, query.question, out) {
                 handler.metrics.query(Protocol::Udp, qtype, Outcome::Cached);
                 handler.metrics.response(hit.rcode());
                 handler.log(trace, Outcome::Cached, hit.rcode(), Answers::Hit(hit));
                 return Some(Action::Send);
             }
             // too big for the client: built record by record, then truncated
-            let reply = Reply::forwarded(&query.metadata, query.edns.as_ref(), hit.answer());
+            let reply = Reply::forwarded(&query.metadata, request_edns, qtype, hit.answer());
             Answered {
                 reply,
                 outcome: Outcome::Cached,
@@ -256,10 +254,35 @@ mod tests {
                 authorities: vec![],
                 additionals: vec![],
                 ttl: Some(300),
+                authentic_data: false,
             };
-            h.cache.insert(LowerName::new(&owner), qtype, &answer);
+            h.cache
+                .insert(LowerName::new(&owner), qtype, false, &answer);
         };
         cache("www.example.", RecordType::A, 1);
+        // a signed answer from a trusted upstream: an RRSIG for DO clients, AD for those asking
+        let owner = Name::from_ascii("signed.example.").unwrap();
+        let expiration = u32::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 86_400,
+        )
+        .unwrap();
+        let signed = Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![
+                Record::from_rdata(owner.clone(), 300, RData::A(A::new(192, 0, 2, 9))),
+                crate::answer::test_rrsig(&owner, RecordType::A, expiration),
+            ],
+            authorities: vec![],
+            additionals: vec![],
+            ttl: Some(300),
+            authentic_data: true,
+        };
+        h.cache
+            .insert(LowerName::new(&owner), RecordType::A, false, &signed);
         // 40 addresses: 40 * 16 bytes, more than 512 (no EDNS) and than a 512-byte EDNS client
         cache("big.example.", RecordType::A, 40);
         h
@@ -267,14 +290,35 @@ mod tests {
 
     /// A query for `name` as a stub resolver sends it, with an OPT record when `edns` is set.
     fn query(name: &str, qtype: RecordType, edns: Option<(u16, u8)>) -> Vec<u8> {
+        dnssec_query(name, qtype, edns, Flags::default())
+    }
+
+    /// The DNSSEC bits of a query: DO (in the OPT record), AD and CD (in the header).
+    #[derive(Default, Clone, Copy, Debug)]
+    struct Flags {
+        dnssec_ok: bool,
+        ad: bool,
+        cd: bool,
+    }
+
+    /// `query` with the DNSSEC bits of `flags`.
+    fn dnssec_query(
+        name: &str,
+        qtype: RecordType,
+        edns: Option<(u16, u8)>,
+        flags: Flags,
+    ) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.id = 4242;
         m.metadata.recursion_desired = true;
+        m.metadata.authentic_data = flags.ad;
+        m.metadata.checking_disabled = flags.cd;
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
         if let Some((payload, version)) = edns {
             let mut e = Edns::new();
             e.set_max_payload(payload);
             e.set_version(version);
+            e.set_dnssec_ok(flags.dnssec_ok);
             m.edns = Some(e);
         }
         m.to_vec().unwrap()
@@ -425,6 +469,61 @@ mod tests {
                 matches!(action, Some(Action::Forward(..))) || any,
                 "{d:02x?}"
             );
+        }
+    }
+
+    /// Signed answers, blocked names and misses, asked with every mix of DO, AD and CD: the hit
+    /// path's replies are the full path's byte for byte, and they say what RFC 4035 and 6840
+    /// ask: RRSIGs and DO only for DO, AD only for AD or DO and never on a block, a CD query
+    /// never answered from what a query without CD cached.
+    #[tokio::test]
+    async fn dnssec_bits_are_the_full_paths_and_follow_the_rfcs() {
+        let mut datagrams = Vec::new();
+        let mut asked = Vec::new();
+        for name in ["signed.example.", "www.example.", "tracking.example."] {
+            for (dnssec_ok, ad, cd) in [
+                (false, false, false),
+                (true, false, false),
+                (false, true, false),
+                (true, true, false),
+                (true, false, true),
+            ] {
+                let flags = Flags { dnssec_ok, ad, cd };
+                datagrams.push(dnssec_query(name, RecordType::A, Some((1232, 0)), flags));
+                asked.push((name, flags));
+            }
+        }
+        let taken = same_as_full_path("", CLIENT, &datagrams).await;
+        assert_eq!(taken, datagrams.len());
+
+        let h = handler("").await;
+        let mut out = Vec::new();
+        for (d, (name, flags)) in datagrams.iter().zip(asked) {
+            let action = answer(&h, d, CLIENT.parse().unwrap(), &mut out).unwrap();
+            if flags.cd && name != "tracking.example." {
+                // cached without CD: a CD query goes upstream for its own answer
+                assert!(matches!(action, Action::Forward(..)), "{name} {flags:?}");
+                continue;
+            }
+            let reply = Message::from_vec(&out).unwrap();
+            let sigs = reply
+                .answers
+                .iter()
+                .filter(|r| r.record_type() == RecordType::RRSIG)
+                .count();
+            let signed = name == "signed.example.";
+            assert_eq!(
+                sigs,
+                usize::from(signed && flags.dnssec_ok),
+                "{name} {flags:?}"
+            );
+            assert_eq!(
+                reply.metadata.authentic_data,
+                signed && (flags.ad || flags.dnssec_ok),
+                "{name} {flags:?}"
+            );
+            assert_eq!(reply.metadata.checking_disabled, flags.cd);
+            assert_eq!(reply.edns.unwrap().flags().dnssec_ok, flags.dnssec_ok);
         }
     }
 

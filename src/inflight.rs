@@ -35,12 +35,14 @@ pub type Resolved = (
 
 pub type Lookups = InFlight<LookupKey, Option<Arc<Resolved>>>;
 
-/// What a lookup is shared by: the question. A struct so that the bits that change an upstream
-/// answer (DNSSEC's DO and CD) can join it.
+/// What a lookup is shared by: the question, and the client's CD bit, which is passed upstream
+/// and changes the answer (data a validating upstream would reject). DO does not: every
+/// upstream query sets it, and the answer serves clients with and without it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LookupKey {
     pub name: LowerName,
     pub qtype: RecordType,
+    pub cd: bool,
 }
 
 /// The lookups in progress, by key.

@@ -105,9 +105,21 @@ impl Reply {
         reply
     }
 
-    /// An upstream (or cached) answer, as the reply to `request`.
-    pub fn forwarded(request: &Metadata, request_edns: Option<&Edns>, answer: Answer) -> Self {
+    /// An upstream (or cached) answer, as the reply to `request` for `qtype`: without its
+    /// RRSIG, NSEC and NSEC3 records unless the client set DO (RFC 4035 §3.2.1), and with AD
+    /// only as `gives_ad` allows.
+    pub fn forwarded(
+        request: &Metadata,
+        request_edns: Option<&Edns>,
+        qtype: RecordType,
+        answer: Answer,
+    ) -> Self {
         let mut reply = Self::new(request, request_edns, answer.rcode);
+        reply.metadata.authentic_data = gives_ad(request, request_edns, answer.authentic_data);
+        let answer = match dnssec_ok(request_edns) {
+            true => answer,
+            false => answer.without_dnssec(qtype).unwrap_or(answer),
+        };
         reply.answers = answer.answers;
         reply.authorities = answer.authorities;
         reply.additionals = answer.additionals;
@@ -149,12 +161,28 @@ pub fn response_metadata(request: &Metadata, rcode: ResponseCode) -> Metadata {
 
 /// The OPT record of a response to a client that sent `request`. Its payload size also bounds
 /// the UDP reply: hickory truncates (TC=1) anything bigger, so it is the smaller of what the client
-/// can take and what hushd offers, never below 512 (RFC 6891 §6.2.5).
+/// can take and what hushd offers, never below 512 (RFC 6891 §6.2.5). DO is echoed (RFC 3225
+/// §3), on every reply, hushd's own included: it says the reply was made for a DNSSEC-aware
+/// client, not that it is signed.
 pub fn response_edns(request: &Edns) -> Edns {
     let mut edns = Edns::new();
     edns.set_version(0);
     edns.set_max_payload(request.max_payload().clamp(512, EDNS_PAYLOAD));
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
     edns
+}
+
+/// The client set DO: it wants the DNSSEC records of an answer.
+pub fn dnssec_ok(request_edns: Option<&Edns>) -> bool {
+    request_edns.is_some_and(|e| e.flags().dnssec_ok)
+}
+
+/// The AD bit of a reply to `request` carrying an answer whose AD is `authentic`: set only when
+/// the answer is upstream's, validated and from a trusted upstream (`authentic`: `Answer` and
+/// `Hit` clear it otherwise, and hushd's own answers never pass here), and the client showed it
+/// understands AD by setting AD or DO (RFC 6840 §5.7-5.8).
+pub fn gives_ad(request: &Metadata, request_edns: Option<&Edns>, authentic: bool) -> bool {
+    authentic && (request.authentic_data || dnssec_ok(request_edns))
 }
 
 /// A synthetic SOA for blocked names, owned by the blocked name itself.

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     evidence::querylog::{Answers, Trace},
-    handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode, slip_reply},
+    handler::{
+        Admission, Answered, QueryHandler, Step, cached_reply, encode, slip_reply, write_hit,
+    },
     hit_path, listener,
     metrics::Outcome,
-    reply::{response_edns, response_metadata},
     wire::EDNS_PAYLOAD,
 };
 
@@ -277,11 +278,14 @@ pub(crate) fn respond(
 ) -> Action {
     let answered = match step {
         Step::Cached(hit, qtype) => {
-            let edns = request.edns.as_ref().map(response_edns);
-            let max = edns.as_ref().map_or(512, |e| usize::from(e.max_payload()));
-            let metadata = response_metadata(&request.metadata, hit.rcode());
             let question = request.queries.as_bytes();
-            if hit.write_wire(metadata, question, edns.as_ref(), max, out) {
+            if write_hit(
+                &hit,
+                &request.metadata,
+                request.edns.as_ref(),
+                question,
+                out,
+            ) {
                 handler.count_parts(&request, qtype, Outcome::Cached, hit.rcode());
                 handler.log(trace, Outcome::Cached, hit.rcode(), Answers::Hit(hit));
                 return Action::Send;

@@ -84,8 +84,13 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
             authorities: vec![],
             additionals: vec![],
             ttl: Some(300),
+            authentic_data: true,
         };
-        handler.cache.insert(owner, RecordType::A, &answer);
+        // with CD clear and set: both keys of the cache
+        handler
+            .cache
+            .insert(owner.clone(), RecordType::A, false, &answer);
+        handler.cache.insert(owner, RecordType::A, true, &answer);
     }
     State { runtime, handler }
 });

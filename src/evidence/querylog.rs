@@ -893,10 +893,11 @@ mod tests {
             authorities: vec![],
             additionals: vec![],
             ttl: Some(300),
+            authentic_data: false,
         };
         handler
             .cache
-            .insert(LowerName::new(&owner), RecordType::A, &answer);
+            .insert(LowerName::new(&owner), RecordType::A, false, &answer);
         let mut m = Message::query();
         m.metadata.id = 7;
         m.add_query(hickory_proto::op::Query::query(owner, RecordType::A));

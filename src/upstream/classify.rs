@@ -53,6 +53,7 @@ pub fn answers_question(reply: &Message, asked: &Query) -> bool {
 /// A NOERROR or NXDOMAIN reply as an `Answer`, with the TTL it may be reused for.
 fn answer_of(reply: Message, qtype: RecordType) -> Answer {
     let rcode = reply.metadata.response_code;
+    let authentic_data = reply.metadata.authentic_data;
     // A CNAME chain that ends in no data (or no name) is a negative answer for the question:
     // it lives no longer than the negative TTL, nor than any link of the chain.
     let has_data = reply
@@ -76,6 +77,8 @@ fn answer_of(reply: Message, qtype: RecordType) -> Answer {
         authorities: reply.authorities,
         additionals: reply.additionals,
         ttl,
+        // as the server said; `Upstream` clears it for a server not trusted to say it
+        authentic_data,
     }
 }
 

@@ -20,11 +20,12 @@ impl Exchange {
     pub async fn exchange(
         &self,
         query: &Query,
+        checking_disabled: bool,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         match self {
-            Self::Udp(udp) => udp.exchange(query, timeout).await,
-            Self::Tcp(tcp) => tcp.exchange(query, timeout).await,
+            Self::Udp(udp) => udp.exchange(query, checking_disabled, timeout).await,
+            Self::Tcp(tcp) => tcp.exchange(query, checking_disabled, timeout).await,
         }
     }
 }
@@ -53,14 +54,26 @@ impl ExchangeError {
     }
 }
 
-/// The query hushd sends for `query`: recursion desired, hushd's EDNS payload, ID `id`.
-pub fn query_message(id: u16, query: &Query, edns_payload: u16) -> Message {
+/// The query hushd sends for `query`: recursion desired, hushd's EDNS payload, ID `id`. DO is
+/// always set (RFC 3225), so the answer carries its signatures and denial proofs whether or not
+/// the client that caused the lookup wants them: one cached answer serves both kinds of client
+/// (the records are left out for a client without DO when it is served). CD is the client's
+/// (RFC 4035 §3.2.2): a validating client that checks for itself asks for data its upstream's
+/// validation would have rejected.
+pub fn query_message(
+    id: u16,
+    query: &Query,
+    edns_payload: u16,
+    checking_disabled: bool,
+) -> Message {
     let mut message = Message::query();
     message.metadata.id = id;
     message.metadata.recursion_desired = true;
+    message.metadata.checking_disabled = checking_disabled;
     message.add_query(query.clone());
     let mut edns = Edns::new();
     edns.set_max_payload(edns_payload);
+    edns.set_dnssec_ok(true);
     message.set_edns(edns);
     message
 }

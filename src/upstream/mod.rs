@@ -37,7 +37,12 @@ use self::{
     tcp::TcpExchange,
     udp::UdpExchange,
 };
-use crate::{answer::Answer, config::UpstreamConfig, metrics::Metrics, wire::EDNS_PAYLOAD};
+use crate::{
+    answer::Answer,
+    config::{UpstreamConfig, trusts_ad},
+    metrics::Metrics,
+    wire::EDNS_PAYLOAD,
+};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -67,6 +72,8 @@ struct Server {
     failures: AtomicU32,
     /// Milliseconds since `Upstream::epoch` until which this server is skipped.
     down_until: AtomicU64,
+    /// Its AD bit is passed on to clients (`config::trusts_ad`); otherwise cleared.
+    trust_ad: bool,
 }
 
 /// How one attempt at one server ended.
@@ -117,6 +124,7 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Result<Self, UpstreamSetupError> {
         let mut servers = Vec::with_capacity(config.servers.len());
+        let trust_ad = trusts_ad(config);
         for &addr in &config.servers {
             let (duration, errors, rejected) = metrics.upstream(&addr.to_string());
             let udp = UdpExchange::new(addr, EDNS_PAYLOAD, rejected)
@@ -130,6 +138,7 @@ impl Upstream {
                 errors,
                 failures: AtomicU32::new(0),
                 down_until: AtomicU64::new(0),
+                trust_ad,
             });
         }
         Ok(Self {
@@ -146,11 +155,13 @@ impl Upstream {
 
     /// An answer (NOERROR, NXDOMAIN, or a resolution failure when every server asked answered
     /// SERVFAIL, REFUSED or the like) and the server it came from (for a resolution failure,
-    /// the last one asked), or an error when no server answered in time.
+    /// the last one asked), or an error when no server answered in time. `checking_disabled`
+    /// is the client's CD bit, passed on.
     pub async fn resolve(
         &self,
         name: &Name,
         qtype: RecordType,
+        checking_disabled: bool,
     ) -> Result<(Answer, SocketAddr), UpstreamError> {
         let deadline = Instant::now() + self.timeout;
         let mut query = Query::query(name.clone(), qtype);
@@ -185,9 +196,13 @@ impl Upstream {
             let attempt_budget = budget.min(self.attempt_timeout);
             let started = Instant::now();
             let failures_before = server.failures.load(Ordering::Relaxed);
-            match self.attempt(server, &query, attempt_budget).await {
-                Attempt::Answer(answer) => {
+            match self
+                .attempt(server, &query, checking_disabled, attempt_budget)
+                .await
+            {
+                Attempt::Answer(mut answer) => {
                     server.answered(started);
+                    answer.authentic_data &= server.trust_ad;
                     return Ok((answer, server.addr));
                 }
                 Attempt::RcodeFailure(rcode) => {
@@ -225,16 +240,22 @@ impl Upstream {
     }
 
     /// One attempt at one server within `budget`: UDP, then TCP if the reply was truncated.
-    async fn attempt(&self, server: &Server, query: &Query, budget: Duration) -> Attempt {
+    async fn attempt(
+        &self,
+        server: &Server,
+        query: &Query,
+        checking_disabled: bool,
+        budget: Duration,
+    ) -> Attempt {
         let deadline = Instant::now() + budget;
-        let reply = match server.udp.exchange(query, budget).await {
+        let reply = match server.udp.exchange(query, checking_disabled, budget).await {
             Ok(reply) => reply,
             Err(e) => return Attempt::of_error(&e),
         };
         match classify(reply, query) {
             Classified::Truncated => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match server.tcp.exchange(query, left).await {
+                match server.tcp.exchange(query, checking_disabled, left).await {
                     Ok(reply) => Attempt::of(classify(reply, query)),
                     Err(e) => Attempt::of_error(&e),
                 }

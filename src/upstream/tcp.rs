@@ -30,10 +30,11 @@ impl TcpExchange {
     pub async fn exchange(
         &self,
         query: &Query,
+        checking_disabled: bool,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         let id = random_id();
-        let bytes = query_message(id, query, self.edns_payload)
+        let bytes = query_message(id, query, self.edns_payload, checking_disabled)
             .to_vec()
             .map_err(|e| ExchangeError::Encode(e.to_string()))?;
         let frame = framed(&bytes).ok_or_else(|| ExchangeError::Encode("query too long".into()))?;

@@ -217,6 +217,7 @@ impl UdpExchange {
     pub async fn exchange(
         &self,
         query: &Query,
+        checking_disabled: bool,
         timeout: Duration,
     ) -> Result<Message, ExchangeError> {
         let (tx, rx) = oneshot::channel();
@@ -251,7 +252,7 @@ impl UdpExchange {
         // Whatever happens from here, the entry must not outlive this call.
         let _cleanup = RemoveOnDrop { pooled, id };
 
-        let bytes = query_message(id, query, self.edns_payload)
+        let bytes = query_message(id, query, self.edns_payload, checking_disabled)
             .to_vec()
             .map_err(|e| ExchangeError::Encode(e.to_string()))?;
         pooled.socket.send(&bytes).await?;
