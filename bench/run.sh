@@ -4,13 +4,13 @@
 # the same queries and the same CPU pinning. Everything runs on 127.0.0.0/8. See bench/README.md.
 #
 # usage: bench/run.sh [--quick] [--runs N] [--sizes 1000,1000000] [--peers hushd,unbound,dnsmasq,floor]
-#                     [--run DIR] [--only memory|speed]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
+#                     [--run DIR] [--only memory|speed] [--dnssec]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor ONLY=
+QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor ONLY= DNSSEC=0
 RUN=${RUN:-/tmp/hushd-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -20,6 +20,7 @@ while [[ $# -gt 0 ]]; do
     --peers) PEERS=$2; shift ;;
     --run) RUN=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --dnssec) DNSSEC=1 ;;
     -h|--help) usage ;;
     *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
   esac
@@ -62,6 +63,15 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 for tool in dnsperf nsd nsd-checkconf bc taskset timeout; do
   command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y dnsperf nsd unbound dnsmasq-base bc)"
 done
+# --dnssec: the upstream's zones are signed and every dnsperf query sets DO (dnsperf -D), so
+# answers carry RRSIGs (and the NSEC that proves a wildcard expansion) to cache and serve.
+DNSPERF_DNSSEC=()
+if [[ $DNSSEC == 1 ]]; then
+  for tool in ldns-keygen ldns-signzone; do
+    command -v "$tool" >/dev/null || die "$tool not found (apt-get install -y ldnsutils)"
+  done
+  DNSPERF_DNSSEC=(-D)
+fi
 case $UPSTREAM_ADDR in 127.*) ;; *) die "UPSTREAM must be on 127.0.0.0/8" ;; esac
 [[ $BENCH_NET =~ ^127\.[0-9]+\.[0-9]+$ ]] || die "BENCH_NET must look like 127.X.Y"
 if (( $(nproc) < 2 )); then log "only one CPU: daemon and load share CPU 0"; DAEMON_CPU=0 LOAD_CPU=0; fi
@@ -81,7 +91,7 @@ on_load_cpu() { taskset -c "$LOAD_CPU" "$@"; }
 dnsperf_run() {
   local out=$1 qf=$2 secs=$3; shift 3
   timeout $(( ${secs%.*} + 30 )) taskset -c "$LOAD_CPU" dnsperf -s "$PEER_ADDR" -p "$PEER_PORT" -d "$qf" \
-    -l "$secs" -n "${PASSES:-$MAX_PASSES}" -c "$CLIENTS" -T "$THREADS" -q "$OUTSTANDING" -t 2 "$@" > "$out" 2>&1 &
+    -l "$secs" -n "${PASSES:-$MAX_PASSES}" -c "$CLIENTS" -T "$THREADS" -q "$OUTSTANDING" -t 2 "${DNSPERF_DNSSEC[@]}" "$@" > "$out" 2>&1 &
   LOAD_PID=$!
   wait "$LOAD_PID" || true
   LOAD_PID=
@@ -145,6 +155,14 @@ ns   A    $UPSTREAM_ADDR
 *    A    $ip
 *    AAAA 2001:db8::1
 Z
+    if [[ $DNSSEC == 1 ]]; then
+      # a KSK and a ZSK (ECDSA P-256, what most signed zones use), signed in place of the file
+      local ksk zsk
+      ksk=$(cd "$d" && ldns-keygen -a ECDSAP256SHA256 -k "$zone") || die "ldns-keygen failed"
+      zsk=$(cd "$d" && ldns-keygen -a ECDSAP256SHA256 "$zone") || die "ldns-keygen failed"
+      (cd "$d" && ldns-signzone -o "$zone." -f "$zone.signed" "$zone.zone" "$zsk" "$ksk" && mv "$zone.signed" "$zone.zone") \
+        || die "ldns-signzone failed"
+    fi
   done
   cat > "$d/nsd.conf" <<C
 server:
@@ -180,7 +198,7 @@ C
   UPSTREAM_PID=$(cat "$d/nsd.pid" 2>/dev/null) || die "NSD did not start (see $d/nsd.log)"
   timeout 30 "$PY" "$HERE/probe.py" "$UPSTREAM_ADDR" "$UPSTREAM_PORT" 20 host0.example-allowed.test NOERROR >/dev/null \
     || die "NSD does not answer (see $d/nsd.log)"
-  log "upstream: $(nsd -v 2>&1 | head -n 1) on $UPSTREAM (pid $UPSTREAM_PID)"
+  log "upstream: $(nsd -v 2>&1 | head -n 1) on $UPSTREAM (pid $UPSTREAM_PID)$([[ $DNSSEC == 1 ]] && echo ", zones signed, queries with DO")"
 }
 
 # --- one peer, one list size, one run: appends one row to $RAW ------------------------------
@@ -276,7 +294,7 @@ bench_one() {
   [[ $reload == NA ]] || window=$(calc "w = $EDIT_AT + 2 * $reload + 3; if (w < $RELOAD_WINDOW) w = $RELOAD_WINDOW; if (w > 60) w = 60; w" 0)
   name=new$RANDOM$RANDOM.telemetry-block.test
   timeout $(( window + 30 )) taskset -c "$LOAD_CPU" dnsperf -s "$PEER_ADDR" -p "$PEER_PORT" -d "$queries" \
-    -l "$window" -Q "$LAT_QPS" -c "$CLIENTS" -T "$THREADS" -t 2 -n "$MAX_PASSES" > "$OUT/reload-load.txt" 2>&1 &
+    -l "$window" -Q "$LAT_QPS" -c "$CLIENTS" -T "$THREADS" -t 2 -n "$MAX_PASSES" "${DNSPERF_DNSSEC[@]}" > "$OUT/reload-load.txt" 2>&1 &
   LOAD_PID=$!
   timeout $(( window + 30 )) taskset -c "$LOAD_CPU" "$PY" "$HERE/gapprobe.py" "$PEER_ADDR" "$PEER_PORT" \
     host1.example-allowed.test "$window" > "$OUT/reload-gap.txt" 2>&1 &

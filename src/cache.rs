@@ -918,6 +918,99 @@ mod tests {
         assert!(!stale.answer().authentic_data);
     }
 
+    /// What keeping a second form costs and saves, on an answer shaped like NSD's for a name
+    /// in a signed wildcard zone (A + RRSIG; NS + RRSIG and the wildcard's NSEC + RRSIG in the
+    /// authority section; the server's A + RRSIG as glue): the entry's bytes, and the time to
+    /// write a hit for a DO client, for a plain one from the second form, and for a plain one
+    /// the other way, deriving the stripped reply from the records on each hit. Prints the
+    /// figures, asserts nothing about time. Run in release:
+    /// `cargo test --release --lib -- --ignored cost_of_the_second_form --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn cost_of_the_second_form() {
+        use hickory_proto::{
+            dnssec::rdata::{DNSSECRData, NSEC},
+            rr::rdata::NS,
+        };
+        let c = Cache::new(&config());
+        let (zone, owner, ns) = (
+            Name::from_str("example.").unwrap(),
+            Name::from_str("a.example.").unwrap(),
+            Name::from_str("ns.example.").unwrap(),
+        );
+        let wildcard = Name::from_str("*.example.").unwrap();
+        let exp = far_future();
+        let sig = |n: &Name, t| crate::answer::test_rrsig(n, t, exp);
+        let a = |n: &Name| Record::from_rdata(n.clone(), 300, RData::A(A::new(192, 0, 2, 1)));
+        let nsec = NSEC::new(
+            ns.clone(),
+            [RecordType::A, RecordType::RRSIG, RecordType::NSEC],
+        );
+        let answer = Answer {
+            rcode: ResponseCode::NoError,
+            answers: vec![a(&owner), sig(&owner, RecordType::A)],
+            authorities: vec![
+                Record::from_rdata(zone.clone(), 300, RData::NS(NS(ns.clone()))),
+                sig(&zone, RecordType::NS),
+                Record::from_rdata(
+                    wildcard.clone(),
+                    300,
+                    RData::DNSSEC(DNSSECRData::NSEC(nsec)),
+                ),
+                sig(&wildcard, RecordType::NSEC),
+            ],
+            additionals: vec![a(&ns), sig(&ns, RecordType::A)],
+            ttl: Some(300),
+            authentic_data: true,
+        };
+        c.insert(key(), RecordType::AAAA, false, &positive(300));
+        c.insert(key(), RecordType::A, false, &answer);
+        let unsigned = c.get(&key(), RecordType::AAAA, false).unwrap();
+        let hit = c.get(&key(), RecordType::A, false).unwrap();
+        let plain = hit.entry.plain.as_deref().unwrap();
+        let second = (size_of::<Form>() + plain.wire.len() + plain.ttl_at.len() * 2) as u64;
+        println!(
+            "entry bytes: unsigned A {}, signed {} of which the second form {} ({:.0} %)",
+            unsigned.entry.bytes(),
+            hit.entry.bytes(),
+            second,
+            second as f64 * 100.0 / (hit.entry.bytes() - second) as f64
+        );
+
+        let question = b"\x01a\x07example\x00\x00\x01\x00\x01";
+        let metadata = Metadata::new(7, MessageType::Response, OpCode::Query);
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let mut out = Vec::with_capacity(4096);
+        const N: u32 = 200_000;
+        let time = |what: &str, f: &mut dyn FnMut()| {
+            let mut best = Duration::MAX;
+            for _ in 0..5 {
+                let started = Instant::now();
+                for _ in 0..N {
+                    f();
+                }
+                best = best.min(started.elapsed() / N);
+            }
+            println!("{what}: {best:?} a hit (best of 5 x {N})");
+        };
+        time("unsigned A, one form", &mut || {
+            assert!(unsigned.write_wire(metadata, question, Some(&edns), false, 1232, &mut out));
+        });
+        time("signed, DO client", &mut || {
+            assert!(hit.write_wire(metadata, question, Some(&edns), true, 1232, &mut out));
+        });
+        time("signed, plain client, second form", &mut || {
+            assert!(hit.write_wire(metadata, question, Some(&edns), false, 1232, &mut out));
+        });
+        time("signed, plain client, derived on the hit", &mut || {
+            let stripped = hit.answer().without_dnssec(RecordType::A).unwrap();
+            let (bytes, ..) = encode_form(&key(), RecordType::A, &stripped).unwrap();
+            out.clear();
+            out.extend_from_slice(&bytes);
+        });
+    }
+
     /// `www.example.` -> CNAME `cdn.example.` -> A and AAAA (TTLs 3600 and 30), and an A for
     /// `cdn.example.` in the additional section, which is no destination.
     fn chained() -> Answer {
