@@ -90,13 +90,15 @@ impl DohExchange {
             .into();
         // As for DoT: a reused connection the server closed meanwhile (GOAWAY after its idle
         // time) gets the query again on a new one, and is not the server's failure.
-        loop {
+        // at most one retry: a connection that is made for the query and fails is the server's
+        for retry in [true, false] {
             let Got { connection, fresh } = self.slot.get(|| self.connect()).await?;
             match connection.ask(&self.uri, body.clone()).await {
-                Err(ExchangeError::Closed) if !fresh => continue,
+                Err(ExchangeError::Closed) if !fresh && retry => continue,
                 result => return result,
             }
         }
+        Err(ExchangeError::Closed)
     }
 
     async fn connect(&self) -> Result<Arc<DohConnection>, ExchangeError> {

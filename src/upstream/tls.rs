@@ -90,7 +90,8 @@ impl DotExchange {
         // A reused connection may have been closed by the server just as the query went out
         // (its idle timer and ours race): such a query is asked once more on a new one, so an
         // ordinary idle close never counts against the server.
-        loop {
+        // at most one retry: a connection that is made for the query and fails is the server's
+        for retry in [true, false] {
             let Got { connection, fresh } = self
                 .slot
                 .get(|| async {
@@ -99,10 +100,11 @@ impl DotExchange {
                 })
                 .await?;
             match connection.ask(query, self.edns_payload).await {
-                Err(ExchangeError::Closed) if !fresh => continue,
+                Err(ExchangeError::Closed) if !fresh && retry => continue,
                 result => return result,
             }
         }
+        Err(ExchangeError::Closed)
     }
 }
 
