@@ -15,7 +15,9 @@ use toml::Spanned;
 use crate::diagnostic::{LoadError, LoadErrors};
 
 mod groups;
+mod upstream_server;
 pub use self::groups::{ClientName, DEFAULT_GROUP, GroupConfig};
+pub use self::upstream_server::{Transport, UpstreamServer};
 
 /// The answer a blocked lookup gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -191,7 +193,11 @@ pub struct ServerConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
-    pub servers: Vec<SocketAddr>,
+    /// Plain, DoT (`tls://`) and DoH (`https://`) servers, tried in this order.
+    pub servers: Vec<UpstreamServer>,
+    /// PEM certificates trusted beside the system's roots for DoT and DoH servers (an office's
+    /// own CA). Absolute, or already joined to the config's folder.
+    pub ca_file: Option<PathBuf>,
     /// Budget for one client query across all upstream attempts; past it the client gets SERVFAIL.
     pub timeout: Duration,
     /// Budget for one attempt at one upstream server.
@@ -203,12 +209,15 @@ pub struct UpstreamConfig {
 /// Whether the upstreams' AD bit ("this data was DNSSEC-validated") is passed on to clients
 /// that ask for it. An AD bit is only as good as the path it came over: on a plain UDP path
 /// across a network anyone on that path can set it. So by default it is trusted only when
-/// every server is on this host (loopback); `[upstream] trust_ad` decides otherwise. An
-/// encrypted, authenticated upstream would count as on-path-safe here too.
+/// every server is on this host (loopback) or reached over TLS or HTTPS, whose certificate
+/// check authenticates the path; `[upstream] trust_ad` decides otherwise.
 pub fn trusts_ad(config: &UpstreamConfig) -> bool {
-    config
-        .trust_ad
-        .unwrap_or_else(|| config.servers.iter().all(|s| s.ip().is_loopback()))
+    config.trust_ad.unwrap_or_else(|| {
+        config
+            .servers
+            .iter()
+            .all(|s| s.is_encrypted() || s.addr.ip().is_loopback())
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +349,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Upstream {
         pub servers: Spanned<Vec<Spanned<String>>>,
+        pub ca_file: Option<Spanned<String>>,
         pub timeout_ms: Option<Spanned<u64>>,
         pub attempt_timeout_ms: Option<Spanned<u64>>,
         pub trust_ad: Option<bool>,
@@ -448,9 +458,19 @@ impl Config {
                 let servers = each(
                     Some(up.servers.get_ref()),
                     &[],
-                    |s| parse_socket_addr(s, Some(53)),
+                    UpstreamServer::parse,
                     &mut err_at,
                 );
+                let ca_file = up.ca_file.as_ref().and_then(|f| {
+                    let file = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
+                    match crate::upstream::load_ca_file(&file) {
+                        Ok(_) => Some(file),
+                        Err(e) => {
+                            err_at(f.span(), e);
+                            None
+                        }
+                    }
+                });
                 let mut millis = |v: &Option<Spanned<u64>>, default: u64, key: &str| match v {
                     Some(v) if !(50..=60_000).contains(v.get_ref()) => {
                         err_at(v.span(), format!("{key} must be between 50 and 60000"));
@@ -463,6 +483,7 @@ impl Config {
                 let attempt_timeout = millis(&up.attempt_timeout_ms, 2000, "attempt_timeout_ms");
                 Some(UpstreamConfig {
                     servers,
+                    ca_file,
                     timeout,
                     attempt_timeout: attempt_timeout.min(timeout),
                     trust_ad: up.trust_ad,
@@ -866,7 +887,14 @@ mod tests {
         );
         assert!(c.server.listen.iter().all(|a| a.ip().is_loopback()));
         assert!(c.metrics.listen.unwrap().ip().is_loopback());
-        assert_eq!(c.upstream.servers, vec!["192.0.2.1:53".parse().unwrap()]);
+        assert_eq!(
+            c.upstream.servers,
+            vec![UpstreamServer {
+                addr: "192.0.2.1:53".parse().unwrap(),
+                transport: Transport::Plain
+            }]
+        );
+        assert_eq!(c.upstream.ca_file, None);
         assert_eq!(c.blocklists.dir, Path::new("/etc/hushd/blocklists"));
         assert_eq!(c.server.block_response, BlockResponse::Nxdomain);
         assert!(c.upstream.timeout < Duration::from_secs(5));
@@ -997,6 +1025,53 @@ mod tests {
         );
         assert!(lines[2].contains(":3:32:"), "{}", lines[2]);
         assert!(lines[3].contains(":5:12:"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn encrypted_servers_parse_beside_plain_ones_and_bad_forms_point_at_their_place() {
+        let c = parse(
+            "[upstream]\nservers = [\"192.0.2.1\", \"tls://192.0.2.2#dot.example\", \"https://192.0.2.3/q#doh.example\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c.upstream.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "192.0.2.1:53",
+                "tls://192.0.2.2:853#dot.example",
+                "https://192.0.2.3:443/q#doh.example"
+            ]
+        );
+        let err = parse("[upstream]\nservers = [\"192.0.2.1\",\n  \"tls://dot.example\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:3: \"tls://dot.example\": "), "{err}");
+        assert!(err.contains("give the server's IP address"), "{err}");
+    }
+
+    #[test]
+    fn upstream_ca_file_must_hold_a_certificate_and_is_found_beside_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hushd.toml");
+        let text = |file: &str| {
+            format!("[upstream]\nservers = [\"tls://192.0.2.1\"]\nca_file = \"{file}\"\n")
+        };
+        let err = Config::parse(&config, &text("missing.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":3:11: cannot read [upstream] ca_file"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
+        let err = Config::parse(&config, &text("empty.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+        let c = Config::parse(&config, &text("ca.pem")).unwrap();
+        assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! One exchange with one upstream server: a query goes out, a reply (or a typed failure) comes
 //! back. The transports sit behind one enum so that failover, classification and metrics above
-//! them (`upstream::Upstream`) are the same whatever carried the bytes; DoT and DoH upstreams
-//! would be further variants here.
+//! them (`upstream::Upstream`) are the same whatever carried the bytes: plain UDP and TCP, DNS
+//! over TLS (`tls`) and DNS over HTTPS (`https`).
 
 use std::{io, time::Duration};
 
 use hickory_proto::op::{Edns, Message, Query};
 
-use super::{tcp::TcpExchange, udp::UdpExchange};
+use super::{https::DohExchange, tcp::TcpExchange, tls::DotExchange, udp::UdpExchange};
 
 pub enum Exchange {
     Udp(UdpExchange),
     Tcp(TcpExchange),
+    Tls(DotExchange),
+    Https(DohExchange),
 }
 
 impl Exchange {
@@ -26,6 +28,8 @@ impl Exchange {
         match self {
             Self::Udp(udp) => udp.exchange(query, checking_disabled, timeout).await,
             Self::Tcp(tcp) => tcp.exchange(query, checking_disabled, timeout).await,
+            Self::Tls(tls) => tls.exchange(query, checking_disabled, timeout).await,
+            Self::Https(https) => https.exchange(query, checking_disabled, timeout).await,
         }
     }
 }
@@ -44,6 +48,13 @@ pub enum ExchangeError {
     Encode(String),
     #[error("no free query ID on the socket")]
     Busy,
+    /// No connection to a DoT or DoH server could be made: TCP, or the TLS handshake (a
+    /// certificate that does not hold the configured name, say).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection ended before the answer came.
+    #[error("connection closed before the answer")]
+    Closed,
 }
 
 impl ExchangeError {

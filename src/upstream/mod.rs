@@ -1,9 +1,12 @@
 //! Forwarding to the upstream resolvers.
 //!
-//! Each server is asked over UDP through hushd's socket pool (`udp`), and again over a TCP
-//! connection of hushd's own (`tcp`) when the UDP reply is truncated; both sit behind one
-//! `Exchange`, and one classifier (`classify`) judges every reply. hushd knows which server
-//! answered, times it, and fails over itself:
+//! A plain server is asked over UDP through hushd's socket pool (`udp`), and again over a TCP
+//! connection of hushd's own (`tcp`) when the UDP reply is truncated; a DoT server (`tls`) over
+//! one long-lived TLS connection with queries pipelined on it, a DoH server (`https`) over one
+//! HTTP/2 connection with a stream per query (`connection` keeps and remakes either,
+//! `tls_client` checks certificates). All sit behind one `Exchange`, and one classifier
+//! (`classify`) judges every reply. hushd knows which server answered, times it, and fails over
+//! itself, the same for every transport:
 //!
 //! - servers are tried in config order; one that failed (timeout, ICMP unreachable, a garbled
 //!   or mismatched reply) is skipped for a back-off period (0.5 s, doubling to 30 s), so a dead
@@ -14,13 +17,22 @@
 //! - the whole lookup has one deadline, after which the client gets SERVFAIL.
 
 mod classify;
+mod connection;
 mod exchange;
+mod https;
 mod tcp;
+mod tls;
+mod tls_client;
 mod udp;
+
+pub use self::tls_client::load_ca_file;
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -29,17 +41,20 @@ use hickory_proto::{
     rr::{DNSClass, Name, RecordType},
 };
 use prometheus::{Histogram, IntCounter};
+use rustls::ClientConfig;
 use thiserror::Error;
 
 use self::{
     classify::{Classified, classify},
     exchange::{Exchange, ExchangeError},
+    https::DohExchange,
     tcp::TcpExchange,
+    tls::DotExchange,
     udp::UdpExchange,
 };
 use crate::{
     answer::Answer,
-    config::{UpstreamConfig, trusts_ad},
+    config::{Transport, UpstreamConfig, UpstreamServer, trusts_ad},
     metrics::Metrics,
     wire::EDNS_PAYLOAD,
 };
@@ -63,10 +78,11 @@ pub struct Upstream {
 }
 
 struct Server {
-    addr: SocketAddr,
-    udp: Exchange,
-    /// For answers too big for UDP.
-    tcp: Exchange,
+    config: UpstreamServer,
+    /// UDP for a plain server; the TLS connection or HTTP/2 connection for an encrypted one.
+    first: Exchange,
+    /// For answers too big for UDP (plain servers only: DoT and DoH carry any size).
+    tcp: Option<Exchange>,
     duration: Histogram,
     errors: IntCounter,
     failures: AtomicU32,
@@ -96,7 +112,7 @@ impl Attempt {
             Classified::Answer(answer) => Self::Answer(answer),
             Classified::RcodeFailure(rcode) => Self::RcodeFailure(rcode),
             Classified::Truncated => Self::ServerFailure {
-                error: "truncated over TCP".into(),
+                error: "truncated over a stream".into(),
                 timed_out: false,
             },
             Classified::Garbled(why) => Self::ServerFailure {
@@ -123,17 +139,55 @@ impl Upstream {
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Self, UpstreamSetupError> {
+        let tls = TlsConfigs::for_servers(config)?;
         let mut servers = Vec::with_capacity(config.servers.len());
         let trust_ad = trusts_ad(config);
-        for &addr in &config.servers {
-            let (duration, errors, rejected) = metrics.upstream(&addr.to_string());
-            let udp = UdpExchange::new(addr, EDNS_PAYLOAD, rejected)
-                .await
-                .map_err(|e| UpstreamSetupError(format!("{addr}: cannot open UDP sockets: {e}")))?;
+        for server in &config.servers {
+            let label = server.to_string();
+            let (duration, errors, rejected) = metrics.upstream(&label);
+            let addr = server.addr;
+            let setup = |e: String| UpstreamSetupError(format!("{label}: {e}"));
+            let (first, tcp) = match (&server.transport, &tls) {
+                (Transport::Plain, _) => {
+                    let udp = UdpExchange::new(addr, EDNS_PAYLOAD, rejected)
+                        .await
+                        .map_err(|e| setup(format!("cannot open UDP sockets: {e}")))?;
+                    let tcp = TcpExchange::new(addr, EDNS_PAYLOAD);
+                    (Exchange::Udp(udp), Some(Exchange::Tcp(tcp)))
+                }
+                (Transport::Tls { .. }, Some(tls)) => {
+                    let name = tls_client::server_name(&server.tls_name()).map_err(setup)?;
+                    let dot = DotExchange::new(
+                        addr,
+                        name,
+                        label.clone(),
+                        tls.dot.clone(),
+                        EDNS_PAYLOAD,
+                        rejected,
+                    );
+                    (Exchange::Tls(dot), None)
+                }
+                (Transport::Https { path, .. }, Some(tls)) => {
+                    let authority = server.tls_name();
+                    let name = tls_client::server_name(&authority).map_err(setup)?;
+                    let doh = DohExchange::new(
+                        addr,
+                        name,
+                        &authority,
+                        path,
+                        label.clone(),
+                        tls.doh.clone(),
+                        EDNS_PAYLOAD,
+                    )
+                    .map_err(UpstreamSetupError)?;
+                    (Exchange::Https(doh), None)
+                }
+                (_, None) => unreachable!("TLS settings are made when any server is encrypted"),
+            };
             servers.push(Server {
-                addr,
-                udp: Exchange::Udp(udp),
-                tcp: Exchange::Tcp(TcpExchange::new(addr, EDNS_PAYLOAD)),
+                config: server.clone(),
+                first,
+                tcp,
                 duration,
                 errors,
                 failures: AtomicU32::new(0),
@@ -149,8 +203,13 @@ impl Upstream {
         })
     }
 
+    /// The servers as configured, in the order they are tried.
+    pub fn servers(&self) -> impl Iterator<Item = &UpstreamServer> + '_ {
+        self.servers.iter().map(|s| &s.config)
+    }
+
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.servers.iter().map(|s| s.addr)
+        self.servers.iter().map(|s| s.config.addr)
     }
 
     /// An answer (NOERROR, NXDOMAIN, or a resolution failure when every server asked answered
@@ -203,18 +262,18 @@ impl Upstream {
                 Attempt::Answer(mut answer) => {
                     server.answered(started);
                     answer.authentic_data &= server.trust_ad;
-                    return Ok((answer, server.addr));
+                    return Ok((answer, server.config.addr));
                 }
                 Attempt::RcodeFailure(rcode) => {
                     server.answered(started);
                     // counted as a failed attempt (what the metric has always meant), but the
                     // server stays in the rotation
                     server.errors.inc();
-                    tracing::debug!(upstream = %server.addr, %name, %qtype, %rcode, "upstream could not resolve the name");
-                    name_failed_at = Some(server.addr);
+                    tracing::debug!(upstream = %server.config, %name, %qtype, %rcode, "upstream could not resolve the name");
+                    name_failed_at = Some(server.config.addr);
                 }
                 Attempt::ServerFailure { error, timed_out } => {
-                    last_error = format!("{}: {error}", server.addr);
+                    last_error = format!("{}: {error}", server.config);
                     server.errors.inc();
                     // A server whose attempt the query's deadline cut to less than half its
                     // attempt time did not get a fair try; with at least half, it did (and with
@@ -222,11 +281,11 @@ impl Upstream {
                     if !timed_out || attempt_budget >= self.attempt_timeout / 2 {
                         self.back_off(server, failures_before);
                     }
-                    tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "upstream attempt failed");
+                    tracing::debug!(upstream = %server.config, %name, %qtype, error = %last_error, "upstream attempt failed");
                 }
                 Attempt::Local(error) => {
-                    last_error = format!("{}: {error}", server.addr);
-                    tracing::debug!(upstream = %server.addr, %name, %qtype, error = %last_error, "cannot ask upstream");
+                    last_error = format!("{}: {error}", server.config);
+                    tracing::debug!(upstream = %server.config, %name, %qtype, error = %last_error, "cannot ask upstream");
                 }
             }
         }
@@ -239,7 +298,8 @@ impl Upstream {
         Err(UpstreamError::Failed(last_error))
     }
 
-    /// One attempt at one server within `budget`: UDP, then TCP if the reply was truncated.
+    /// One attempt at one server within `budget`: UDP, then TCP if the reply was truncated;
+    /// or the server's one encrypted transport.
     async fn attempt(
         &self,
         server: &Server,
@@ -248,19 +308,23 @@ impl Upstream {
         budget: Duration,
     ) -> Attempt {
         let deadline = Instant::now() + budget;
-        let reply = match server.udp.exchange(query, checking_disabled, budget).await {
+        let reply = match server
+            .first
+            .exchange(query, checking_disabled, budget)
+            .await
+        {
             Ok(reply) => reply,
             Err(e) => return Attempt::of_error(&e),
         };
-        match classify(reply, query) {
-            Classified::Truncated => {
+        match (classify(reply, query), &server.tcp) {
+            (Classified::Truncated, Some(tcp)) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match server.tcp.exchange(query, checking_disabled, left).await {
+                match tcp.exchange(query, checking_disabled, left).await {
                     Ok(reply) => Attempt::of(classify(reply, query)),
                     Err(e) => Attempt::of_error(&e),
                 }
             }
-            classified => Attempt::of(classified),
+            (classified, _) => Attempt::of(classified),
         }
     }
 
@@ -310,6 +374,26 @@ fn backoff(failures: u32) -> Duration {
 #[derive(Debug, Error)]
 #[error("{0}")]
 pub struct UpstreamSetupError(String);
+
+/// TLS client settings for DoT (no ALPN) and DoH (ALPN h2), made once for all servers and only
+/// when some server is encrypted (reading the system's roots takes a few milliseconds).
+struct TlsConfigs {
+    dot: Arc<ClientConfig>,
+    doh: Arc<ClientConfig>,
+}
+
+impl TlsConfigs {
+    fn for_servers(config: &UpstreamConfig) -> Result<Option<Self>, UpstreamSetupError> {
+        if !config.servers.iter().any(UpstreamServer::is_encrypted) {
+            return Ok(None);
+        }
+        let ca_file = config.ca_file.as_deref();
+        Ok(Some(Self {
+            dot: tls_client::client_config(ca_file, &[]).map_err(UpstreamSetupError)?,
+            doh: tls_client::client_config(ca_file, &[b"h2"]).map_err(UpstreamSetupError)?,
+        }))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -152,7 +152,7 @@ struct Pending {
 
 /// An ID for which `taken` is false, from at most `MAX_ID_DRAWS` calls of `draw`: `None` when
 /// the table is too full to find one quickly (the caller fails the query rather than spin).
-fn free_id(taken: impl Fn(u16) -> bool, mut draw: impl FnMut() -> u16) -> Option<u16> {
+pub(super) fn free_id(taken: impl Fn(u16) -> bool, mut draw: impl FnMut() -> u16) -> Option<u16> {
     (0..MAX_ID_DRAWS).map(|_| draw()).find(|&id| !taken(id))
 }
 
