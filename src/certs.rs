@@ -113,6 +113,18 @@ pub fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Certifie
     }
 }
 
+/// The first DNS name in the certificate file's own (first) certificate, as a fully qualified
+/// name; `None` when the file cannot be read or the certificate names no host.
+pub fn dns_name(cert_file: &Path) -> Option<hickory_proto::rr::Name> {
+    let pem = std::fs::read(cert_file).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    let cert = webpki::EndEntityCert::try_from(&leaf).ok()?;
+    let name = cert.valid_dns_names().find(|n| !n.starts_with('*'))?;
+    let mut name = hickory_proto::rr::Name::from_ascii(name).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
 /// SHA-256 of the server's own certificate, as `openssl x509 -fingerprint -sha256` prints it
 /// (without colons): what the log says was loaded, so an admin can match it with a renewal.
 pub fn fingerprint(key: &CertifiedKey) -> String {

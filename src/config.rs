@@ -1091,6 +1091,60 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_listeners_need_both_files_and_report_it_at_the_listener() {
+        let up = "[upstream]\nservers = [\"127.0.0.1:53\"]\n";
+        let c = parse(&format!("[server]\n{up}")).unwrap();
+        assert!(c.server.tls_listen.is_empty() && c.server.https_listen.is_empty());
+        assert_eq!(c.server.tls, None);
+        assert_eq!(
+            c.server.tls_handshake_timeout,
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT
+        );
+
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0:853\"]\nhttps_listen = [\"[::]:443\"]\ncert_file = \"tls/fullchain.pem\"\nkey_file = \"/etc/hushd/tls/privkey.pem\"\ntls_handshake_timeout_secs = 2\n{up}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.server.tls_listen, vec!["0.0.0.0:853".parse().unwrap()]);
+        assert_eq!(c.server.https_listen, vec!["[::]:443".parse().unwrap()]);
+        let files = c.server.tls.unwrap();
+        // relative to the config's folder, absolute as written
+        assert_eq!(files.cert_file, Path::new("/etc/hushd/tls/fullchain.pem"));
+        assert_eq!(files.key_file, Path::new("/etc/hushd/tls/privkey.pem"));
+        assert_eq!(c.server.tls_handshake_timeout, Duration::from_secs(2));
+
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0:853\"]\nhttps_listen = [\"0.0.0.0:443\"]\nkey_file = \"k.pem\"\ntls_handshake_timeout_secs = 0\n{up}"
+        );
+        let lines: Vec<String> = parse(&text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].contains(":2:14: tls_listen needs [server] cert_file"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(":3:16: https_listen needs [server] cert_file"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(":5:30: tls_handshake_timeout_secs must be at least 1"),
+            "{}",
+            lines[2]
+        );
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0\"]\ncert_file = \"c\"\nkey_file = \"k\"\n{up}"
+        );
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
     fn servfail_ttl_defaults_to_five_seconds_and_stays_within_rfc_9520() {
         assert_eq!(parse(MINIMAL).unwrap().cache.servfail_ttl, 5);
         let with = |v: &str| parse(&format!("{MINIMAL}[cache]\nservfail_ttl = {v}\n"));

@@ -396,7 +396,10 @@ mod tests {
         let decoded = get_parameter(&format!("ct=x&dns={example}")).unwrap();
         assert_eq!(decoded.len(), 33);
         assert_eq!(&decoded[12..16], b"\x03www");
-        assert_eq!(get_parameter(&format!("dns={example}=")).unwrap(), decoded);
+        assert_eq!(get_parameter("dns=QUI").unwrap(), b"AB");
+        assert_eq!(get_parameter("dns=QUI=").unwrap(), b"AB");
+        // base64url, not base64: '-' and '_' where base64 has '+' and '/'
+        assert_eq!(get_parameter("dns=-_8").unwrap(), [0xfb, 0xff]);
         assert_eq!(get_parameter("dns=@@@"), Err(Refusal::BadParameter));
         assert_eq!(get_parameter("name=x"), Err(Refusal::BadParameter));
         assert_eq!(get_parameter(""), Err(Refusal::BadParameter));
