@@ -3,8 +3,8 @@
 //! accepted and capped by the TCP accept loop (`TcpServer::accept_loop`) and get
 //! `tls_handshake_timeout` to finish their handshake; each query goes through the same
 //! admission and answers as every other transport (`tcp::first_step`, `tcp::finish`), counted
-//! as `protocol="https"`. HTTP/2 allows `MAX_PIPELINED` streams at once per connection, the
-//! DoT/TCP pipeline cap; a connection with no request open for `tcp_idle_timeout` is closed.
+//! as `protocol="https"`. HTTP/2 allows `MAX_STREAMS` (100) streams at once per connection;
+//! a connection with no request open for `tcp_idle_timeout` is closed.
 //!
 //! hyper directly, not axum: one path and two methods need no router, and every layer axum
 //! adds would run for every query.
@@ -46,9 +46,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     reply::Reply,
-    tcp::{FirstStep, MAX_PIPELINED, TcpServer, finish, first_step},
+    tcp::{FirstStep, TcpServer, finish, first_step},
     tls::handshake,
 };
+
+/// Streams open at once on one HTTP/2 connection. RFC 9113 §6.5.2 recommends no fewer than
+/// 100: until a client has read this setting it may open that many, and the streams over a
+/// smaller limit would be refused (dnsperf, for one, then loses those queries). The per-client
+/// rate limit and `max_inflight` bound the work as for every transport.
+const MAX_STREAMS: u32 = 100;
 
 /// The path RFC 8484 §4.1 suggests and DDR advertises (`dohpath`).
 pub const DOH_PATH: &str = "/dns-query";
@@ -80,7 +86,7 @@ impl HttpsServer {
             .header_read_timeout(tcp.idle_timeout);
         http.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(MAX_PIPELINED as u32);
+            .max_concurrent_streams(MAX_STREAMS);
         Self {
             tcp,
             acceptor,
