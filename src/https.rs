@@ -131,7 +131,9 @@ impl HttpsServer {
                 }
             })
         };
-        let connection = self.http.serve_connection(TokioIo::new(stream), service);
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(AnswerPerWrite::new(stream, h2));
+        let connection = self.http.serve_connection(io, service);
         tokio::pin!(connection);
         loop {
             // None while a request is open: look again after `idle`
@@ -154,6 +156,114 @@ impl HttpsServer {
         // the client does not finish either
         connection.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(idle, connection).await;
+    }
+}
+
+/// The TLS stream of a DoH connection, written so that over HTTP/2 each answer (the frames up
+/// to the one that ends its stream) leaves in writes of its own, so in TLS records of its own,
+/// as Unbound writes them. hyper would pack several answers into one record; a client that
+/// reads one answer per record (dnsperf 2.10's DoH client) then loses the others. It costs a
+/// record header and, under load, a system call per answer.
+struct AnswerPerWrite<S> {
+    inner: S,
+    frames: Option<FrameCursor>,
+}
+
+impl<S> AnswerPerWrite<S> {
+    fn new(inner: S, h2: bool) -> Self {
+        Self {
+            inner,
+            frames: h2.then(FrameCursor::default),
+        }
+    }
+}
+
+/// Where the bytes written so far stand in the HTTP/2 frames they carry (RFC 9113 §4.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FrameCursor {
+    /// The frame header's 9 bytes, as far as they have come.
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    left: usize,
+    /// The current frame ends its stream (DATA or HEADERS with END_STREAM).
+    ends_stream: bool,
+}
+
+impl FrameCursor {
+    /// Moves over `bytes`; with `stop`, only up to the end of the first frame that ends a
+    /// stream. Returns how many bytes it moved over.
+    fn advance(&mut self, bytes: &[u8], stop: bool) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.have < 9 {
+                let take = (9 - self.have).min(bytes.len() - i);
+                self.header[self.have..self.have + take].copy_from_slice(&bytes[i..i + take]);
+                self.have += take;
+                i += take;
+                if self.have < 9 {
+                    break;
+                }
+                let h = self.header;
+                self.left = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                // DATA (0) or HEADERS (1) with END_STREAM (0x1)
+                self.ends_stream = h[3] <= 1 && h[4] & 0x1 != 0;
+            } else {
+                let take = self.left.min(bytes.len() - i);
+                self.left -= take;
+                i += take;
+            }
+            if self.have == 9 && self.left == 0 {
+                self.have = 0;
+                if stop && self.ends_stream {
+                    break;
+                }
+            }
+        }
+        i
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for AnswerPerWrite<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for AnswerPerWrite<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let Some(frames) = &mut this.frames else {
+            return std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        let upto = frames.clone().advance(buf, true);
+        let written = std::pin::Pin::new(&mut this.inner).poll_write(cx, &buf[..upto]);
+        if let std::task::Poll::Ready(Ok(n)) = written {
+            frames.advance(&buf[..n], false);
+        }
+        written
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -414,6 +524,70 @@ mod tests {
             get_parameter(&format!("dns={huge}")),
             Err(Refusal::TooLarge)
         );
+    }
+
+    /// A frame: its 9-byte header (length, type, flags, stream) and payload.
+    fn frame(kind: u8, flags: u8, stream: u8, payload: usize) -> Vec<u8> {
+        let mut f = vec![
+            0,
+            (payload >> 8) as u8,
+            payload as u8,
+            kind,
+            flags,
+            0,
+            0,
+            0,
+            stream,
+        ];
+        f.extend(std::iter::repeat_n(7u8, payload));
+        f
+    }
+
+    #[test]
+    fn writes_end_after_each_frame_that_ends_a_stream_wherever_the_bytes_split() {
+        let first = [frame(1, 0x4, 1, 20), frame(0, 0x1, 1, 59)].concat(); // HEADERS, DATA+END
+        let second = [
+            frame(1, 0x4, 3, 20),
+            frame(0, 0x0, 3, 10),
+            frame(0, 0x1, 3, 0),
+        ]
+        .concat();
+        let settings = frame(4, 0, 0, 6);
+        let all = [settings.clone(), first.clone(), second.clone()].concat();
+        let mut cursor = FrameCursor::default();
+        assert_eq!(
+            cursor.clone().advance(&all, true),
+            settings.len() + first.len()
+        );
+        // written a few bytes at a time, every cut still falls where an answer ends
+        for step in [1, 5, 9, 10, 64] {
+            let mut cursor = FrameCursor::default();
+            let mut at = 0;
+            let mut cuts = Vec::new();
+            while at < all.len() {
+                let chunk = &all[at..(at + step).min(all.len())];
+                let upto = cursor.clone().advance(chunk, true);
+                assert_eq!(cursor.advance(&chunk[..upto], false), upto);
+                at += upto;
+                if upto < chunk.len() || (cursor.have == 0 && cursor.ends_stream) {
+                    cuts.push(at);
+                }
+            }
+            assert!(
+                cuts.contains(&(settings.len() + first.len())),
+                "step {step}: {cuts:?}"
+            );
+            assert_eq!(
+                cursor,
+                FrameCursor {
+                    ends_stream: true,
+                    header: cursor.header,
+                    ..Default::default()
+                }
+            );
+        }
+        cursor.advance(&all, false);
+        assert_eq!(cursor.have, 0);
     }
 
     #[test]

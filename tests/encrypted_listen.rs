@@ -546,10 +546,9 @@ fn check_reports_a_broken_pair_and_listeners_without_one() {
     assert!(out.contains("tls_listen needs [server] cert_file"), "{out}");
 }
 
-/// dnsperf against both listeners for two seconds each: every query answered. Over DoH one
-/// query at a time (`-q 1`): dnsperf 2.10's DoH client keeps one response buffer per
-/// connection and takes one response per TLS read, so answers that share a TLS record (as
-/// HTTP/2 multiplexing writes them) are lost on its side; kdig and curl read them all.
+/// dnsperf against both listeners for two seconds each: every query answered. dnsperf 2.10's
+/// DoH client takes one answer per TLS read, so this also guards `https::AnswerPerWrite` (each
+/// answer in TLS records of its own): without it most of its queries are lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnsperf_over_dot_and_doh_loses_nothing() {
     let up = Upstream::start().await;
@@ -570,8 +569,6 @@ async fn dnsperf_over_dot_and_doh_loses_nothing() {
             "doh",
             enc.doh.port(),
             vec![
-                "-q".to_string(),
-                "1".to_string(),
                 "-O".to_string(),
                 format!("doh-uri=https://127.0.0.1:{}/dns-query", enc.doh.port()),
             ],
@@ -595,7 +592,7 @@ async fn dnsperf_over_dot_and_doh_loses_nothing() {
             .nth(2)
             .and_then(|n| n.parse().ok())
             .unwrap();
-        assert!(n > 20, "{mode}: {text}");
+        assert!(n > 100, "{mode}: {text}");
         assert!(text.contains("Queries lost:         0 "), "{mode}: {text}");
     }
 }
