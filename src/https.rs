@@ -83,7 +83,7 @@ impl HttpsServer {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(tcp.idle_timeout);
+            .header_read_timeout(tcp.limiter.idle_timeout());
         http.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS);
@@ -119,7 +119,7 @@ impl HttpsServer {
         stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
         src: SocketAddr,
     ) {
-        let idle = server.idle_timeout;
+        let idle = server.limiter.idle_timeout();
         let activity = Arc::new(Activity::new());
         let service = {
             let activity = activity.clone();
@@ -324,7 +324,7 @@ async fn answer(
     request: Request<Incoming>,
     src: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let message = match dns_message(request, server.idle_timeout).await {
+    let message = match dns_message(request, server.limiter.idle_timeout()).await {
         Ok(message) => message,
         Err(refusal) => return refusal.response(),
     };
