@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    certs::CertStore,
     config::Config,
     egress::nft::NftWriter,
     evidence::querylog::QueryLog,
@@ -20,6 +21,7 @@ use crate::{
     evidence::{Evidence, store::unusable_path},
     handler::QueryHandler,
     http,
+    https::{ALPN_DOH, HttpsServer},
     limits::TcpConnectionLimiter,
     listener,
     lists::refresh::{self, Refresher},
@@ -27,6 +29,7 @@ use crate::{
     policy_thread::PolicyThread,
     reload::{Firewall, Live, Reloader, load_policy, raw_config, render_config},
     tcp::TcpServer,
+    tls::{ALPN_DOT, TlsServer},
     udp,
 };
 
@@ -120,6 +123,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         udp::serve(addr, workers, handler.clone(), &shutdown)
             .with_context(|| format!("cannot listen on {addr} (UDP)"))?;
     }
+    // DoT and DoH: the same accept loop and caps as TCP, after a TLS handshake.
+    let (hangups, hangup_count) = tokio::sync::watch::channel(0u64);
+    if let Some(files) = &config.server.tls {
+        let has_listeners =
+            !config.server.tls_listen.is_empty() || !config.server.https_listen.is_empty();
+        if has_listeners {
+            start_encrypted(
+                &config,
+                files.clone(),
+                &tcp_server,
+                hangup_count.clone(),
+                &shutdown,
+            )?;
+        }
+    }
 
     if let Some(addr) = config.metrics.listen {
         let listener = http::bind(addr)
@@ -183,7 +201,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .with_plans(plans)
         .run(requests),
     );
-    let (hangups, hangup_count) = tokio::sync::watch::channel(0u64);
     tokio::spawn(
         Refresher {
             metrics: metrics.clone(),
@@ -236,6 +253,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     tracing::info!(
         listen = ?config.server.listen,
+        tls_listen = ?config.server.tls_listen,
+        https_listen = ?config.server.https_listen,
         upstream = ?upstream.addrs().collect::<Vec<_>>(),
         metrics = ?config.metrics.listen,
         lists,
@@ -256,6 +275,50 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let evidence = evidence.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(evidence) = evidence {
         let _ = tokio::task::spawn_blocking(move || evidence.stop(EVIDENCE_STOP_WAIT)).await;
+    }
+    Ok(())
+}
+
+/// Binds the DoT and DoH listeners with the certificate of `files`, reloaded when the files
+/// change or on SIGHUP (`hangups`).
+fn start_encrypted(
+    config: &Config,
+    files: crate::config::TlsFiles,
+    tcp: &Arc<TcpServer>,
+    hangups: tokio::sync::watch::Receiver<u64>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let certs = CertStore::load(files).context("cannot load the TLS certificate")?;
+    certs
+        .clone()
+        .watch(hangups, shutdown.clone())
+        .context("cannot watch the TLS certificate files")?;
+    let handshake_timeout = config.server.tls_handshake_timeout;
+    if !config.server.tls_listen.is_empty() {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+            certs.server_config(&[ALPN_DOT]).context("TLS setup")?,
+        ));
+        let server = Arc::new(TlsServer {
+            tcp: tcp.clone(),
+            acceptor,
+            handshake_timeout,
+        });
+        for &addr in &config.server.tls_listen {
+            let listener = listener::bind_tcp(addr)
+                .with_context(|| format!("cannot listen on {addr} (DNS over TLS)"))?;
+            tokio::spawn(server.clone().serve(listener, shutdown.clone()));
+        }
+    }
+    if !config.server.https_listen.is_empty() {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+            certs.server_config(&ALPN_DOH).context("TLS setup")?,
+        ));
+        let server = Arc::new(HttpsServer::new(tcp.clone(), acceptor, handshake_timeout));
+        for &addr in &config.server.https_listen {
+            let listener = listener::bind_tcp(addr)
+                .with_context(|| format!("cannot listen on {addr} (DNS over HTTPS)"))?;
+            tokio::spawn(server.clone().serve(listener, shutdown.clone()));
+        }
     }
     Ok(())
 }
@@ -287,6 +350,14 @@ pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors
                 message: format!("[evidence] path {}: {why}", config.evidence.path.display()),
             },
         ]));
+    }
+    if let Some(files) = &config.server.tls {
+        crate::certs::load_pair(files, &crate::certs::provider()).map_err(|e| {
+            crate::diagnostic::LoadErrors(vec![crate::diagnostic::LoadError::File {
+                path: config_path.to_path_buf(),
+                message: format!("[server] cert_file / key_file: {e}"),
+            }])
+        })?;
     }
     let (policy, plan) = load_policy(&config, &Firewall::Check)?;
     let mut out = format!("{}: ok\n", config_path.display());

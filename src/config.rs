@@ -189,6 +189,24 @@ pub struct ServerConfig {
     pub block_ttl: u32,
     pub tcp_idle_timeout: Duration,
     pub bypass: BypassDefence,
+    /// DNS over TLS (RFC 7858) listeners.
+    pub tls_listen: Vec<SocketAddr>,
+    /// DNS over HTTPS (RFC 8484) listeners, answering at `/dns-query`.
+    pub https_listen: Vec<SocketAddr>,
+    /// The certificate and key both encrypted listeners present; set whenever one of them is.
+    pub tls: Option<TlsFiles>,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub tls_handshake_timeout: Duration,
+}
+
+/// `[server] cert_file` and `key_file`: PEM files, absolute or already joined to the config's
+/// folder. Read again whenever they change (ACME renewals), see `certs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own first (certbot's `fullchain.pem`).
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +361,11 @@ mod raw {
         pub firefox_canary: Option<bool>,
         pub icloud_private_relay: Option<bool>,
         pub resolver_arpa: Option<bool>,
+        pub tls_listen: Option<Spanned<Vec<Spanned<String>>>>,
+        pub https_listen: Option<Spanned<Vec<Spanned<String>>>>,
+        pub cert_file: Option<String>,
+        pub key_file: Option<String>,
+        pub tls_handshake_timeout_secs: Option<Spanned<u64>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -427,7 +450,7 @@ impl Config {
             parse_network,
             &mut err_at,
         );
-        let tcp_idle_timeout = match raw.server.tcp_idle_timeout_secs {
+        let tcp_idle_timeout = match &raw.server.tcp_idle_timeout_secs {
             Some(s) if *s.get_ref() == 0 => {
                 err_at(s.span(), "tcp_idle_timeout_secs must be at least 1".into());
                 Duration::from_secs(10)
@@ -436,6 +459,9 @@ impl Config {
             // RFC 7766 §6.2.3: a few seconds to tens of seconds.
             None => Duration::from_secs(10),
         };
+
+        let base = path.parent().unwrap_or(Path::new("."));
+        let encrypted = encrypted_listeners(base, &raw.server, &mut err_at);
 
         let upstream = match &raw.upstream {
             None => {
@@ -506,7 +532,6 @@ impl Config {
             }
         };
 
-        let base = path.parent().unwrap_or(Path::new("."));
         let dir = base.join(raw.blocklists.dir.as_deref().unwrap_or("blocklists"));
 
         let max_bytes = match &raw.cache.max_bytes {
@@ -642,6 +667,10 @@ impl Config {
                         icloud_private_relay: raw.server.icloud_private_relay.unwrap_or(true),
                         resolver_arpa: raw.server.resolver_arpa.unwrap_or(true),
                     },
+                    tls_listen: encrypted.tls_listen,
+                    https_listen: encrypted.https_listen,
+                    tls: encrypted.files,
+                    tls_handshake_timeout: encrypted.handshake_timeout,
                 },
                 upstream,
                 metrics: MetricsConfig {
@@ -661,6 +690,83 @@ impl Config {
         }
     }
 }
+
+/// `[server]`'s encrypted listeners, as `encrypted_listeners` reads them.
+struct EncryptedListeners {
+    tls_listen: Vec<SocketAddr>,
+    https_listen: Vec<SocketAddr>,
+    files: Option<TlsFiles>,
+    handshake_timeout: Duration,
+}
+
+/// `tls_listen`, `https_listen`, `cert_file`, `key_file`, `tls_handshake_timeout_secs`: a
+/// listener without both files is an error at the listener's key, so the admin learns it from
+/// `hushd check` rather than from a client that cannot connect.
+fn encrypted_listeners(
+    base: &Path,
+    raw: &raw::Server,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> EncryptedListeners {
+    let mut addrs = |key: &Option<Spanned<Vec<Spanned<String>>>>| match key {
+        Some(list) => each(
+            Some(list.get_ref()),
+            &[],
+            |s| parse_socket_addr(s, None),
+            err_at,
+        ),
+        None => Vec::new(),
+    };
+    let tls_listen = addrs(&raw.tls_listen);
+    let https_listen = addrs(&raw.https_listen);
+    let files = match (&raw.cert_file, &raw.key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert_file: base.join(cert),
+            key_file: base.join(key),
+        }),
+        (cert, key) => {
+            let missing = match (cert, key) {
+                (None, None) => "cert_file and key_file",
+                (None, Some(_)) => "cert_file",
+                _ => "key_file",
+            };
+            for (name, list) in [
+                ("tls_listen", &raw.tls_listen),
+                ("https_listen", &raw.https_listen),
+            ] {
+                if let Some(list) = list.as_ref().filter(|l| !l.get_ref().is_empty()) {
+                    err_at(
+                        list.span(),
+                        format!(
+                            "{name} needs [server] {missing}: the certificate (chain) and private key the listener presents, as PEM files"
+                        ),
+                    );
+                }
+            }
+            None
+        }
+    };
+    let handshake_timeout = match &raw.tls_handshake_timeout_secs {
+        Some(s) if *s.get_ref() == 0 => {
+            err_at(
+                s.span(),
+                "tls_handshake_timeout_secs must be at least 1".into(),
+            );
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT
+        }
+        Some(s) => Duration::from_secs(*s.get_ref()),
+        None => DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    };
+    EncryptedListeners {
+        tls_listen,
+        https_listen,
+        files,
+        handshake_timeout,
+    }
+}
+
+/// A client gets this long to finish its TLS handshake: long enough for a slow phone link,
+/// short enough that silent connections cannot hold the connection caps for long.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `[lists] max_bytes`: 64 MiB, well above the largest public blocklists (~20 MiB).
 pub const DEFAULT_LIST_MAX_BYTES: u64 = 64 << 20;
@@ -1072,6 +1178,60 @@ mod tests {
         std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
         let c = Config::parse(&config, &text("ca.pem")).unwrap();
         assert_eq!(c.upstream.ca_file, Some(dir.path().join("ca.pem")));
+    }
+
+    #[test]
+    fn encrypted_listeners_need_both_files_and_report_it_at_the_listener() {
+        let up = "[upstream]\nservers = [\"127.0.0.1:53\"]\n";
+        let c = parse(&format!("[server]\n{up}")).unwrap();
+        assert!(c.server.tls_listen.is_empty() && c.server.https_listen.is_empty());
+        assert_eq!(c.server.tls, None);
+        assert_eq!(
+            c.server.tls_handshake_timeout,
+            DEFAULT_TLS_HANDSHAKE_TIMEOUT
+        );
+
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0:853\"]\nhttps_listen = [\"[::]:443\"]\ncert_file = \"tls/fullchain.pem\"\nkey_file = \"/etc/hushd/tls/privkey.pem\"\ntls_handshake_timeout_secs = 2\n{up}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.server.tls_listen, vec!["0.0.0.0:853".parse().unwrap()]);
+        assert_eq!(c.server.https_listen, vec!["[::]:443".parse().unwrap()]);
+        let files = c.server.tls.unwrap();
+        // relative to the config's folder, absolute as written
+        assert_eq!(files.cert_file, Path::new("/etc/hushd/tls/fullchain.pem"));
+        assert_eq!(files.key_file, Path::new("/etc/hushd/tls/privkey.pem"));
+        assert_eq!(c.server.tls_handshake_timeout, Duration::from_secs(2));
+
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0:853\"]\nhttps_listen = [\"0.0.0.0:443\"]\nkey_file = \"k.pem\"\ntls_handshake_timeout_secs = 0\n{up}"
+        );
+        let lines: Vec<String> = parse(&text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].contains(":2:14: tls_listen needs [server] cert_file"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(":3:16: https_listen needs [server] cert_file"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains(":5:30: tls_handshake_timeout_secs must be at least 1"),
+            "{}",
+            lines[2]
+        );
+        let text = format!(
+            "[server]\ntls_listen = [\"0.0.0.0\"]\ncert_file = \"c\"\nkey_file = \"k\"\n{up}"
+        );
+        assert!(parse(&text).is_err());
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub const RESTART_ONLY: &[&str] = &[
     "metrics.enabled",
     "server.tls_listen",
     "server.https_listen",
+    // the certificate files' contents reload live (certs.rs); which files, only at start
+    "server.cert_file",
+    "server.key_file",
+    "server.tls_handshake_timeout_secs",
 ];
 
 /// Whether a key's change is applied by a reload.

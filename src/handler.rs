@@ -453,7 +453,12 @@ impl QueryHandler {
             Verdict::Bypass(answer) => {
                 self.metrics.bypass_answer(answer);
                 tracing::debug!(%client, %qname, %qtype, toggle = answer.toggle(), "bypass defence answer");
-                let reply = Reply::bypass(meta, edns, qname, answer, policy.block_ttl);
+                let ttl = policy.block_ttl;
+                // with encrypted listeners, `_dns.resolver.arpa` SVCB names them (DDR)
+                let reply = match policy.designation().answer(qname, qtype) {
+                    Some(records) => Reply::designated(meta, edns, qname, records, ttl),
+                    None => Reply::bypass(meta, edns, qname, answer, ttl),
+                };
                 return done(reply, Outcome::Bypass, qtype);
             }
             Verdict::Block(m) => {

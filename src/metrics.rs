@@ -63,7 +63,7 @@ impl Outcome {
     }
 }
 
-const PROTOCOLS: [&str; 3] = ["udp", "tcp", "other"];
+const PROTOCOLS: [&str; 5] = ["udp", "tcp", "tls", "https", "other"];
 /// Query types with a label of their own; everything else counts as "other".
 const QTYPES: [RecordType; 16] = [
     RecordType::A,
@@ -88,7 +88,9 @@ fn protocol_index(p: Protocol) -> usize {
     match p {
         Protocol::Udp => 0,
         Protocol::Tcp => 1,
-        _ => 2,
+        Protocol::Tls => 2,
+        Protocol::Https => 3,
+        _ => 4,
     }
 }
 
@@ -309,7 +311,7 @@ impl Metrics {
         }
         let tcp_connections = IntGauge::new(
             "hushd_tcp_connections",
-            "TCP connections from clients open now",
+            "TCP connections from clients open now: plain DNS, DNS over TLS and DNS over HTTPS, which share the max_tcp_connections caps",
         )?;
         let build_info = IntGaugeVec::new(
             Opts::new("hushd_build_info", "hushd's version, as a label"),

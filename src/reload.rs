@@ -251,6 +251,13 @@ impl Reloader {
         let path = self.running.path.clone();
         let firewall = self.firewall.clone();
         let started = std::time::Instant::now();
+        // the encrypted listeners hushd has bound (restart-only), which DDR keeps advertising
+        let server = &self.running.server;
+        let bound = (
+            server.tls_listen.clone(),
+            server.https_listen.clone(),
+            server.tls.clone(),
+        );
         let loaded = self
             .builder
             .run(
@@ -261,8 +268,13 @@ impl Reloader {
                             source,
                         }])
                     })?;
-                    let config = Config::parse(&path, &text)?;
+                    let mut config = Config::parse(&path, &text)?;
                     let raw = raw_config(&path, &text)?;
+                    (
+                        config.server.tls_listen,
+                        config.server.https_listen,
+                        config.server.tls,
+                    ) = bound;
                     let (policy, plan) = load_policy(&config, &firewall)?;
                     Ok((config, raw, policy, plan))
                 },

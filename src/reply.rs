@@ -10,7 +10,7 @@ use hickory_proto::{
     op::{Edns, Metadata, ResponseCode},
     rr::{
         Name, RData, Record, RecordType,
-        rdata::{A, AAAA, HINFO, SOA, opt::EdnsOption},
+        rdata::{A, AAAA, HINFO, SOA, SVCB, opt::EdnsOption},
     },
 };
 
@@ -102,6 +102,23 @@ impl Reply {
                 &format!("answered by hushd ([server] {})", answer.toggle()),
             );
         }
+        reply
+    }
+
+    /// hushd's designation of its own encrypted listeners (RFC 9462 DDR): the
+    /// `_dns.resolver.arpa` SVCB records, kept by resolvers behind hushd for `ttl`.
+    pub fn designated(
+        request: &Metadata,
+        request_edns: Option<&Edns>,
+        qname: &Name,
+        records: &[SVCB],
+        ttl: u32,
+    ) -> Self {
+        let mut reply = Self::new(request, request_edns, ResponseCode::NoError);
+        reply.answers = records
+            .iter()
+            .map(|svcb| Record::from_rdata(qname.clone(), ttl, RData::SVCB(svcb.clone())))
+            .collect();
         reply
     }
 

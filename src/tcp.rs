@@ -6,17 +6,19 @@
 //! half-closes) would stop writing too; here a reader and a writer share the connection, and
 //! the framing is tokio-util's length-delimited codec. Each query goes through the same
 //! admission, answer and reply path as UDP (`QueryHandler::admit`, `answer_locally`, `encode`).
+//!
+//! The accept loop and the connection loop are generic over what runs on the connection, so
+//! DNS over TLS (`tls.rs`: the same framing inside TLS) and DNS over HTTPS (`https.rs`) share
+//! the caps, and DoT shares the pipelined connection loop, instead of copies of them.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use hickory_net::xfer::Protocol;
 use hickory_server::server::Request;
 use tokio::{
-    net::{
-        TcpListener,
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_util::{
@@ -29,12 +31,11 @@ use crate::{
     evidence::querylog::Trace,
     handler::{Admission, Answered, QueryHandler, Step, cached_reply, encode},
     limits::{TcpConnectionLimiter, TcpConnectionSlot},
-    metrics::Metrics,
 };
 
 /// Queries of one connection being answered at once. Bounded so one client cannot make hushd
 /// hold unbounded tasks; past it the connection's reading pauses.
-const MAX_PIPELINED: usize = 16;
+pub const MAX_PIPELINED: usize = 16;
 /// Answers queued per connection before their senders wait for the client to read them.
 const RESPONSE_BUFFER: usize = 32;
 
@@ -48,6 +49,26 @@ impl TcpServer {
     /// Accepts connections on `listener` until `shutdown`; each admitted one is served by a task
     /// of its own, holding its slot under the caps until it closes.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        self.accept_loop(listener, shutdown, |server, stream, src| async move {
+            let (read, write) = stream.into_split();
+            server.connection(read, write, src, Protocol::Tcp).await;
+        })
+        .await;
+    }
+
+    /// The accept loop every stream listener shares (plain TCP, DoT, DoH): checks the
+    /// connection caps at accept, then runs `serve_connection` in a task of its own, which holds
+    /// the connection's slot under the caps and counts it in `hushd_tcp_connections` until it
+    /// ends (or `shutdown`).
+    pub async fn accept_loop<F, Fut>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        serve_connection: F,
+    ) where
+        F: Fn(Arc<Self>, TcpStream, SocketAddr) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         loop {
             let (stream, src) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -69,40 +90,46 @@ impl TcpServer {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let server = self.clone();
+            let connection = serve_connection(self.clone(), stream, src);
+            let metrics = self.handler.metrics.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let _slot: TcpConnectionSlot = slot;
+                metrics.tcp_connections.inc();
                 tokio::select! {
-                    () = server.connection(stream, src, slot) => {}
+                    () = connection => {}
                     () = shutdown.cancelled() => {}
                 }
+                metrics.tcp_connections.dec();
             });
         }
     }
 
-    /// One client connection: a reader that admits and answers queries as they come, and a
-    /// writer that sends the answers in the order they are ready (RFC 7766 §6.2.1.1), so a
-    /// slow upstream lookup does not hold up the queries behind it.
-    async fn connection(
-        &self,
-        stream: tokio::net::TcpStream,
-        src: SocketAddr,
-        _slot: TcpConnectionSlot,
-    ) {
-        let metrics: &Metrics = &self.handler.metrics;
-        metrics.tcp_connections.inc();
-        let (read, write) = stream.into_split();
+    /// One client connection of DNS messages in TCP framing (plain, or inside TLS): a reader
+    /// that admits and answers queries as they come, and a writer that sends the answers in the
+    /// order they are ready (RFC 7766 §6.2.1.1), so a slow upstream lookup does not hold up the
+    /// queries behind it. `protocol` is what the queries are counted and logged as.
+    pub async fn connection<R, W>(&self, read: R, write: W, src: SocketAddr, protocol: Protocol)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let (replies, queue) = mpsc::channel(RESPONSE_BUFFER);
         tokio::join!(
-            self.read_queries(read, src, replies),
+            self.read_queries(read, src, protocol, replies),
             write_replies(write, queue, self.limiter.idle_timeout()),
         );
-        metrics.tcp_connections.dec();
     }
 
     /// Reads queries until the client closes, goes idle or stops reading its answers; then
     /// waits for the answers still coming from upstream (each bounded by upstream's deadline).
-    async fn read_queries(&self, read: OwnedReadHalf, src: SocketAddr, replies: Replies) {
+    async fn read_queries(
+        &self,
+        read: impl AsyncRead + Unpin,
+        src: SocketAddr,
+        protocol: Protocol,
+        replies: Replies,
+    ) {
         let mut frames = FramedRead::new(read, dns_framing());
         let pipeline = Arc::new(Semaphore::new(MAX_PIPELINED));
         loop {
@@ -127,7 +154,7 @@ impl TcpServer {
                     break;
                 }
             };
-            self.query(&message, src, &replies, permit).await;
+            self.query(&message, src, protocol, &replies, permit).await;
         }
         let _ = pipeline.acquire_many(MAX_PIPELINED as u32).await;
         // `replies` drops here: the writer sends what is queued, then closes.
@@ -139,43 +166,88 @@ impl TcpServer {
         &self,
         message: &[u8],
         src: SocketAddr,
+        protocol: Protocol,
         replies: &Replies,
         permit: OwnedSemaphorePermit,
     ) {
         let handler = &self.handler;
-        let request = match handler.admit(message, src, Protocol::Tcp) {
-            Admission::Drop | Admission::Slip(_) => return,
-            Admission::Formerr(reply) => {
+        let (request, answered, trace) = match first_step(handler, message, src, protocol) {
+            FirstStep::Nothing => return,
+            FirstStep::Formerr(reply) => {
                 let _ = replies.send(reply).await;
                 return;
             }
-            Admission::Refuse(request) => {
-                let trace = handler.trace_request(&request);
-                let answered = handler.refused(&request);
-                return send(handler, &request, answered, replies, trace).await;
+            FirstStep::Answered(request, answered, trace) => (request, answered, trace),
+            FirstStep::Forward(request, upstream, mut trace) => {
+                let (handler, replies) = (handler.clone(), replies.clone());
+                tokio::spawn(async move {
+                    // the connection's place for this query; `upstream` passes to the lookup
+                    let _pipelined = permit;
+                    let answered = handler.forward(&request, upstream, &mut trace).await;
+                    send(&handler, &request, answered, &replies, trace).await;
+                });
+                return;
             }
-            Admission::Query(request) => request,
-        };
-        let mut trace = handler.trace_request(&request);
-        let answered = match handler.answer_locally(&request, &mut trace) {
-            Step::Answered(answered) => answered,
-            Step::Cached(hit, qtype) => cached_reply(&request, &hit, qtype),
-            Step::Forward => match handler.reserve_upstream(&request) {
-                Ok(upstream) => {
-                    let (handler, replies) = (handler.clone(), replies.clone());
-                    tokio::spawn(async move {
-                        // the connection's place for this query; `upstream` passes to the lookup
-                        let _pipelined = permit;
-                        let answered = handler.forward(&request, upstream, &mut trace).await;
-                        send(&handler, &request, answered, &replies, trace).await;
-                    });
-                    return;
-                }
-                Err(overloaded) => *overloaded,
-            },
         };
         send(handler, &request, answered, replies, trace).await;
     }
+}
+
+/// Where one query over a stream transport stands after its synchronous part.
+pub enum FirstStep {
+    /// Nothing goes back (`Admission::Drop`: no header, a response, rate-limited, or an
+    /// outsider's malformed message).
+    Nothing,
+    /// A header-only FORMERR, already encoded and counted.
+    Formerr(Vec<u8>),
+    /// Answered without upstream: refused, blocked, local, cached or overloaded.
+    Answered(Box<Request>, Answered, Trace),
+    /// To ask upstream, holding a `max_inflight` place.
+    Forward(Box<Request>, OwnedSemaphorePermit, Trace),
+}
+
+/// Admission, local answer and upstream reservation for one query, the same for every stream
+/// transport; each then sends the answer (or waits for upstream) its own way.
+pub fn first_step(
+    handler: &QueryHandler,
+    message: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+) -> FirstStep {
+    let request = match handler.admit(message, src, protocol) {
+        Admission::Drop | Admission::Slip(_) => return FirstStep::Nothing,
+        Admission::Formerr(reply) => return FirstStep::Formerr(reply),
+        Admission::Refuse(request) => {
+            let trace = handler.trace_request(&request);
+            let answered = handler.refused(&request);
+            return FirstStep::Answered(request, answered, trace);
+        }
+        Admission::Query(request) => request,
+    };
+    let mut trace = handler.trace_request(&request);
+    let answered = match handler.answer_locally(&request, &mut trace) {
+        Step::Answered(answered) => answered,
+        Step::Cached(hit, qtype) => cached_reply(&request, &hit, qtype),
+        Step::Forward => match handler.reserve_upstream(&request) {
+            Ok(upstream) => return FirstStep::Forward(request, upstream, trace),
+            Err(overloaded) => *overloaded,
+        },
+    };
+    FirstStep::Answered(request, answered, trace)
+}
+
+/// Counts `answered` (metrics, query log) and encodes it as the reply to `request`.
+pub fn finish(
+    handler: &QueryHandler,
+    request: &Request,
+    answered: Answered,
+    trace: Trace,
+) -> Vec<u8> {
+    handler.count(request, &answered);
+    let mut out = Vec::with_capacity(512);
+    encode(request, &answered.reply, &mut out);
+    handler.log_answered(trace, answered);
+    out
 }
 
 /// Answers on their way to the connection's writer, encoded.
@@ -190,16 +262,17 @@ async fn send(
     replies: &Replies,
     trace: Trace,
 ) {
-    handler.count(request, &answered);
-    let mut out = Vec::with_capacity(512);
-    encode(request, &answered.reply, &mut out);
-    handler.log_answered(trace, answered);
+    let out = finish(handler, request, answered, trace);
     let _ = replies.send(out).await;
 }
 
 /// Writes the answers as they come, flushing when none is waiting. A client that stops
 /// reading is given up on after the idle timeout: dropping `queue` tells the reader.
-async fn write_replies(write: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>, idle: Duration) {
+async fn write_replies(
+    write: impl AsyncWrite + Unpin,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    idle: Duration,
+) {
     let mut frames = FramedWrite::new(write, dns_framing());
     while let Some(reply) = queue.recv().await {
         let written: Result<std::io::Result<()>, _> = tokio::time::timeout(idle, async {

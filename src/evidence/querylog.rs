@@ -569,6 +569,8 @@ fn format_line(
     let protocol = match record.protocol {
         Protocol::Udp => "udp",
         Protocol::Tcp => "tcp",
+        Protocol::Tls => "tls",
+        Protocol::Https => "https",
         _ => "other",
     };
     let _ = write!(out, ",\"protocol\":\"{protocol}\",\"qname\":");

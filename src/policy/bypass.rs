@@ -7,10 +7,23 @@
 //!
 //! `bypass_answer` is the whole decision: a pure function of the toggles and the name, asked
 //! after `allow_clients` and before the cache and the lists (an allow list cannot undo it; the
-//! toggle can). When hushd gets encrypted listeners of its own, `ResolverArpa` is where it will
-//! answer `_dns.resolver.arpa` SVCB with them instead of NODATA.
+//! toggle can). With encrypted listeners on (`[server] tls_listen`, `https_listen`), the
+//! `_dns.resolver.arpa` SVCB query is answered with them (`Designation`, RFC 9462 DDR), so a
+//! device looking for encrypted DNS finds hushd's; every other name and type in the zone stays
+//! NODATA.
 
-use hickory_proto::{op::ResponseCode, rr::Name};
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{
+        Name, RecordType,
+        rdata::{
+            A, AAAA,
+            svcb::{Alpn, IpHint, SVCB, SvcParamKey, SvcParamValue, Unknown},
+        },
+    },
+};
 
 pub use crate::config::BypassDefence;
 
@@ -107,6 +120,88 @@ pub fn bypass_answer(defence: &BypassDefence, qname: &Name) -> Option<BypassAnsw
     }
 }
 
+/// RFC 9461 §5: the `dohpath` SvcParamKey.
+const DOHPATH_KEY: u16 = 7;
+
+/// hushd's own encrypted listeners as DDR designates them (RFC 9462 §4): one SVCB record per
+/// protocol and port, naming the certificate's name as the target, with the listeners'
+/// addresses as hints where they are not unspecified (`0.0.0.0`, `::` say nothing a client can
+/// use; it then connects to the address it asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Designation {
+    records: Vec<SVCB>,
+}
+
+impl Designation {
+    /// `target`: the name in the listeners' certificate (`.` when it has none: the owner name).
+    pub fn new(target: &Name, tls_listen: &[SocketAddr], https_listen: &[SocketAddr]) -> Self {
+        let mut records = Vec::new();
+        let mut priority = 1;
+        for (listen, alpn, dohpath) in [
+            (tls_listen, "dot", None),
+            (https_listen, "h2", Some("/dns-query{?dns}")),
+        ] {
+            let mut ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            for port in ports {
+                let at_port = || listen.iter().filter(move |a| a.port() == port);
+                let mut params = vec![
+                    (
+                        SvcParamKey::Alpn,
+                        SvcParamValue::Alpn(Alpn(vec![alpn.to_string()])),
+                    ),
+                    (SvcParamKey::Port, SvcParamValue::Port(port)),
+                ];
+                let v4: Vec<A> = at_port()
+                    .filter_map(|a| match a.ip() {
+                        IpAddr::V4(ip) if !ip.is_unspecified() => Some(A(ip)),
+                        _ => None,
+                    })
+                    .collect();
+                if !v4.is_empty() {
+                    params.push((SvcParamKey::Ipv4Hint, SvcParamValue::Ipv4Hint(IpHint(v4))));
+                }
+                let v6: Vec<AAAA> = at_port()
+                    .filter_map(|a| match a.ip() {
+                        IpAddr::V6(ip) if !ip.is_unspecified() => Some(AAAA(ip)),
+                        _ => None,
+                    })
+                    .collect();
+                if !v6.is_empty() {
+                    params.push((SvcParamKey::Ipv6Hint, SvcParamValue::Ipv6Hint(IpHint(v6))));
+                }
+                if let Some(path) = dohpath {
+                    params.push((
+                        SvcParamKey::Unknown(DOHPATH_KEY),
+                        SvcParamValue::Unknown(Unknown(path.as_bytes().to_vec())),
+                    ));
+                }
+                records.push(SVCB::new(priority, target.clone(), params));
+                priority += 1;
+            }
+        }
+        Self { records }
+    }
+
+    /// The SVCB records answering `qname` / `qtype`: only `_dns.resolver.arpa` SVCB, and only
+    /// when there are encrypted listeners.
+    pub fn answer(&self, qname: &Name, qtype: RecordType) -> Option<&[SVCB]> {
+        if self.records.is_empty() || qtype != RecordType::SVCB {
+            return None;
+        }
+        let mut labels = qname.iter();
+        let is = |label: Option<&[u8]>, want: &str| {
+            label.is_some_and(|l| l.eq_ignore_ascii_case(want.as_bytes()))
+        };
+        let ddr = is(labels.next(), "_dns")
+            && is(labels.next(), "resolver")
+            && is(labels.next(), "arpa")
+            && labels.next().is_none();
+        ddr.then_some(self.records.as_slice())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +287,83 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod designation_tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    fn params(svcb: &SVCB) -> Vec<String> {
+        svcb.svc_params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+
+    #[test]
+    fn each_listener_port_is_one_record_with_its_alpn_port_hints_and_dohpath() {
+        let target = Name::from_ascii("dns.office.example.").unwrap();
+        let d = Designation::new(
+            &target,
+            &addrs(&["192.0.2.53:853", "[2001:db8::53]:853", "0.0.0.0:8853"]),
+            &addrs(&["0.0.0.0:443", "[::]:443"]),
+        );
+        let ddr = Name::from_ascii("_DNS.resolver.arpa.").unwrap();
+        let records = d.answer(&ddr, RecordType::SVCB).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].svc_priority, 1);
+        assert_eq!(&records[0].target_name, &target);
+        let first = params(&records[0]);
+        assert!(
+            first[0].starts_with("alpn=") && first[0].contains("dot"),
+            "{first:?}"
+        );
+        assert_eq!(first[1], "port=853");
+        assert!(first[2].contains("192.0.2.53"), "{first:?}");
+        assert!(first[3].contains("2001:db8::53"), "{first:?}");
+        // an unspecified address gives no hint
+        assert_eq!(params(&records[1]).len(), 2);
+        let doh = &records[2];
+        assert!(params(doh)[0].contains("h2"));
+        assert_eq!(params(doh)[1], "port=443");
+        assert!(
+            doh.svc_params
+                .iter()
+                .any(|(k, v)| u16::from(*k) == DOHPATH_KEY
+                    && *v == SvcParamValue::Unknown(Unknown(b"/dns-query{?dns}".to_vec())))
+        );
+    }
+
+    #[test]
+    fn only_the_ddr_svcb_query_is_answered_and_only_with_listeners() {
+        let target = Name::root();
+        let d = Designation::new(&target, &addrs(&["127.0.0.1:853"]), &[]);
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        assert!(
+            d.answer(&name("_dns.resolver.arpa."), RecordType::SVCB)
+                .is_some()
+        );
+        assert!(
+            d.answer(&name("_dns.resolver.arpa."), RecordType::A)
+                .is_none()
+        );
+        assert!(
+            d.answer(&name("resolver.arpa."), RecordType::SVCB)
+                .is_none()
+        );
+        assert!(
+            d.answer(&name("x._dns.resolver.arpa."), RecordType::SVCB)
+                .is_none()
+        );
+        let none = Designation::new(&target, &[], &[]);
+        assert!(
+            none.answer(&name("_dns.resolver.arpa."), RecordType::SVCB)
+                .is_none()
+        );
     }
 }

@@ -178,6 +178,8 @@ pub struct Policy {
     geo: Geo,
     /// Which bypass-defence answers are on; part of the policy so a reload applies them.
     bypass: BypassDefence,
+    /// hushd's encrypted listeners, as `_dns.resolver.arpa` SVCB answers them (DDR).
+    designation: bypass::Designation,
     /// Some list or group feeds a firewall set (see `attach_sets`).
     feeds_sets: bool,
     pub block_ttl: u32,
@@ -376,6 +378,7 @@ impl Policy {
             ip_rules: ip_rules.build(),
             geo,
             bypass: config.server.bypass,
+            designation: designation(config),
             feeds_sets: false,
             block_ttl: config.server.block_ttl,
         })
@@ -542,6 +545,11 @@ impl Policy {
 
     /// hushd's own answer to `qname` when it is a bypass probe: `bypass::bypass_answer` under
     /// this policy's `[server]` toggles. Asked after `allow_clients`, before any list.
+    /// The encrypted listeners DDR advertises (none without `tls_listen` / `https_listen`).
+    pub fn designation(&self) -> &bypass::Designation {
+        &self.designation
+    }
+
     pub fn bypass(&self, qname: &Name) -> Option<BypassAnswer> {
         bypass::bypass_answer(&self.bypass, qname)
     }
@@ -688,6 +696,18 @@ impl Policy {
         });
         best
     }
+}
+
+/// DDR's designation of the encrypted listeners: the target is the certificate's first DNS
+/// name (what a client checks the certificate for), or the owner name when it has none or the
+/// file cannot be read now (startup and `hushd check` report a bad certificate themselves).
+fn designation(config: &Config) -> bypass::Designation {
+    let server = &config.server;
+    let Some(files) = &server.tls else {
+        return bypass::Designation::default();
+    };
+    let target = crate::certs::dns_name(&files.cert_file).unwrap_or_else(Name::root);
+    bypass::Designation::new(&target, &server.tls_listen, &server.https_listen)
 }
 
 #[cfg(test)]
