@@ -27,6 +27,7 @@ pub mod inflight;
 pub mod limits;
 pub mod listener;
 pub mod lists;
+pub mod manpage;
 pub mod metrics;
 pub mod policy;
 pub mod policy_thread;

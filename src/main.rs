@@ -73,6 +73,26 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+    /// Write the manual pages or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Generate {
+    /// hushd.8, hushd-SUBCOMMAND.8 and hushd.toml.5 into DIR.
+    Man {
+        dir: PathBuf,
+        /// The pages' date, YYYY-MM-DD (default: from SOURCE_DATE_EPOCH, else today), so a
+        /// package build is reproducible.
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// The completion script for SHELL, on standard output.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +219,7 @@ fn main() -> ExitCode {
             command: EvidenceCommand::Forget { client, db },
         }) => forget(&cli.config, &client, db),
         Some(Command::Report(args)) => run_report(&cli.config, args),
+        Some(Command::Generate { what }) => generate(what),
         None => {
             // Held until main returns: dropping it flushes what the log thread still holds.
             let _log_flush = init_logging(cli.log_format);
@@ -221,6 +242,45 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `hushd generate`: what a package ships beside the binary, made from the same definitions.
+fn generate(what: Generate) -> ExitCode {
+    match what {
+        Generate::Man { dir, date } => {
+            let date = date.unwrap_or_else(build_date);
+            let mut pages = hushd::manpage::command_pages(Cli::command(), &date);
+            pages.push(hushd::manpage::config_page(
+                hushd::manpage::CONFIG_REFERENCE,
+                env!("CARGO_PKG_VERSION"),
+                &date,
+            ));
+            for page in pages {
+                let path = dir.join(&page.file_name);
+                if let Err(e) = std::fs::write(&path, page.roff) {
+                    eprintln!("hushd generate: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Generate::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "hushd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// SOURCE_DATE_EPOCH (the reproducible-builds convention) as a day, else today.
+fn build_date() -> String {
+    let when = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or_else(SystemTime::now, |secs| {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        });
+    humantime::format_rfc3339_seconds(when).to_string()[..10].to_owned()
 }
 
 /// `hushd evidence forget`: the config says where the store and the query log are.
