@@ -12,7 +12,9 @@
 #     none   it is not: the loss the machine and the harness cause by themselves (a baseline)
 #     drain  the planned way: dnsdist is told to take it out (console: getServer(0):setDown()),
 #            then, DRAIN_SECS later, hushd gets SIGTERM
-#     term   SIGTERM with no warning (a package upgrade, systemctl stop)
+#     term   SIGTERM with no warning to dnsdist (a package upgrade, systemctl stop): hushd drains
+#            for HUSHD_DRAIN seconds ([server] drain_secs, default 2 here; 0 stops at once),
+#            answering every query but REFUSING its health_name, which dnsdist checks
 #     kill   SIGKILL (a crash, the OOM killer)
 #   Reported: queries sent and lost (dnsperf: no answer within 2 s), the loss in %, and for
 #   term/kill the seconds from the signal until dnsdist marked the backend down (its API, polled
@@ -149,6 +151,9 @@ hushd_config() {  # NAME ADDR
 [server]
 listen = ["$2:5353"]
 allow_clients = ["127.0.0.0/8"]
+# dnsdist's checkName: hushd answers it itself, REFUSED while it drains after SIGTERM
+health_name = "health.hushd.internal."
+drain_secs = ${HUSHD_DRAIN:-2}
 
 [upstream]
 servers = ["$NET.1:5300"]
@@ -198,7 +203,7 @@ dnsdist_start() {
       name=$([[ $i == 0 ]] && echo a || echo b) addr=$(hushd_addr "$name")
       # source: the address hushd sees every query come from. checkName: a name the upstream
       # answers (and hushd then caches), so a check tests hushd, not the root servers.
-      echo "newServer{address='$addr:5353', name='hushd-$name', source='$DNSDIST', checkName='health.example-allowed.test.', checkInterval=$CHECK_INTERVAL, checkTimeout=$CHECK_TIMEOUT_MS, maxCheckFailures=1, rise=1}"
+      echo "newServer{address='$addr:5353', name='hushd-$name', source='$DNSDIST', checkName='health.hushd.internal.', mustResolve=true, checkInterval=$CHECK_INTERVAL, checkTimeout=$CHECK_TIMEOUT_MS, maxCheckFailures=1, rise=1}"
     done
     echo "setServerPolicy(roundrobin)"
   } > "$RUN/dnsdist/dnsdist.conf"

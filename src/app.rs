@@ -226,10 +226,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     });
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let stop = shutdown.clone();
+    let (draining, drain_policy) = (handler.draining.clone(), handler.policy.clone());
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => {},
             _ = tokio::signal::ctrl_c() => {},
+        }
+        // `drain_secs`: keep answering while the health name says we are going, so a load
+        // balancer in front moves clients to another hushd before this one stops listening
+        let drain = drain_policy.load().drain;
+        if !drain.is_zero() {
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                drain_secs = drain.as_secs(),
+                "draining: the health name is REFUSED, every other query still answered"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {},
+                // a second signal stops at once
+                _ = terminate.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
         }
         tracing::info!("shutting down");
         stop.cancel();

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use hickory_proto::rr::{LowerName, Name};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use toml::Spanned;
@@ -197,6 +198,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// A connection that has not finished its TLS handshake by then is closed.
     pub tls_handshake_timeout: Duration,
+    /// `health_name`: the name a load balancer's health check asks (dnsdist `checkName`);
+    /// hushd answers it itself, NOERROR while it serves and REFUSED while it drains.
+    pub health_name: Option<LowerName>,
+    /// `drain_secs`: on SIGTERM, how long hushd keeps answering (failing only the health
+    /// check) before it stops, so a load balancer moves clients away without losing a query.
+    pub drain: Duration,
 }
 
 /// `[server] cert_file` and `key_file`: PEM files, absolute or already joined to the config's
@@ -366,6 +373,8 @@ mod raw {
         pub cert_file: Option<String>,
         pub key_file: Option<String>,
         pub tls_handshake_timeout_secs: Option<Spanned<u64>>,
+        pub health_name: Option<Spanned<String>>,
+        pub drain_secs: Option<Spanned<u64>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -638,6 +647,7 @@ impl Config {
         let mut err_at = |span, m| errors.push(LoadError::at(path, text, span, m));
         let (evidence, querylog) =
             evidence_configs(base, &raw.evidence, &raw.querylog, &mut err_at);
+        let (health_name, drain) = health_and_drain(&raw.server, &mut err_at);
         let clients = groups::client_names(&raw.clients, &mut err_at);
         let groups = groups::groups(&raw.groups, &clients, &mut err_at);
         let egress = EgressConfig {
@@ -671,6 +681,8 @@ impl Config {
                     https_listen: encrypted.https_listen,
                     tls: encrypted.files,
                     tls_handshake_timeout: encrypted.handshake_timeout,
+                    health_name,
+                    drain,
                 },
                 upstream,
                 metrics: MetricsConfig {
@@ -697,6 +709,45 @@ struct EncryptedListeners {
     https_listen: Vec<SocketAddr>,
     files: Option<TlsFiles>,
     handshake_timeout: Duration,
+}
+
+/// Longest `drain_secs`: systemd's default stop timeout is 90 s, and a load balancer that
+/// needs longer than a minute to notice is misconfigured.
+const MAX_DRAIN_SECS: u64 = 60;
+
+/// `[server] health_name` (a valid name) and `drain_secs` (0..=60).
+fn health_and_drain(
+    raw: &raw::Server,
+    err_at: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> (Option<LowerName>, Duration) {
+    let health_name = raw
+        .health_name
+        .as_ref()
+        .and_then(|s| match Name::from_ascii(s.get_ref()) {
+            Ok(mut name) if !s.get_ref().is_empty() && !name.is_root() => {
+                name.set_fqdn(true);
+                Some(LowerName::new(&name))
+            }
+            _ => {
+                err_at(
+                    s.span(),
+                    format!("health_name {:?} is not a DNS name", s.get_ref()),
+                );
+                None
+            }
+        });
+    let drain = match &raw.drain_secs {
+        Some(s) if *s.get_ref() > MAX_DRAIN_SECS => {
+            err_at(
+                s.span(),
+                format!("drain_secs must be at most {MAX_DRAIN_SECS}"),
+            );
+            Duration::ZERO
+        }
+        Some(s) => Duration::from_secs(*s.get_ref()),
+        None => Duration::ZERO,
+    };
+    (health_name, drain)
 }
 
 /// `tls_listen`, `https_listen`, `cert_file`, `key_file`, `tls_handshake_timeout_secs`: a

@@ -81,6 +81,9 @@ pub struct QueryHandler {
     pub evidence: Arc<ArcSwapOption<EvidenceSink>>,
     /// `[querylog]`, when it is on. Swapped on reload when `[querylog]` changes.
     pub querylog: Arc<ArcSwapOption<QueryLog>>,
+    /// Set on SIGTERM for `[server] drain_secs`: the health name is then REFUSED so a load
+    /// balancer moves clients away while every other query is still answered.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -306,6 +309,7 @@ impl QueryHandler {
             nft: None,
             evidence: Arc::default(),
             querylog: Arc::default(),
+            draining: Arc::default(),
         })
     }
 
@@ -438,6 +442,15 @@ impl QueryHandler {
             qtype,
         };
         trace.asked(asker.who.name, &asker.group.name);
+        // a load balancer's health check: hushd's own answer, which says whether it is stopping
+        if policy.health_name.as_ref() == Some(qname) {
+            let rcode = if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                ResponseCode::Refused
+            } else {
+                ResponseCode::NoError
+            };
+            return error(rcode, Outcome::Local, qtype);
+        }
         // hushd's own answer to a bypass probe comes before every list (Policy::decide's order)
         let bypass = policy.bypass(qname);
         let found = match bypass {

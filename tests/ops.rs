@@ -391,3 +391,55 @@ async fn allow_clients_changes_apply_on_reload() {
         hushd.log()
     );
 }
+
+/// `[server] drain_secs` with `health_name`, for a load balancer in front (docs/scale-out.md):
+/// on SIGTERM hushd fails only the health check (REFUSED) and answers everything else for
+/// `drain_secs`, then stops; before it, the health name is NOERROR and never forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_failing_only_the_health_name() {
+    let up = Upstream::start().await;
+    let setup = Setup::new(
+        &[up.addr],
+        "health_name = \"health.hushd.test\"\ndrain_secs = 2",
+    );
+    let mut hushd = setup.start();
+    let mut udp = udp_client(hushd.dns, None).await;
+    assert_eq!(
+        rcode(&mut udp, "health.hushd.test.").await,
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        up.seen.count("health.hushd.test"),
+        0,
+        "the health name went upstream"
+    );
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(hushd.pid()).unwrap());
+    let stopped = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rcode(&mut udp, "health.hushd.test.").await,
+        ResponseCode::Refused,
+        "{}",
+        hushd.log()
+    );
+    // every other query is still answered while it drains
+    for i in 0..5 {
+        assert_eq!(
+            rcode(&mut udp, &format!("d{i}.example.")).await,
+            ResponseCode::NoError
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!hushd.has_exited(), "stopped before drain_secs");
+    while !hushd.has_exited() && stopped.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(hushd.has_exited(), "still running 6 s after SIGTERM");
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1900),
+        "stopped after {:?}, before drain_secs",
+        stopped.elapsed()
+    );
+}

@@ -183,6 +183,10 @@ pub struct Policy {
     /// Some list or group feeds a firewall set (see `attach_sets`).
     feeds_sets: bool,
     pub block_ttl: u32,
+    /// `[server] health_name`: a load balancer's health check, answered by hushd itself.
+    pub health_name: Option<hickory_proto::rr::LowerName>,
+    /// `[server] drain_secs`: read at SIGTERM, so a reload applies it like the rest.
+    pub drain: std::time::Duration,
 }
 
 /// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`. The
@@ -381,6 +385,8 @@ impl Policy {
             designation: designation(config),
             feeds_sets: false,
             block_ttl: config.server.block_ttl,
+            health_name: config.server.health_name.clone(),
+            drain: config.server.drain,
         })
     }
 

@@ -171,6 +171,11 @@ impl Hushd {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Whether the process has ended.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
 }
 
 impl Drop for Hushd {
