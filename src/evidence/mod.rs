@@ -55,6 +55,39 @@ pub struct Event {
     pub via: Via,
 }
 
+/// How the writer threads (evidence and query log) take from their queues: every
+/// `DrainPace::EVERY` while something comes, doubling to `DrainPace::IDLE` while nothing does,
+/// sleeping in between rather than waiting on the queue, so a sender never has to wake the
+/// thread: a futex wake and a context switch per match or line cost the query path more than
+/// the record itself (the query log at a line per query, the evidence store under a flood of
+/// blocked names).
+pub(crate) struct DrainPace {
+    nap: Duration,
+}
+
+impl DrainPace {
+    pub(crate) const EVERY: Duration = Duration::from_millis(10);
+    pub(crate) const IDLE: Duration = Duration::from_millis(50);
+
+    pub(crate) fn new() -> Self {
+        Self { nap: Self::EVERY }
+    }
+
+    /// Sleeps until the next drain, given how many messages the last one `taken`; never past
+    /// `due` (the thread's next write), when there is one.
+    pub(crate) fn sleep(&mut self, taken: usize, due: Option<Instant>) {
+        self.nap = if taken == 0 {
+            (self.nap * 2).min(Self::IDLE)
+        } else {
+            Self::EVERY
+        };
+        let nap = due.map_or(self.nap, |due| {
+            self.nap.min(due.saturating_duration_since(Instant::now()))
+        });
+        std::thread::sleep(nap);
+    }
+}
+
 /// What the writer's queue carries.
 enum Message {
     Match(Event),

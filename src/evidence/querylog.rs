@@ -40,6 +40,7 @@ use hickory_proto::{
 use nix::fcntl::{Flock, FlockArg};
 use prometheus::IntCounter;
 
+use super::DrainPace;
 use crate::{
     cache::Hit,
     config::{Anonymize, QueryLogConfig},
@@ -56,11 +57,6 @@ const QUEUE: usize = 16_384;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Written out when this much has gathered.
 const FLUSH_BYTES: usize = 64 * 1024;
-/// How often the writer takes what has queued up: every 10 ms while lines come, backing off to
-/// every 50 ms when none do (at 150 000 queries a second, 50 ms is 7 500 lines: the queue
-/// holds them).
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
-const DRAIN_IDLE: Duration = Duration::from_millis(50);
 
 /// The query log's handle: the queue into its writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -360,16 +356,14 @@ struct Writer {
 }
 
 impl Writer {
-    /// Drains the queue every `DRAIN_EVERY` and sleeps in between, rather than waiting on it:
-    /// a sender then never has to wake this thread, which at a line per query (a futex wake
-    /// and a context switch each) cost more than writing the line. The queue holds what
-    /// arrives meanwhile (see `DRAIN_EVERY`).
+    /// Drains the queue at `DrainPace` (never woken by a sender); the queue holds what arrives
+    /// meanwhile.
     fn run(&mut self, lines: Receiver<Message>) {
         let mut next_flush = Instant::now() + FLUSH_EVERY;
         // Records carry a monotonic instant; the wall clock is read here, once a second, so a
         // clock step (NTP) shows in the lines within a second.
         let mut anchor = (Instant::now(), SystemTime::now());
-        let mut nap = DRAIN_EVERY;
+        let mut pace = DrainPace::new();
         loop {
             let mut taken = 0;
             loop {
@@ -410,12 +404,8 @@ impl Writer {
                 self.file.reopen();
                 tracing::info!(path = %self.file.path.display(), "query log reopened");
             }
-            nap = if taken == 0 {
-                (nap * 2).min(DRAIN_IDLE)
-            } else {
-                DRAIN_EVERY
-            };
-            std::thread::sleep(nap);
+            // (at 150 000 queries a second, DrainPace::IDLE is 7 500 lines: the queue holds them)
+            pace.sleep(taken, None);
         }
     }
 

@@ -12,7 +12,7 @@ use std::{
 use prometheus::IntCounter;
 
 use super::{
-    Message,
+    DrainPace, Message,
     batch::{Added, Batch},
     store::{Store, StoreError, first_kept_day, move_aside},
 };
@@ -21,11 +21,6 @@ use crate::config::{Anonymize, EvidenceConfig};
 /// Rows kept while the store cannot be written (~250 bytes each: ~25 MB at most). Past it,
 /// matches needing a new row are dropped and counted.
 const MAX_PENDING_ROWS: usize = 100_000;
-
-/// How often the queue is drained while matches come, backing off to `DRAIN_IDLE` when none
-/// do. The queue (`QUEUE` events) holds 10 ms of over a million matches a second.
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
-const DRAIN_IDLE: Duration = Duration::from_millis(50);
 
 /// Retention runs at start and then this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -109,15 +104,13 @@ impl Writer {
         }
     }
 
-    /// Until every sink is gone: add matches up, write them every `flush_every`. The queue is
-    /// drained every `DRAIN_EVERY` and the thread sleeps in between rather than waiting on it,
-    /// so a match never has to wake this thread: waking it per match (a futex wake and a
-    /// context switch each) cost the query path more than the match itself under a flood of
-    /// blocked names (the query log found the same).
+    /// Until every sink is gone: add matches up, write them every `flush_every`; the queue is
+    /// drained at `DrainPace` (the queue, `QUEUE` events, holds 10 ms of over a million
+    /// matches a second).
     pub(super) fn run(mut self, queue: &Receiver<Message>) {
         self.ensure_open();
         let mut next_flush = Instant::now() + self.flush_every;
-        let mut nap = DRAIN_EVERY;
+        let mut pace = DrainPace::new();
         loop {
             let mut taken = 0usize;
             loop {
@@ -147,14 +140,8 @@ impl Writer {
                     next_flush += self.flush_every;
                 }
             }
-            // idle, the thread backs off to DRAIN_IDLE; a flush request then waits that long
-            nap = if taken == 0 {
-                (nap * 2).min(DRAIN_IDLE)
-            } else {
-                DRAIN_EVERY
-            };
-            let until_flush = next_flush.saturating_duration_since(Instant::now());
-            std::thread::sleep(nap.min(until_flush));
+            // idle, the thread backs off to DrainPace::IDLE; a flush request then waits that long
+            pace.sleep(taken, Some(next_flush));
         }
     }
 

@@ -28,8 +28,8 @@ impl Exchange {
         match self {
             Self::Udp(udp) => udp.exchange(query, checking_disabled, timeout).await,
             Self::Tcp(tcp) => tcp.exchange(query, checking_disabled, timeout).await,
-            Self::Tls(tls) => tls.exchange(query, checking_disabled, timeout).await,
-            Self::Https(https) => https.exchange(query, checking_disabled, timeout).await,
+            Self::Tls(tls) => within(timeout, tls.ask(query, checking_disabled)).await,
+            Self::Https(https) => within(timeout, https.ask(query, checking_disabled)).await,
         }
     }
 }
@@ -71,6 +71,17 @@ impl ExchangeError {
 /// (the records are left out for a client without DO when it is served). CD is the client's
 /// (RFC 4035 §3.2.2): a validating client that checks for itself asks for data its upstream's
 /// validation would have rejected.
+/// An encrypted exchange bounded by `timeout`, connecting included (the UDP and TCP exchanges
+/// keep their own deadlines, which their retries need).
+async fn within(
+    timeout: Duration,
+    ask: impl Future<Output = Result<Message, ExchangeError>>,
+) -> Result<Message, ExchangeError> {
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| ExchangeError::Timeout(timeout))?
+}
+
 pub fn query_message(
     id: u16,
     query: &Query,

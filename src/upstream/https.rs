@@ -71,20 +71,13 @@ impl DohExchange {
         })
     }
 
-    /// Sends one query on the shared connection (made first if there is none) and waits up to
-    /// `timeout`, connecting included, for its answer.
-    pub async fn exchange(
+    /// Sends one query on the shared connection (made first if there is none) and waits for
+    /// its answer; `Exchange::exchange` bounds it, connecting included.
+    pub async fn ask(
         &self,
         query: &Query,
         checking_disabled: bool,
-        timeout: Duration,
     ) -> Result<Message, ExchangeError> {
-        tokio::time::timeout(timeout, self.ask(query, checking_disabled))
-            .await
-            .map_err(|_| ExchangeError::Timeout(timeout))?
-    }
-
-    async fn ask(&self, query: &Query, checking_disabled: bool) -> Result<Message, ExchangeError> {
         let body: Bytes = query_message(0, query, self.edns_payload, checking_disabled)
             .to_vec()
             .map_err(|e| ExchangeError::Encode(e.to_string()))?

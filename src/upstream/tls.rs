@@ -16,7 +16,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -74,20 +73,13 @@ impl DotExchange {
         }
     }
 
-    /// Sends one query on the shared connection (made first if there is none) and waits up to
-    /// `timeout`, connecting included, for its answer.
-    pub async fn exchange(
+    /// Sends one query on the shared connection (made first if there is none) and waits for
+    /// its answer; `Exchange::exchange` bounds it, connecting included.
+    pub async fn ask(
         &self,
         query: &Query,
         checking_disabled: bool,
-        timeout: Duration,
     ) -> Result<Message, ExchangeError> {
-        tokio::time::timeout(timeout, self.ask(query, checking_disabled))
-            .await
-            .map_err(|_| ExchangeError::Timeout(timeout))?
-    }
-
-    async fn ask(&self, query: &Query, checking_disabled: bool) -> Result<Message, ExchangeError> {
         // A reused connection may have been closed by the server just as the query went out
         // (its idle timer and ours race): such a query is asked once more on a new one, so an
         // ordinary idle close never counts against the server.
