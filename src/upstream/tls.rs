@@ -35,11 +35,10 @@ use tokio_util::{
 };
 
 use super::{
-    classify::answers_question,
     connection::{Connection, ConnectionSlot, Got, IDLE_TIMEOUT},
     exchange::{ExchangeError, query_message, random_id},
     tls_client,
-    udp::free_id,
+    udp::{Pending, free_id},
 };
 
 type Stream = TlsStream<TcpStream>;
@@ -102,11 +101,6 @@ impl DotExchange {
         }
         Err(ExchangeError::Closed)
     }
-}
-
-struct Pending {
-    query: Query,
-    reply: oneshot::Sender<Message>,
 }
 
 pub struct DotConnection {
@@ -259,23 +253,8 @@ async fn read_answers(
             rejected.inc();
             continue;
         };
-        let waiter = {
-            let mut pending = connection.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(pending) = pending.as_mut() else {
-                return;
-            };
-            match pending.get(&answer.metadata.id) {
-                Some(p) if answers_question(&answer, &p.query) => {
-                    pending.remove(&answer.metadata.id)
-                }
-                _ => None,
-            }
-        };
-        match waiter {
-            Some(waiter) => {
-                let _ = waiter.reply.send(answer);
-            }
-            None => rejected.inc(),
+        if !Pending::deliver(&connection.pending, answer) {
+            rejected.inc();
         }
     }
 }

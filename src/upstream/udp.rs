@@ -145,9 +145,48 @@ impl PooledSocket {
     }
 }
 
-struct Pending {
-    query: Query,
-    reply: oneshot::Sender<Message>,
+/// A query waiting for its answer (UDP and DoT match answers to queries the same way).
+pub(super) struct Pending {
+    pub(super) query: Query,
+    pub(super) reply: oneshot::Sender<Message>,
+}
+
+impl Pending {
+    /// Hands `answer` to the query in `pending` it answers: its ID must be outstanding and its
+    /// question the one asked, so a forged or stray reply reaches nobody. False if none.
+    pub(super) fn deliver(pending: &Mutex<impl PendingTable>, answer: Message) -> bool {
+        let waiter = {
+            let mut table = pending.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(table) = table.table() else {
+                return false;
+            };
+            match table.get(&answer.metadata.id) {
+                Some(p) if answers_question(&answer, &p.query) => table.remove(&answer.metadata.id),
+                _ => None,
+            }
+        };
+        waiter.is_some_and(|w| {
+            let _ = w.reply.send(answer);
+            true
+        })
+    }
+}
+
+/// The waiting queries of a socket (always there) or a connection (gone once it ended).
+pub(super) trait PendingTable {
+    fn table(&mut self) -> Option<&mut HashMap<u16, Pending>>;
+}
+
+impl PendingTable for HashMap<u16, Pending> {
+    fn table(&mut self) -> Option<&mut HashMap<u16, Pending>> {
+        Some(self)
+    }
+}
+
+impl PendingTable for Option<HashMap<u16, Pending>> {
+    fn table(&mut self) -> Option<&mut HashMap<u16, Pending>> {
+        self.as_mut()
+    }
 }
 
 /// An ID for which `taken` is false, from at most `MAX_ID_DRAWS` calls of `draw`: `None` when
@@ -319,20 +358,8 @@ async fn receive(pooled: std::sync::Weak<PooledSocket>, rejected: IntCounter) {
             rejected.inc();
             continue;
         };
-        let waiting = {
-            let mut pending = socket.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(&answer.metadata.id) {
-                Some(p) if answers_question(&answer, &p.query) => {
-                    pending.remove(&answer.metadata.id)
-                }
-                _ => None,
-            }
-        };
-        match waiting {
-            Some(p) => {
-                let _ = p.reply.send(answer);
-            }
-            None => rejected.inc(),
+        if !Pending::deliver(&socket.pending, answer) {
+            rejected.inc();
         }
     }
 }
