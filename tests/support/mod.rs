@@ -28,12 +28,15 @@ use hickory_proto::{
 
 pub const HUSHD: &str = env!("CARGO_BIN_EXE_hushd");
 
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
+/// A port free for both UDP and TCP on 127.0.0.1 right now, below the kernel's ephemeral
+/// range (32768 and up by default): a port taken from that range was often handed to another
+/// test's client socket before hushd could bind it ("Address already in use").
 pub fn free_port() -> u16 {
     loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = fastrand::u16(20_000..32_000);
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
             return port;
         }
     }
