@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step should stop the test
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::{
@@ -25,7 +26,7 @@ use hickory_proto::{
 use support::{HUSHD, Hushd, Setup, list, query, udp_client, upstream::Upstream, wait_until};
 
 /// Saves `edit(config)` as the config and waits for the reload it causes to be in force.
-fn reload(setup: &Setup, hushd: &Hushd, edit: impl FnOnce(String) -> String) {
+pub(crate) fn reload(setup: &Setup, hushd: &Hushd, edit: impl FnOnce(String) -> String) {
     let before = std::fs::read_to_string(setup.config_path()).unwrap();
     let after = edit(before.clone());
     assert_ne!(before, after, "the edit changes nothing");
@@ -41,7 +42,7 @@ fn reload(setup: &Setup, hushd: &Hushd, edit: impl FnOnce(String) -> String) {
 }
 
 /// One A query for `name` from `socket`; its RCODE, or `None` after `wait`.
-async fn ask(
+pub(crate) async fn ask(
     socket: &tokio::net::UdpSocket,
     server: SocketAddr,
     name: &str,
