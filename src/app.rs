@@ -353,20 +353,31 @@ fn udp_workers() -> usize {
 /// the lines left out, by reason, with the first few.
 pub fn check(config_path: &Path) -> Result<String, crate::diagnostic::LoadErrors> {
     let config = Config::load(config_path)?;
-    // Running, an unusable store is logged and retried and DNS goes on; here it is an error,
-    // so the admin hears of it before the evidence is missing.
-    let unusable = config
-        .evidence
-        .enabled
-        .then(|| unusable_path(&config.evidence.path))
-        .flatten();
-    if let Some(why) = unusable {
-        return Err(crate::diagnostic::LoadErrors(vec![
-            crate::diagnostic::LoadError::File {
-                path: config_path.to_path_buf(),
-                message: format!("[evidence] path {}: {why}", config.evidence.path.display()),
-            },
-        ]));
+    // Running, an unusable store or query log is logged and retried and DNS goes on; here it
+    // is an error, so the admin hears of it before the evidence or the log is missing.
+    let unusable: Vec<_> = [
+        (
+            "[evidence] path",
+            config.evidence.enabled,
+            &config.evidence.path,
+        ),
+        (
+            "[querylog] path",
+            config.querylog.enabled,
+            &config.querylog.path,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, enabled, _)| *enabled)
+    .filter_map(|(key, _, path)| {
+        unusable_path(path).map(|why| crate::diagnostic::LoadError::File {
+            path: config_path.to_path_buf(),
+            message: format!("{key} {}: {why}", path.display()),
+        })
+    })
+    .collect();
+    if !unusable.is_empty() {
+        return Err(crate::diagnostic::LoadErrors(unusable));
     }
     if let Some(files) = &config.server.tls {
         crate::certs::load_pair(files, &crate::certs::provider()).map_err(|e| {

@@ -228,6 +228,57 @@ async fn the_log_rotates_at_max_bytes_and_keeps_keep_files() {
     assert_eq!(hushd.metric("hushd_querylog_dropped_total"), Some(0.0));
 }
 
+/// A path that cannot be written: `hushd check` says so by key; running, DNS goes on, the lost
+/// lines are counted, and the log is written once the path works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_path_is_reported_by_check_and_counted_while_dns_goes_on() {
+    let up = Upstream::start().await;
+    // a path whose folder is a regular file: root cannot write there either
+    let folder = tempfile::tempdir().unwrap();
+    let path = folder.path().join("logs").join("queries.jsonl");
+    std::fs::write(folder.path().join("logs"), b"not a folder").unwrap();
+    let setup = setup(&up, &format!("path = \"{}\"", path.display()));
+    let out = Command::new(support::HUSHD)
+        .arg("--config")
+        .arg(setup.config_path())
+        .arg("check")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "[querylog] path {}: {} is not a folder",
+            path.display(),
+            folder.path().join("logs").display()
+        )),
+        "{text}"
+    );
+
+    let hushd = setup.start();
+    let mut client = udp_client(hushd.dns, None).await;
+    for i in 0..3 {
+        let name = format!("lost{i}.example.");
+        let answer = query(&mut client, &name, RecordType::A).await;
+        assert_eq!(answer.response_code, ResponseCode::NoError);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            hushd.metric("hushd_querylog_dropped_total").unwrap_or(0.0) >= 3.0
+        }),
+        "{}",
+        hushd.log()
+    );
+    assert!(hushd.log().contains("cannot"), "{}", hushd.log());
+    // the admin fixes the folder: the next lines are written
+    std::fs::remove_file(folder.path().join("logs")).unwrap();
+    std::fs::create_dir(folder.path().join("logs")).unwrap();
+    query(&mut client, "kept.example.", RecordType::A).await;
+    let now = wait_lines(&path, 1);
+    assert_eq!(now[0]["qname"], "kept.example", "{now:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_the_log_after_logrotate_moved_it() {
     let up = Upstream::start().await;

@@ -226,8 +226,9 @@ pub fn move_aside(path: &Path, now: SystemTime) -> io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// Why the store at `path` cannot be used, for `hushd check`: its folder is missing, is not a
-/// folder, or hushd may not write in it; or the file is a folder or read-only.
+/// Why the store (or the query log) at `path` cannot be used, for `hushd check`: its folder is
+/// missing, is not a folder, or hushd may not write in it (SQLite's side files, the log's
+/// rotation); or the file is a folder or read-only.
 pub fn unusable_path(path: &Path) -> Option<String> {
     use nix::unistd::{AccessFlags, access};
     let folder = match path.parent() {
