@@ -8,6 +8,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod limits_keys;
+
 use std::{
     net::SocketAddr,
     path::Path,
