@@ -9,6 +9,7 @@
 mod support;
 
 mod limits_keys;
+mod server_keys;
 
 use std::{
     net::SocketAddr,
