@@ -7,6 +7,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_keys;
 
 use std::{
     net::SocketAddr,
