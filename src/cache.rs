@@ -8,7 +8,7 @@ use std::{
     net::IpAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -120,6 +120,10 @@ pub struct Cache {
     /// The `[cache]` bounds in force, swapped by `reconfigure`: read when an answer is stored
     /// (TTL bounds, weight) and when a stale one is looked for, never on a fresh hit.
     settings: ArcSwap<Settings>,
+    /// Whether the upstreams in force are trusted with AD (`config::trusts_ad`), set by
+    /// `trust_ad`. An entry keeps the AD its upstream gave when it was stored; a hit passes it
+    /// on only while this holds, so `trust_ad = false` takes AD off cached answers too.
+    ad_trusted: AtomicBool,
 }
 
 struct Settings {
@@ -214,6 +218,8 @@ pub struct Hit {
     age: u32,
     /// Past its TTL, served under RFC 8767: every record gets `STALE_TTL`.
     stale: bool,
+    /// The upstreams in force at the lookup are trusted with AD (`Cache::trust_ad`).
+    ad_trusted: bool,
 }
 
 /// TTL of a stale answer (RFC 8767 §4 recommends 30 s): clients come back soon for a fresh one.
@@ -256,7 +262,15 @@ impl Cache {
             entries,
             bytes: Arc::new(AtomicU64::new(0)),
             settings: ArcSwap::from_pointee(settings),
+            // what an entry's AD already says: the upstream's, cleared for an untrusted one
+            ad_trusted: AtomicBool::new(true),
         }
+    }
+
+    /// The upstreams now in force are trusted with AD, or not (a reload that changed them):
+    /// hits from now on pass cached AD on only if they are.
+    pub fn trust_ad(&self, trusted: bool) {
+        self.ad_trusted.store(trusted, Ordering::Relaxed);
     }
 
     /// New `[cache]` bounds (a reload), without a flush. TTL bounds, `serve_stale_secs`,
@@ -291,6 +305,7 @@ impl Cache {
             entry,
             age,
             stale: false,
+            ad_trusted: self.ad_trusted.load(Ordering::Relaxed),
         })
     }
 
@@ -308,7 +323,12 @@ impl Cache {
             // a resolution failure past its servfail_ttl is gone, not something to fall back on
             return None;
         }
-        (age < entry.ttl.saturating_add(max_stale)).then_some(Hit { entry, age, stale })
+        (age < entry.ttl.saturating_add(max_stale)).then_some(Hit {
+            entry,
+            age,
+            stale,
+            ad_trusted: self.ad_trusted.load(Ordering::Relaxed),
+        })
     }
 
     /// Stores `answer` under the TTL bounds of the config; returns the TTL used, if stored.
@@ -618,10 +638,11 @@ impl Hit {
             .map(|(ip, ttl)| (ip, self.ttl_now(ttl)))
     }
 
-    /// The upstream (a trusted one) validated it, and it is not stale: what the AD bit of a
-    /// reply to a client that asks for it (`reply::gives_ad`) may say.
+    /// The upstream (a trusted one) validated it, the upstreams in force are still trusted with
+    /// AD, and it is not stale: what the AD bit of a reply to a client that asks for it
+    /// (`reply::gives_ad`) may say.
     pub fn authentic_data(&self) -> bool {
-        self.entry.authentic_data && !self.stale
+        self.entry.authentic_data && self.ad_trusted && !self.stale
     }
 
     /// Past its TTL (only `Cache::get_stale` returns such hits).
@@ -867,6 +888,22 @@ mod tests {
         assert!(c.get(&key(), RecordType::A, true).is_some());
         c.insert(key(), RecordType::A, false, &signed(300, far_future()));
         assert!(!c.get(&key(), RecordType::A, true).unwrap().authentic_data());
+        assert!(
+            c.get(&key(), RecordType::A, false)
+                .unwrap()
+                .authentic_data()
+        );
+    }
+
+    #[test]
+    fn cached_ad_is_passed_on_only_while_the_upstreams_are_trusted_with_it() {
+        let c = Cache::new(&config());
+        c.insert(key(), RecordType::A, false, &signed(300, far_future()));
+        c.trust_ad(false);
+        let hit = c.get(&key(), RecordType::A, false).unwrap();
+        assert!(!hit.authentic_data());
+        assert!(!hit.answer().authentic_data);
+        c.trust_ad(true);
         assert!(
             c.get(&key(), RecordType::A, false)
                 .unwrap()

@@ -18,7 +18,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::Config,
+    config::{Config, trusts_ad},
     config_diff::{self, Applies},
     diagnostic::{LoadError, LoadErrors},
     egress::nft::{self, NftWriter},
@@ -363,6 +363,8 @@ impl Reloader {
                 Ok(upstream) => {
                     let servers: Vec<_> = upstream.addrs().collect();
                     handler.upstream.store(Arc::new(upstream));
+                    // AD already cached is as good as the trust in the servers now in force
+                    handler.cache.trust_ad(trusts_ad(&new.upstream));
                     tracing::info!(?servers, "upstreams replaced");
                 }
                 Err(e) => {

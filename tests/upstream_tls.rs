@@ -8,9 +8,9 @@
 mod support;
 
 use std::{
-    net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -18,131 +18,16 @@ use hickory_proto::{
     op::ResponseCode,
     rr::{RData, RecordType},
 };
-use support::{Setup, free_port, query, tool, udp_client, wait_until};
+use support::{
+    Setup, query, tool, udp_client,
+    unbound::{CERT_NAME, TestCa, Unbound},
+};
 
-/// The name in the test server's certificate (beside 127.0.0.1).
-const CERT_NAME: &str = "dns.test";
-
-/// A CA and a certificate it signed for `dns.test` and 127.0.0.1, written into `dir`: the CA
-/// (for hushd's `ca_file`), and the server's certificate and key (for Unbound).
-struct TestCa {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl TestCa {
-    fn write(dir: &Path) -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "hushd test upstream CA");
-        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![CERT_NAME.to_string(), "127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let paths = Self {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        };
-        std::fs::write(&paths.ca, ca_pem).unwrap();
-        std::fs::write(&paths.cert, cert.pem()).unwrap();
-        std::fs::write(&paths.key, key.serialize_pem()).unwrap();
-        paths
-    }
-}
-
-/// Unbound answering every name under `test.` with 192.0.2.1, over TLS at `tls` and HTTPS
-/// (HTTP/2, `/dns-query`) at `https`; killed when dropped.
-struct Unbound {
-    child: Child,
-    conf: PathBuf,
-    log: PathBuf,
-    tls: SocketAddr,
-    https: SocketAddr,
-}
-
-impl Unbound {
-    /// `None` when unbound is not installed (a failure under HUSHD_REQUIRE_TOOLS).
-    fn start(dir: &Path, ca: &TestCa) -> Option<Self> {
-        let unbound = tool("unbound")?;
-        tool("ss")?;
-        let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let conf = dir.join("unbound.conf");
-        let log = dir.join("unbound.log");
-        std::fs::write(
-            &conf,
-            format!(
-                "server:\n  interface: 127.0.0.1@{tp}\n  interface: 127.0.0.1@{hp}\n  tls-port: {tp}\n  https-port: {hp}\n  \
-                 tls-service-key: \"{key}\"\n  tls-service-pem: \"{cert}\"\n  http-endpoint: \"/dns-query\"\n  \
-                 do-ip6: no\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{dir}\"\n  pidfile: \"\"\n  \
-                 use-syslog: no\n  logfile: \"{log}\"\n  verbosity: 1\n  num-threads: 1\n  access-control: 127.0.0.0/8 allow\n  \
-                 module-config: \"iterator\"\n  local-zone: \"test.\" redirect\n  local-data: \"test. 300 IN A 192.0.2.1\"\n\
-                 remote-control:\n  control-enable: no\n",
-                tp = tls.port(),
-                hp = https.port(),
-                key = ca.key.display(),
-                cert = ca.cert.display(),
-                dir = dir.display(),
-                log = log.display(),
-            ),
-        )
-        .unwrap();
-        let mut server = Self {
-            child: spawn(&unbound, &conf),
-            conf,
-            log,
-            tls,
-            https,
-        };
-        server.wait_listening();
-        Some(server)
-    }
-
-    fn wait_listening(&mut self) {
-        let up = wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(self.tls).is_ok() && TcpStream::connect(self.https).is_ok()
-        });
-        assert!(
-            up,
-            "unbound did not start: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    /// Kills the server, which drops every connection to it, and starts it again.
-    fn restart(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let unbound = tool("unbound").unwrap();
-        self.child = spawn(&unbound, &self.conf);
-        self.wait_listening();
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(unbound: &Path, conf: &Path) -> Child {
-    Command::new(unbound)
-        .args(["-d", "-c"])
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// Unbound serving the test zone, with `ss` at hand to count connections; `None` when either
+/// is missing (a failure under HUSHD_REQUIRE_TOOLS).
+fn start_unbound(dir: &Path, ca: &TestCa) -> Option<Unbound> {
+    tool("ss")?;
+    Unbound::start(dir, ca)
 }
 
 /// Established TCP connections to `server` (the client ends: hushd's).
@@ -200,7 +85,7 @@ async fn ask_many(dns: SocketAddr, label: &str, count: usize) {
 async fn dot_and_doh_answer_many_queries_over_one_connection_each() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::write(dir.path());
-    let Some(unbound) = Unbound::start(dir.path(), &ca) else {
+    let Some(unbound) = start_unbound(dir.path(), &ca) else {
         return;
     };
     for server in [
@@ -235,7 +120,7 @@ async fn dot_and_doh_answer_many_queries_over_one_connection_each() {
 async fn a_dead_connection_is_made_again() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::write(dir.path());
-    let Some(mut unbound) = Unbound::start(dir.path(), &ca) else {
+    let Some(mut unbound) = start_unbound(dir.path(), &ca) else {
         return;
     };
     let dot = format!("tls://{}#{CERT_NAME}", unbound.tls);
@@ -260,7 +145,7 @@ async fn a_dead_connection_is_made_again() {
 async fn a_certificate_without_the_configured_name_fails_and_the_next_server_answers() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::write(dir.path());
-    let Some(unbound) = Unbound::start(dir.path(), &ca) else {
+    let Some(unbound) = start_unbound(dir.path(), &ca) else {
         return;
     };
     let wrong_dot = format!("tls://{}#other.test", unbound.tls);

@@ -7,6 +7,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_keys;
 
 mod limits_keys;
 mod server_keys;

@@ -5,6 +5,7 @@
 
 pub mod evidence;
 pub mod netns;
+pub mod unbound;
 pub mod upstream;
 
 use std::{

@@ -14,13 +14,17 @@
 //! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
 //!
 //! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead, and
-//! `answer_with` switches a running one to that.
+//! `answer_with` switches a running one to that; `set_authentic_data(true)` sets AD on every
+//! reply from then on (as a validating resolver would).
 //! It records every name it is asked (and which came over TCP), so a test can tell what reached
 //! upstream.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -85,6 +89,8 @@ struct Zone {
     seen: Seen,
     /// Answer everything with this rcode.
     rcode: Arc<Mutex<Option<ResponseCode>>>,
+    /// Set AD on every reply.
+    authentic_data: Arc<AtomicBool>,
 }
 
 fn soa_for(name: &Name) -> Record {
@@ -137,6 +143,7 @@ impl RequestHandler for Zone {
 
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
+        meta.authentic_data = self.authentic_data.load(Ordering::Relaxed);
         let mut answers = Vec::new();
         let mut soa = Vec::new();
         let first = name
@@ -256,6 +263,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Seen,
     rcode: Arc<Mutex<Option<ResponseCode>>>,
+    authentic_data: Arc<AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -285,9 +293,11 @@ impl Upstream {
         };
         let seen = Seen::default();
         let rcode = Arc::new(Mutex::new(rcode));
+        let authentic_data = Arc::new(AtomicBool::new(false));
         let mut server = Server::new(Zone {
             seen: seen.clone(),
             rcode: rcode.clone(),
+            authentic_data: authentic_data.clone(),
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 32);
@@ -299,8 +309,14 @@ impl Upstream {
             addr,
             seen,
             rcode,
+            authentic_data,
             shutdown,
         }
+    }
+
+    /// From now on set AD ("validated") on every reply, or not.
+    pub fn set_authentic_data(&self, on: bool) {
+        self.authentic_data.store(on, Ordering::Relaxed);
     }
 
     /// From now on answer everything with `rcode` (`None`: as scripted).
