@@ -8,6 +8,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cache_keys;
+
 use std::{
     net::SocketAddr,
     path::Path,

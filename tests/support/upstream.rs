@@ -5,6 +5,7 @@
 //! - `cname.<zone>`: CNAME to `target.<zone>`, plus target's A record
 //! - `big.<zone>` TXT: enough TXT records to overflow a 512- or 1232-byte UDP answer
 //! - `short.<zone>`: A 192.0.2.4 with a TTL of 1 s
+//! - `ttl-N.<zone>` A: 192.0.2.1 with a TTL of N s
 //! - `slow.<zone>`: A 192.0.2.3, after 1.5 s
 //! - `servfail.<zone>`, `refused.<zone>`: SERVFAIL, REFUSED
 //! - `cname-nodata.<zone>`: CNAME (TTL 300) to `nodata-target.<zone>`, which has no data:
@@ -14,13 +15,17 @@
 //! - A: 192.0.2.1; AAAA: 2001:db8::1; anything else: NODATA with an SOA
 //!
 //! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead, and
-//! `answer_with` switches a running one to that.
+//! `answer_with` switches a running one to that; `set_silent(true)` makes it answer nothing
+//! (a dead server behind a firewall: no ICMP error that would fail a lookup at once).
 //! It records every name it is asked (and which came over TCP), so a test can tell what reached
 //! upstream.
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -85,6 +90,8 @@ struct Zone {
     seen: Seen,
     /// Answer everything with this rcode.
     rcode: Arc<Mutex<Option<ResponseCode>>>,
+    /// Record queries, answer none.
+    silent: Arc<AtomicBool>,
 }
 
 fn soa_for(name: &Name) -> Record {
@@ -137,6 +144,12 @@ impl RequestHandler for Zone {
 
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
+        if self.silent.load(Ordering::SeqCst) {
+            return ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            });
+        }
         let mut answers = Vec::new();
         let mut soa = Vec::new();
         let first = name
@@ -217,6 +230,17 @@ impl RequestHandler for Zone {
                 1,
                 RData::A(A(Ipv4Addr::new(192, 0, 2, 4))),
             ));
+        } else if let Some(ttl) = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix("ttl-"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|_| qtype == RecordType::A)
+        {
+            answers.push(Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+            ));
         } else if first.as_deref() == Some("slow") {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             answers.push(Record::from_rdata(
@@ -256,6 +280,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Seen,
     rcode: Arc<Mutex<Option<ResponseCode>>>,
+    silent: Arc<AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -285,9 +310,11 @@ impl Upstream {
         };
         let seen = Seen::default();
         let rcode = Arc::new(Mutex::new(rcode));
+        let silent = Arc::new(AtomicBool::new(false));
         let mut server = Server::new(Zone {
             seen: seen.clone(),
             rcode: rcode.clone(),
+            silent: silent.clone(),
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 32);
@@ -299,6 +326,7 @@ impl Upstream {
             addr,
             seen,
             rcode,
+            silent,
             shutdown,
         }
     }
@@ -306,6 +334,11 @@ impl Upstream {
     /// From now on answer everything with `rcode` (`None`: as scripted).
     pub fn answer_with(&self, rcode: Option<ResponseCode>) {
         *self.rcode.lock().unwrap() = rcode;
+    }
+
+    /// From now on (`true`) record every query and answer none; `false`: answer again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {
