@@ -12,6 +12,8 @@ mod upstream_keys;
 mod limits_keys;
 mod server_keys;
 
+mod cache_keys;
+
 use std::{
     net::SocketAddr,
     path::Path,

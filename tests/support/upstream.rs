@@ -5,6 +5,7 @@
 //! - `cname.<zone>`: CNAME to `target.<zone>`, plus target's A record
 //! - `big.<zone>` TXT: enough TXT records to overflow a 512- or 1232-byte UDP answer
 //! - `short.<zone>`: A 192.0.2.4 with a TTL of 1 s
+//! - `ttl-N.<zone>` A: 192.0.2.1 with a TTL of N s
 //! - `slow.<zone>`: A 192.0.2.3, after 1.5 s
 //! - `servfail.<zone>`, `refused.<zone>`: SERVFAIL, REFUSED
 //! - `cname-nodata.<zone>`: CNAME (TTL 300) to `nodata-target.<zone>`, which has no data:
@@ -15,7 +16,8 @@
 //!
 //! `Upstream::answering(rcode)` starts one that answers everything with `rcode` instead, and
 //! `answer_with` switches a running one to that; `set_authentic_data(true)` sets AD on every
-//! reply from then on (as a validating resolver would).
+//! reply from then on (as a validating resolver would); `set_silent(true)` makes it answer
+//! nothing (a dead server behind a firewall: no ICMP error that would fail a lookup at once).
 //! It records every name it is asked (and which came over TCP), so a test can tell what reached
 //! upstream.
 
@@ -91,6 +93,8 @@ struct Zone {
     rcode: Arc<Mutex<Option<ResponseCode>>>,
     /// Set AD on every reply.
     authentic_data: Arc<AtomicBool>,
+    /// Record queries, answer none.
+    silent: Arc<AtomicBool>,
 }
 
 fn soa_for(name: &Name) -> Record {
@@ -144,6 +148,12 @@ impl RequestHandler for Zone {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
         meta.authentic_data = self.authentic_data.load(Ordering::Relaxed);
+        if self.silent.load(Ordering::SeqCst) {
+            return ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            });
+        }
         let mut answers = Vec::new();
         let mut soa = Vec::new();
         let first = name
@@ -224,6 +234,17 @@ impl RequestHandler for Zone {
                 1,
                 RData::A(A(Ipv4Addr::new(192, 0, 2, 4))),
             ));
+        } else if let Some(ttl) = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix("ttl-"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|_| qtype == RecordType::A)
+        {
+            answers.push(Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+            ));
         } else if first.as_deref() == Some("slow") {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             answers.push(Record::from_rdata(
@@ -264,6 +285,7 @@ pub struct Upstream {
     pub seen: Seen,
     rcode: Arc<Mutex<Option<ResponseCode>>>,
     authentic_data: Arc<AtomicBool>,
+    silent: Arc<AtomicBool>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -294,10 +316,12 @@ impl Upstream {
         let seen = Seen::default();
         let rcode = Arc::new(Mutex::new(rcode));
         let authentic_data = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(AtomicBool::new(false));
         let mut server = Server::new(Zone {
             seen: seen.clone(),
             rcode: rcode.clone(),
             authentic_data: authentic_data.clone(),
+            silent: silent.clone(),
         });
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 32);
@@ -310,6 +334,7 @@ impl Upstream {
             seen,
             rcode,
             authentic_data,
+            silent,
             shutdown,
         }
     }
@@ -322,6 +347,11 @@ impl Upstream {
     /// From now on answer everything with `rcode` (`None`: as scripted).
     pub fn answer_with(&self, rcode: Option<ResponseCode>) {
         *self.rcode.lock().unwrap() = rcode;
+    }
+
+    /// From now on (`true`) record every query and answer none; `false`: answer again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {
