@@ -13,6 +13,9 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum, error::ErrorKind};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// hushd answers DNS for a network, forwards ordinary lookups upstream with a cache, and blocks
 /// (or, in audit mode, logs) lookups of the names in its blocklists. Edits to the config or to
 /// any list apply live; a broken edit keeps the running policy and logs exactly what is wrong.
