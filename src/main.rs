@@ -76,12 +76,19 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
-    /// Write the manual pages or a shell completion script (for packagers).
-    #[command(hide = true)]
-    Generate {
-        #[command(subcommand)]
-        what: Generate,
-    },
+}
+
+// `hushd generate` is for packagers, so it is kept out of `Cli`, and so out of the manual pages
+// and the shell completions it writes, which are for admins.
+#[derive(Debug, Parser)]
+#[command(
+    name = "generate",
+    bin_name = "hushd generate",
+    about = "Write the manual pages or a shell completion script (for packagers)"
+)]
+struct GenerateCli {
+    #[command(subcommand)]
+    what: Generate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +175,11 @@ const DEFAULT_LOG_FILTER: &str =
     "info,hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn";
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let program = args.next();
+        return generate(GenerateCli::parse_from(program.into_iter().chain(args.skip(1))).what);
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check {
@@ -222,7 +234,6 @@ fn main() -> ExitCode {
             command: EvidenceCommand::Forget { client, db },
         }) => forget(&cli.config, &client, db),
         Some(Command::Report(args)) => run_report(&cli.config, args),
-        Some(Command::Generate { what }) => generate(what),
         None => {
             // Held until main returns: dropping it flushes what the log thread still holds.
             let _log_flush = init_logging(cli.log_format);

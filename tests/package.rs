@@ -90,6 +90,17 @@ fn the_package_builds_installs_checks_its_config_and_passes_lintian() {
         assert!(root.join(path).is_file(), "the package has no /{path}");
     }
 
+    // The completions offer what an admin runs, not the packagers' `generate`.
+    for path in [
+        "usr/share/bash-completion/completions/hushd",
+        "usr/share/zsh/vendor-completions/_hushd",
+        "usr/share/fish/vendor_completions.d/hushd.fish",
+    ] {
+        let script = std::fs::read_to_string(root.join(path)).unwrap();
+        assert!(script.contains("explain"), "/{path} lacks explain");
+        assert!(!script.contains("generate"), "/{path} offers generate");
+    }
+
     // Every file under /etc is a conffile, so an admin's edits survive upgrades.
     let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
     let etc: Vec<String> = files_under(&root.join("etc"))
