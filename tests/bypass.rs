@@ -216,4 +216,36 @@ async fn toggled_off_they_are_forwarded_and_a_reload_applies_a_toggle_change() {
         let r = query(&mut udp, name, *qtype).await;
         assert!(is_hushds(&r, *rcode), "{name} {qtype}: {r:?}");
     }
+
+    // the other two off in turn, each by a reload: its names go back to the ordinary path, the
+    // names of a toggle still on stay hushd's
+    let mut config = canary_off;
+    for (toggle, names) in [("icloud_private_relay", 2..4), ("resolver_arpa", 4..7)] {
+        let next = config.replace("[server]\n", &format!("[server]\n{toggle} = false\n"));
+        assert_ne!(next, config);
+        setup.write_config(&next);
+        config = next;
+        let (name, qtype, rcode) = ANSWERED[names.start];
+        let mut forwarded = false;
+        for _ in 0..150 {
+            let r = query(&mut udp, name, qtype).await;
+            if r.response_code == ResponseCode::NoError && !is_hushds(&r, rcode) {
+                forwarded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(forwarded, "{toggle} = false not applied:\n{}", hushd.log());
+        for (name, qtype, rcode) in &ANSWERED[names.clone()] {
+            let r = query(&mut udp, name, *qtype).await;
+            assert!(
+                !is_hushds(&r, *rcode),
+                "{toggle} off, {name} {qtype}: {r:?}"
+            );
+        }
+        for (name, qtype, rcode) in &ANSWERED[names.end..] {
+            let r = query(&mut udp, name, *qtype).await;
+            assert!(is_hushds(&r, *rcode), "{toggle} off, {name} {qtype}: {r:?}");
+        }
+    }
 }
