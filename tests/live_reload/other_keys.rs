@@ -15,6 +15,7 @@ use std::{
 };
 
 use hickory_proto::op::ResponseCode::{self, NXDomain, NoError, Refused};
+use serde_json::json;
 
 use crate::{
     ask, reload,
@@ -133,13 +134,14 @@ async fn a_changed_group_action_is_what_members_get() {
 }
 
 /// `[clients]`: a named device given a new address is that device from the next query: the
-/// group that names it applies at the new address, not at the old one.
+/// group that names it applies at the new address, not at the old one, and the query log names
+/// it there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_device_at_a_new_address_takes_its_group_there() {
     let up = Upstream::start().await;
     let setup = Setup::new(&[up.addr], "");
     setup.append_config(
-        "[clients]\n\"tv\" = \"127.0.0.90\"\n\n[[groups]]\nname = \"iot\"\nclients = [\"tv\"]\nactions = { vendor = \"block\" }",
+        "[querylog]\nenabled = true\n\n[clients]\n\"tv\" = \"127.0.0.90\"\n\n[[groups]]\nname = \"iot\"\nclients = [\"tv\"]\nactions = { vendor = \"block\" }",
     );
     setup.write_list("vendor", &list("log", &["vendor.example"]));
     let hushd = setup.start();
@@ -164,6 +166,20 @@ async fn a_named_device_at_a_new_address_takes_its_group_there() {
         rcode_from(dns, "127.0.0.90", "vendor.example.").await,
         NoError
     );
+    let log = setup.dir.path().join("queries.jsonl");
+    let names: Vec<_> = wait_lines(&log, 4)
+        .iter()
+        .map(|l| (l["client"].clone(), l["client_name"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (json!("127.0.0.90"), json!("tv")),
+            (json!("127.0.0.91"), json!(null)),
+            (json!("127.0.0.91"), json!("tv")),
+            (json!("127.0.0.90"), json!(null)),
+        ]
+    );
 }
 
 /// The lines of the query log at `path`, each parsed.
@@ -173,6 +189,12 @@ fn log_lines(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+/// Waits (the writer writes at least once a second) until the query log holds `n` lines.
+fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    wait_until(Duration::from_secs(5), || log_lines(path).len() >= n);
+    log_lines(path)
 }
 
 /// Waits (the writer writes at least once a second) for the query log's line about `qname`.
