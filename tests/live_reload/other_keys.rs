@@ -515,6 +515,7 @@ enum Serve {
 struct ListServer {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    serve: Arc<Mutex<Serve>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -529,6 +530,7 @@ impl ListServer {
         );
         let (count, stopped) = (connections.clone(), stop.clone());
         let serve = Arc::new(Mutex::new(serve));
+        let serving = serve.clone();
         std::thread::spawn(move || {
             let mut held = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
@@ -537,8 +539,7 @@ impl ListServer {
                     continue;
                 };
                 count.fetch_add(1, Ordering::Relaxed);
-                let serve = serve.lock().unwrap().clone();
-                let response = match serve {
+                let response = match serving.lock().unwrap().clone() {
                     Serve::Silent => {
                         held.push(conn);
                         continue;
@@ -568,8 +569,13 @@ impl ListServer {
         Self {
             addr,
             connections,
+            serve,
             stop,
         }
+    }
+
+    fn set(&self, serve: Serve) {
+        *self.serve.lock().unwrap() = serve;
     }
 }
 
@@ -632,39 +638,49 @@ async fn a_higher_lists_max_bytes_takes_a_download_it_rejected() {
     assert_eq!(fetches(&hushd, "rejected"), 1.0);
 }
 
-/// `[lists] state_dir` moved: the next copy is stored in the new folder (fetched there at
-/// once, since it holds none), and its names stay in force.
+/// `[lists] state_dir` moved: the copy in force is carried to the new folder, so its names stay
+/// in force with the server down, and the next download is stored there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_state_dir_receives_the_next_copy() {
+async fn a_moved_state_dir_keeps_the_copy_in_force_and_stores_the_next_one() {
     let up = Upstream::start().await;
-    let server = ListServer::start(Serve::Body("sub.example\n".into()));
+    let server = ListServer::start(Serve::Body("one.example\n".into()));
     let url = format!("http://{}/ads.txt", server.addr);
     let setup = subscribed(&up, &url, "state_dir = \"copies1\"");
+    setup.write_list(
+        "ads",
+        &format!("action = \"block\"\nurl = \"{url}\"\nrefresh = \"2s\"\n"),
+    );
     let hushd = setup.start();
-    let (one, two) = (
+    let (old, new) = (
         setup.dir.path().join("copies1/ads.txt"),
         setup.dir.path().join("copies2/ads.txt"),
     );
+    let dns = hushd.dns;
     assert!(
-        becomes(hushd.dns, "sub.example.", NXDomain).await,
+        becomes(dns, "one.example.", NXDomain).await,
         "{}",
         hushd.log()
     );
-    assert!(one.exists());
 
+    server.set(Serve::Status(503));
     reload(&setup, &hushd, |c| c.replace("copies1", "copies2"));
-    assert!(
-        wait_until(Duration::from_secs(5), || two.exists()),
-        "no copy in the new state_dir:\n{}",
-        hushd.log()
-    );
-    assert_eq!(std::fs::read_to_string(&two).unwrap(), "sub.example\n");
-    assert!(
-        becomes(hushd.dns, "sub.example.", NXDomain).await,
+    // at once, with the server down: the copy carried over is in force
+    assert_eq!(
+        rcode(dns, "one.example.").await,
+        NXDomain,
         "{}",
         hushd.log()
     );
-    assert_eq!(server.connections.load(Ordering::Relaxed), 2);
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "one.example\n");
+    // the next download (due within the 2 s refresh) is stored in the new folder
+    server.set(Serve::Body("two.example\n".into()));
+    assert!(
+        becomes(dns, "two.example.", NXDomain).await,
+        "{}",
+        hushd.log()
+    );
+    assert_eq!(std::fs::read_to_string(&new).unwrap(), "two.example\n");
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "one.example\n");
 }
 
 /// `[lists] retry_after` shortened: a failing download is retried at the new pace (1 s, 2 s...)
