@@ -258,6 +258,14 @@ impl Reloader {
             server.https_listen.clone(),
             server.tls.clone(),
         );
+        // A moved `[lists] state_dir` takes the copies in force along, so their names stay.
+        let copies_in_force = (
+            self.running.lists.state_dir.clone(),
+            self.plans.as_ref().map_or_else(Vec::new, |plans| {
+                let plan = plans.borrow();
+                plan.subscriptions.iter().map(|(n, _)| n.clone()).collect()
+            }),
+        );
         let loaded = self
             .builder
             .run(
@@ -275,6 +283,7 @@ impl Reloader {
                         config.server.https_listen,
                         config.server.tls,
                     ) = bound;
+                    carry_over_copies(&copies_in_force, &config.lists.state_dir);
                     let (policy, plan) = load_policy(&config, &firewall)?;
                     Ok((config, raw, policy, plan))
                 },
@@ -483,6 +492,29 @@ impl Reloader {
             "query log settings applied"
         );
         true
+    }
+}
+
+/// Copies the subscriptions' stored copies from the running `[lists] state_dir` to a new one
+/// (`store::carry_over`). A failure is logged, not fatal: those lists then wait for their next
+/// download, as a subscription never fetched does.
+fn carry_over_copies((from, names): &(PathBuf, Vec<String>), to: &Path) {
+    if from == to {
+        return;
+    }
+    match lists::store::carry_over(from, to, names.iter().map(String::as_str)) {
+        Ok(0) => {}
+        Ok(copies) => tracing::info!(
+            copies,
+            from = %from.display(),
+            to = %to.display(),
+            "[lists] state_dir moved: the stored copies were copied to the new folder"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            to = %to.display(),
+            "[lists] state_dir moved: cannot copy the stored copies there; their lists wait for their next download"
+        ),
     }
 }
 

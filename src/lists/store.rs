@@ -88,6 +88,33 @@ pub fn save_meta(state_dir: &Path, name: &str, meta: &Meta) -> std::io::Result<(
     write_atomically(&meta_path(state_dir, name), text.as_bytes())
 }
 
+/// Copies the stored copies (and records) of `names` from `from` to `to` where `to` holds none:
+/// a reload that moves `[lists] state_dir` keeps each subscription's last good copy in force
+/// instead of dropping its names until the next download succeeds. How many were copied.
+pub fn carry_over<'a>(
+    from: &Path,
+    to: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> std::io::Result<usize> {
+    let mut copied = 0;
+    for name in names {
+        let Some(copy) = existing_copy(from, name) else {
+            continue;
+        };
+        if existing_copy(to, name).is_some() {
+            continue;
+        }
+        std::fs::create_dir_all(to)?;
+        // the record first: a copy without one is only fetched again, never wrong
+        if let Ok(meta) = std::fs::read(meta_path(from, name)) {
+            write_atomically(&meta_path(to, name), &meta)?;
+        }
+        write_atomically(&copy_path(to, name), &std::fs::read(copy)?)?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path
         .file_name()
@@ -120,6 +147,30 @@ mod tests {
         assert_eq!(copy_path(dir, "a b"), Path::new("/state/a%20b.txt"));
         assert_ne!(copy_path(dir, "a b"), copy_path(dir, "a_b"));
         assert_eq!(copy_path(dir, "ä"), Path::new("/state/%C3%A4.txt"));
+    }
+
+    #[test]
+    fn carry_over_copies_what_the_new_folder_lacks() {
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let meta = Meta {
+            url: "https://example.org/a.txt".into(),
+            sha256: "00".into(),
+            ..Meta::default()
+        };
+        save(old.path(), "a", b"a.example\n", &meta).unwrap();
+        save(old.path(), "b", b"b.example\n", &meta).unwrap();
+        save(new.path(), "b", b"newer.example\n", &meta).unwrap();
+        let to = new.path().join("sub");
+        let copied = carry_over(old.path(), &to, ["a", "missing"]).unwrap();
+        assert_eq!(copied, 1);
+        assert_eq!(std::fs::read(copy_path(&to, "a")).unwrap(), b"a.example\n");
+        assert_eq!(load_meta(&to, "a"), Some(meta));
+        // a copy the new folder has is its own
+        assert_eq!(carry_over(old.path(), new.path(), ["b"]).unwrap(), 0);
+        assert_eq!(
+            std::fs::read(copy_path(new.path(), "b")).unwrap(),
+            b"newer.example\n"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed setup step should stop the test
 
+mod other_keys;
 #[path = "../support/mod.rs"]
 mod support;
 mod upstream_keys;
