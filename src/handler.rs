@@ -84,6 +84,8 @@ pub struct QueryHandler {
     /// Set on SIGTERM for `[server] drain_secs`: the health name is then REFUSED so a load
     /// balancer moves clients away while every other query is still answered.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Block replies the UDP hit path sent, by request, for sending again (`block_replies`).
+    pub block_replies: Arc<crate::block_replies::BlockReplies>,
 }
 
 /// What admission makes of a message before any answering work, the same for UDP and TCP.
@@ -182,6 +184,7 @@ impl QueryHandler {
             ),
             outcome: Outcome::Refused,
             qtype,
+            decided: None,
         }
     }
 
@@ -211,6 +214,7 @@ impl QueryHandler {
                 ),
                 outcome: Outcome::Servfail,
                 qtype,
+                decided: None,
             })
         })
     }
@@ -239,6 +243,10 @@ pub struct Answered {
     pub reply: Reply,
     pub outcome: Outcome,
     pub qtype: RecordType,
+    /// A block of the question's name: which policy and list decided it. The reply then depends
+    /// on nothing but that and the request, and the UDP hit path may keep its wire form
+    /// (`block_replies`).
+    pub decided: Option<crate::block_replies::Decided>,
 }
 
 /// The first, synchronous part of answering: either done, or the query must go upstream.
@@ -281,6 +289,7 @@ pub fn cached_reply(request: &Request, hit: &Hit, qtype: RecordType) -> Answered
         reply,
         outcome: Outcome::Cached,
         qtype,
+        decided: None,
     }
 }
 
@@ -310,6 +319,7 @@ impl QueryHandler {
             evidence: Arc::default(),
             querylog: Arc::default(),
             draining: Arc::default(),
+            block_replies: Arc::default(),
         })
     }
 
@@ -377,6 +387,7 @@ impl QueryHandler {
                 reply,
                 outcome,
                 qtype,
+                decided: None,
             })
         };
         let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
@@ -426,6 +437,7 @@ impl QueryHandler {
                 reply,
                 outcome,
                 qtype,
+                decided: None,
             })
         };
         let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
@@ -485,7 +497,12 @@ impl QueryHandler {
                     &m.list.name,
                     policy.block_ttl,
                 );
-                return done(reply, Outcome::Blocked, qtype);
+                return Step::Answered(Answered {
+                    reply,
+                    outcome: Outcome::Blocked,
+                    qtype,
+                    decided: Some(policy.decided_by(m.list)),
+                });
             }
             Verdict::Forward(Some(m)) => self.note_match(&m, &asker, "-", trace),
             Verdict::Forward(None) => {}
@@ -663,6 +680,7 @@ impl QueryHandler {
                 reply,
                 outcome: Outcome::Formerr,
                 qtype: RecordType::Unknown(0),
+                decided: None,
             };
         };
         let (qname, qtype) = (info.query.name(), info.query.query_type());
@@ -670,6 +688,7 @@ impl QueryHandler {
             reply,
             outcome,
             qtype,
+            decided: None,
         };
         let screen = |destinations: DestinationsRef<'_>, trace: &mut Trace| {
             self.screen_forwarded(request, qname, qtype, destinations, trace)

@@ -140,6 +140,7 @@ pub fn answer(
                 reply,
                 outcome: Outcome::Cached,
                 qtype,
+                decided: None,
             }
         }
         Step::Answered(answered) => answered,
@@ -159,7 +160,18 @@ pub fn answer(
         .metrics
         .query(Protocol::Udp, answered.qtype, answered.outcome);
     handler.metrics.response(rcode);
-    let action = reply_to(datagram, &answered.reply, out);
+    let action = match answered.decided {
+        // a name's block reply, as sent before to the same request bytes
+        Some(decided) if handler.block_replies.write(decided, datagram, out) => Action::Send,
+        Some(decided) => {
+            let action = reply_to(datagram, &answered.reply, out);
+            if let Action::Send = action {
+                handler.block_replies.keep(decided, datagram, out);
+            }
+            action
+        }
+        None => reply_to(datagram, &answered.reply, out),
+    };
     handler.log(
         trace,
         answered.outcome,
@@ -407,6 +419,74 @@ mod tests {
         // a client outside allow_clients is refused the same way
         let taken = same_as_full_path("", "192.0.2.7:53000", &datagrams[..3]).await;
         assert_eq!(taken, 3);
+    }
+
+    /// A block reply sent again from `block_replies` is the full path's for the same request
+    /// (its ID, flags, case and EDNS), and a new policy never gets a reply the old one made.
+    #[tokio::test]
+    async fn kept_block_replies_are_the_full_paths_and_die_with_their_policy() {
+        let (fast, full) = (handler("").await, handler("").await);
+        let src: SocketAddr = CLIENT.parse().unwrap();
+        let with_id = |mut d: Vec<u8>, id: u16| {
+            d[..2].copy_from_slice(&id.to_be_bytes());
+            d
+        };
+        let mut variants = Vec::new();
+        for name in ["tracking.example.", "A.Tracking.Example."] {
+            for edns in [None, Some((1232, 0))] {
+                for flags in [
+                    Flags::default(),
+                    Flags {
+                        dnssec_ok: true,
+                        cd: true,
+                        ..Flags::default()
+                    },
+                ] {
+                    variants.push(dnssec_query(name, RecordType::A, edns, flags));
+                }
+            }
+            variants.push(query(name, RecordType::AAAA, None));
+        }
+        for (i, d) in variants.iter().enumerate() {
+            for id in [7, 4242, 65535] {
+                let d = with_id(d.clone(), id);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                assert!(matches!(answer(&fast, &d, src, &mut a), Some(Action::Send)));
+                assert!(matches!(process_full(&full, &d, src, &mut b), Action::Send));
+                assert_eq!(a, b, "variant {i}, id {id}");
+            }
+        }
+        assert_eq!(
+            fast.block_replies.len(),
+            variants.len(),
+            "one kept a request"
+        );
+
+        // the same list, now answering 0.0.0.0: a new policy, so the kept NXDOMAIN is not sent
+        let config = Config::parse(
+            Path::new("/test/hushd.toml"),
+            "[server]\nallow_clients = [\"127.0.0.0/8\"]\nblock_response = \"null\"\n[upstream]\nservers = [\"127.0.0.1:9\"]\n",
+        )
+        .unwrap();
+        let list = || {
+            ListFile::inline(
+                PathBuf::from("/test/telemetry.toml"),
+                ListAction::Block,
+                &["tracking.example"],
+            )
+        };
+        fast.policy
+            .store(Arc::new(Policy::build(&config, vec![list()]).unwrap()));
+        full.policy
+            .store(Arc::new(Policy::build(&config, vec![list()]).unwrap()));
+        let d = with_id(variants[0].clone(), 9);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        answer(&fast, &d, src, &mut a);
+        process_full(&full, &d, src, &mut b);
+        assert_eq!(a, b);
+        let reply = Message::from_vec(&a).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1, "{reply:?}");
     }
 
     /// The bypass-defence answers (NXDOMAIN and NODATA, with an SOA and, for the canaries, an

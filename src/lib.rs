@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod app;
 pub mod audit;
+pub mod block_replies;
 pub mod cache;
 pub mod certs;
 pub mod clients;

@@ -187,6 +187,9 @@ pub struct Policy {
     pub health_name: Option<hickory_proto::rr::LowerName>,
     /// `[server] drain_secs`: read at SIGTERM, so a reload applies it like the rest.
     pub drain: std::time::Duration,
+    /// Unique to this built policy (0 for a default one): what hushd keeps of the replies a
+    /// policy made (`block_replies`) is never sent under another.
+    generation: u64,
 }
 
 /// Every list's patterns in one automaton; `owners[i]` is the list of pattern `i`. The
@@ -387,7 +390,22 @@ impl Policy {
             block_ttl: config.server.block_ttl,
             health_name: config.server.health_name.clone(),
             drain: config.server.drain,
+            generation: {
+                static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
+    }
+
+    /// Which policy decided by which of its lists (`list` is one of `lists()`), for replies
+    /// kept by their request.
+    pub fn decided_by(&self, list: &ListMeta) -> crate::block_replies::Decided {
+        // the list's place among this policy's lists, from its address
+        let offset = (std::ptr::from_ref(list) as usize).wrapping_sub(self.lists.as_ptr() as usize);
+        crate::block_replies::Decided {
+            generation: self.generation,
+            list: offset / size_of::<ListMeta>().max(1),
+        }
     }
 
     /// Calls `f` with every list an answer address is in, and how: `Via::Ip` for its `ips`,
