@@ -254,7 +254,45 @@ pub enum Step {
     Answered(Answered),
     /// Answered from the cache; the transport may send the pre-encoded form (`Hit::write_wire`).
     Cached(Hit, RecordType),
+    /// A list blocked the question's name; the reply is made when it is needed (the UDP hit path
+    /// may send the one it kept for the same request, `block_replies`).
+    Blocked(Box<Blocked>),
     Forward,
+}
+
+/// What a name's block reply is made of.
+pub struct Blocked {
+    pub decided: crate::block_replies::Decided,
+    request: Metadata,
+    request_edns: Option<Edns>,
+    qname: LowerName,
+    pub qtype: RecordType,
+    mode: crate::config::BlockResponse,
+    list: Arc<str>,
+    ttl: u32,
+}
+
+impl Blocked {
+    pub fn rcode(&self) -> ResponseCode {
+        Reply::block_rcode(self.mode)
+    }
+
+    pub fn into_answered(self) -> Answered {
+        Answered {
+            reply: Reply::blocked(
+                &self.request,
+                self.request_edns.as_ref(),
+                &self.qname,
+                self.qtype,
+                self.mode,
+                &self.list,
+                self.ttl,
+            ),
+            outcome: Outcome::Blocked,
+            qtype: self.qtype,
+            decided: Some(self.decided),
+        }
+    }
 }
 
 /// Writes a cache hit's reply to a client that asked with `request` and `request_edns` from
@@ -488,21 +526,16 @@ impl QueryHandler {
             }
             Verdict::Block(m) => {
                 self.note_match(&m, &asker, "-", trace);
-                let reply = Reply::blocked(
-                    meta,
-                    edns,
-                    qname,
+                return Step::Blocked(Box::new(Blocked {
+                    decided: policy.decided_by(m.list),
+                    request: *meta,
+                    request_edns: edns.cloned(),
+                    qname: qname.clone(),
                     qtype,
-                    m.list.block_response,
-                    &m.list.name,
-                    policy.block_ttl,
-                );
-                return Step::Answered(Answered {
-                    reply,
-                    outcome: Outcome::Blocked,
-                    qtype,
-                    decided: Some(policy.decided_by(m.list)),
-                });
+                    mode: m.list.block_response,
+                    list: m.list.name.clone(),
+                    ttl: policy.block_ttl,
+                }));
             }
             Verdict::Forward(Some(m)) => self.note_match(&m, &asker, "-", trace),
             Verdict::Forward(None) => {}

@@ -143,6 +143,18 @@ pub fn answer(
                 decided: None,
             }
         }
+        // a name's block reply as sent before to the same request bytes: nothing to make, unless
+        // the query log wants the reply's answers
+        Step::Blocked(blocked)
+            if !trace.is_on() && handler.block_replies.write(blocked.decided, datagram, out) =>
+        {
+            handler
+                .metrics
+                .query(Protocol::Udp, blocked.qtype, Outcome::Blocked);
+            handler.metrics.response(blocked.rcode());
+            return Some(Action::Send);
+        }
+        Step::Blocked(blocked) => blocked.into_answered(),
         Step::Answered(answered) => answered,
         // The forwarding task needs hickory's `Request`; decoding it costs little beside the
         // round trip upstream.
@@ -460,6 +472,12 @@ mod tests {
             fast.block_replies.len(),
             variants.len(),
             "one kept a request"
+        );
+        let text = |h: &QueryHandler| String::from_utf8(h.metrics.render()).unwrap();
+        assert_eq!(
+            text(&fast),
+            text(&full),
+            "a kept reply counts as a made one"
         );
 
         // the same list, now answering 0.0.0.0: a new policy, so the kept NXDOMAIN is not sent

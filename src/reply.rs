@@ -45,6 +45,15 @@ impl Reply {
         }
     }
 
+    /// The RCODE of a block reply in `mode`.
+    pub fn block_rcode(mode: BlockResponse) -> ResponseCode {
+        match mode {
+            BlockResponse::Nxdomain => ResponseCode::NXDomain,
+            BlockResponse::Null => ResponseCode::NoError,
+            BlockResponse::Refused => ResponseCode::Refused,
+        }
+    }
+
     /// The answer to a lookup that a block list matched.
     pub fn blocked(
         request: &Metadata,
@@ -55,12 +64,7 @@ impl Reply {
         list: &str,
         ttl: u32,
     ) -> Self {
-        let rcode = match mode {
-            BlockResponse::Nxdomain => ResponseCode::NXDomain,
-            BlockResponse::Null => ResponseCode::NoError,
-            BlockResponse::Refused => ResponseCode::Refused,
-        };
-        let mut reply = Self::new(request, request_edns, rcode);
+        let mut reply = Self::new(request, request_edns, Self::block_rcode(mode));
         let null = match (mode, qtype) {
             (BlockResponse::Null, RecordType::A) => Some(RData::A(A(Ipv4Addr::UNSPECIFIED))),
             (BlockResponse::Null, RecordType::AAAA) => {

@@ -227,6 +227,7 @@ pub fn first_step(
     let mut trace = handler.trace_request(&request);
     let answered = match handler.answer_locally(&request, &mut trace) {
         Step::Answered(answered) => answered,
+        Step::Blocked(blocked) => blocked.into_answered(),
         Step::Cached(hit, qtype) => cached_reply(&request, &hit, qtype),
         Step::Forward => match handler.reserve_upstream(&request) {
             Ok(upstream) => return FirstStep::Forward(request, upstream, trace),

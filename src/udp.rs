@@ -293,6 +293,7 @@ pub(crate) fn respond(
             cached_reply(&request, &hit, qtype)
         }
         Step::Answered(answered) => answered,
+        Step::Blocked(blocked) => blocked.into_answered(),
         Step::Forward => match handler.reserve_upstream(&request) {
             Ok(permit) => return Action::Forward(request, permit, trace),
             Err(overloaded) => *overloaded,
