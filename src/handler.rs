@@ -184,7 +184,6 @@ impl QueryHandler {
             ),
             outcome: Outcome::Refused,
             qtype,
-            decided: None,
         }
     }
 
@@ -214,7 +213,6 @@ impl QueryHandler {
                 ),
                 outcome: Outcome::Servfail,
                 qtype,
-                decided: None,
             })
         })
     }
@@ -243,10 +241,6 @@ pub struct Answered {
     pub reply: Reply,
     pub outcome: Outcome,
     pub qtype: RecordType,
-    /// A block of the question's name: which policy and list decided it. The reply then depends
-    /// on nothing but that and the request, and the UDP hit path may keep its wire form
-    /// (`block_replies`).
-    pub decided: Option<crate::block_replies::Decided>,
 }
 
 /// The first, synchronous part of answering: either done, or the query must go upstream.
@@ -290,7 +284,6 @@ impl Blocked {
             ),
             outcome: Outcome::Blocked,
             qtype: self.qtype,
-            decided: Some(self.decided),
         }
     }
 }
@@ -327,7 +320,6 @@ pub fn cached_reply(request: &Request, hit: &Hit, qtype: RecordType) -> Answered
         reply,
         outcome: Outcome::Cached,
         qtype,
-        decided: None,
     }
 }
 
@@ -425,7 +417,6 @@ impl QueryHandler {
                 reply,
                 outcome,
                 qtype,
-                decided: None,
             })
         };
         let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
@@ -475,7 +466,6 @@ impl QueryHandler {
                 reply,
                 outcome,
                 qtype,
-                decided: None,
             })
         };
         let error = |rcode, outcome, qtype| done(Reply::new(meta, edns, rcode), outcome, qtype);
@@ -713,7 +703,6 @@ impl QueryHandler {
                 reply,
                 outcome: Outcome::Formerr,
                 qtype: RecordType::Unknown(0),
-                decided: None,
             };
         };
         let (qname, qtype) = (info.query.name(), info.query.query_type());
@@ -721,7 +710,6 @@ impl QueryHandler {
             reply,
             outcome,
             qtype,
-            decided: None,
         };
         let screen = |destinations: DestinationsRef<'_>, trace: &mut Trace| {
             self.screen_forwarded(request, qname, qtype, destinations, trace)

@@ -25,8 +25,8 @@ use hickory_proto::{
 use hickory_server::{server::Request, zone_handler::Queries};
 
 use crate::{
-    evidence::querylog::Answers,
-    handler::{Answered, QueryHandler, Step, encode_for, slip_reply, write_hit},
+    evidence::querylog::{Answers, Trace},
+    handler::{Answered, Blocked, QueryHandler, Step, encode_for, slip_reply, write_hit},
     limits::{Admit, Transport},
     metrics::Outcome,
     reply::Reply,
@@ -140,21 +140,9 @@ pub fn answer(
                 reply,
                 outcome: Outcome::Cached,
                 qtype,
-                decided: None,
             }
         }
-        // a name's block reply as sent before to the same request bytes: nothing to make, unless
-        // the query log wants the reply's answers
-        Step::Blocked(blocked)
-            if !trace.is_on() && handler.block_replies.write(blocked.decided, datagram, out) =>
-        {
-            handler
-                .metrics
-                .query(Protocol::Udp, blocked.qtype, Outcome::Blocked);
-            handler.metrics.response(blocked.rcode());
-            return Some(Action::Send);
-        }
-        Step::Blocked(blocked) => blocked.into_answered(),
+        Step::Blocked(blocked) => return Some(send_block(handler, *blocked, datagram, out, trace)),
         Step::Answered(answered) => answered,
         // The forwarding task needs hickory's `Request`; decoding it costs little beside the
         // round trip upstream.
@@ -172,18 +160,7 @@ pub fn answer(
         .metrics
         .query(Protocol::Udp, answered.qtype, answered.outcome);
     handler.metrics.response(rcode);
-    let action = match answered.decided {
-        // a name's block reply, as sent before to the same request bytes
-        Some(decided) if handler.block_replies.write(decided, datagram, out) => Action::Send,
-        Some(decided) => {
-            let action = reply_to(datagram, &answered.reply, out);
-            if let Action::Send = action {
-                handler.block_replies.keep(decided, datagram, out);
-            }
-            action
-        }
-        None => reply_to(datagram, &answered.reply, out),
-    };
+    let action = reply_to(datagram, &answered.reply, out);
     handler.log(
         trace,
         answered.outcome,
@@ -191,6 +168,45 @@ pub fn answer(
         Answers::Reply(answered.reply),
     );
     Some(action)
+}
+
+/// A name's block reply: the one sent before to the same request bytes (`block_replies`), or
+/// made, sent and kept. The `Reply` itself is made only when there is none kept or the query
+/// log wants its answers.
+fn send_block(
+    handler: &QueryHandler,
+    blocked: Blocked,
+    datagram: &[u8],
+    out: &mut Vec<u8>,
+    trace: Trace,
+) -> Action {
+    handler
+        .metrics
+        .query(Protocol::Udp, blocked.qtype, Outcome::Blocked);
+    handler.metrics.response(blocked.rcode());
+    let decided = blocked.decided;
+    let kept = handler.block_replies.write(decided, datagram, out);
+    if kept && !trace.is_on() {
+        return Action::Send;
+    }
+    let answered = blocked.into_answered();
+    let action = if kept {
+        Action::Send
+    } else {
+        let action = reply_to(datagram, &answered.reply, out);
+        if let Action::Send = action {
+            handler.block_replies.keep(decided, datagram, out);
+        }
+        action
+    };
+    let rcode = answered.reply.metadata.response_code;
+    handler.log(
+        trace,
+        Outcome::Blocked,
+        rcode,
+        Answers::Reply(answered.reply),
+    );
+    action
 }
 
 /// Encodes `reply` as the full path does, with the question read again as hickory's `Queries`
@@ -237,7 +253,6 @@ mod tests {
     use crate::{
         answer::Answer,
         config::Config,
-        evidence::querylog::Trace,
         lists::{Action as ListAction, ListFile},
         metrics::Metrics,
         policy::Policy,
