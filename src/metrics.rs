@@ -112,6 +112,15 @@ const RCODE_LABELS: [&str; 8] = [
     "other", "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP", "BADVERS",
 ];
 
+/// The mnemonic dig prints (`NOERROR`, `NXDOMAIN`), as the metrics and the query log write an
+/// RCODE; `None` for the others.
+pub fn rcode_mnemonic(r: ResponseCode) -> Option<&'static str> {
+    match rcode_index(r) {
+        0 => None,
+        i => Some(RCODE_LABELS[i]),
+    }
+}
+
 fn rcode_index(r: ResponseCode) -> usize {
     match r {
         ResponseCode::NoError => 1,

@@ -552,14 +552,8 @@ impl Scratch {
             self.second = Some(second);
         }
         out.extend_from_slice(self.stamp.as_bytes());
-        let millis = since.subsec_millis();
-        out.extend_from_slice(&[
-            b'.',
-            b'0' + (millis / 100) as u8,
-            b'0' + (millis / 10 % 10) as u8,
-            b'0' + (millis % 10) as u8,
-            b'Z',
-        ]);
+        push_thousandths(out, since.subsec_millis().into());
+        out.push(b'Z');
     }
 }
 
@@ -630,7 +624,7 @@ fn format_line(
     out.extend_from_slice(b"\",\"outcome\":\"");
     out.extend_from_slice(record.outcome.as_str().as_bytes());
     out.extend_from_slice(b"\",\"rcode\":\"");
-    match rcode_name(record.rcode) {
+    match crate::metrics::rcode_mnemonic(record.rcode) {
         Some(name) => out.extend_from_slice(name.as_bytes()),
         None => {
             out.extend_from_slice(b"RCODE");
@@ -668,19 +662,23 @@ fn format_line(
     let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
     out.extend_from_slice(b",\"duration_ms\":");
     push_int(out, micros / 1000);
-    let frac = micros % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    push_thousandths(out, micros % 1000);
     let cached = matches!(record.outcome, Outcome::Cached | Outcome::Stale);
     out.extend_from_slice(if cached {
         b",\"cached\":true}\n"
     } else {
         b",\"cached\":false}\n"
     });
+}
+
+/// `.` and `n` (below 1000) as three digits: the fraction of a time or a duration.
+fn push_thousandths(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
 }
 
 /// An integer in decimal, without `fmt`'s machinery.
@@ -762,20 +760,6 @@ fn query_name(name: &LowerName, out: &mut String) -> bool {
         out.pop();
     }
     false
-}
-
-/// The mnemonic dig prints (`NOERROR`, `NXDOMAIN`); `None` for the others, written `RCODE7`.
-fn rcode_name(rcode: ResponseCode) -> Option<&'static str> {
-    Some(match rcode {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        ResponseCode::BADVERS => "BADVERS",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
