@@ -258,6 +258,8 @@ pub enum Step {
 pub struct Blocked {
     pub decided: crate::block_replies::Decided,
     request: Metadata,
+    /// The request's OPT as far as the reply reads it (`response_edns`: payload size and DO),
+    /// so the client's options (a cookie, say) are not copied for every blocked query.
     request_edns: Option<Edns>,
     qname: LowerName,
     pub qtype: RecordType,
@@ -519,7 +521,7 @@ impl QueryHandler {
                 return Step::Blocked(Box::new(Blocked {
                     decided: policy.decided_by(m.list),
                     request: *meta,
-                    request_edns: edns.cloned(),
+                    request_edns: edns.map(response_edns),
                     qname: qname.clone(),
                     qtype,
                     mode: m.list.block_response,
