@@ -10,7 +10,6 @@ mod support;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -141,16 +140,7 @@ fn threads(pid: u32) -> Vec<String> {
 }
 
 fn check(config: &Path) -> (bool, String) {
-    let out = Command::new(support::HUSHD)
-        .arg("--config")
-        .arg(config)
-        .arg("check")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    support::hushd_cli(config, &["check"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use hickory_proto::op::ResponseCode;
 use support::{Setup, rcode, udp_client, upstream::Upstream};
@@ -46,16 +46,7 @@ fn lists_setup(up: &Upstream) -> Setup {
 }
 
 fn check(setup: &Setup) -> (bool, String) {
-    let out = Command::new(support::HUSHD)
-        .arg("--config")
-        .arg(setup.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    support::hushd_cli(&setup.config_path(), &["check"])
 }
 
 #[tokio::test]
@@ -182,17 +173,7 @@ fn a_page_instead_of_a_list_is_an_error_and_a_bad_pattern_is_located() {
 }
 
 fn explain_cli(setup: &Setup, args: &[&str]) -> (bool, String) {
-    let out = Command::new(support::HUSHD)
-        .arg("--config")
-        .arg(setup.config_path())
-        .arg("explain")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    support::hushd_cli(&setup.config_path(), &[&["explain"], args].concat())
 }
 
 /// A setup where one name is matched by several lists of different ranks.

@@ -10,7 +10,6 @@ mod support;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -238,15 +237,8 @@ async fn an_unwritable_path_is_reported_by_check_and_counted_while_dns_goes_on()
     let path = folder.path().join("logs").join("queries.jsonl");
     std::fs::write(folder.path().join("logs"), b"not a folder").unwrap();
     let setup = setup(&up, &format!("path = \"{}\"", path.display()));
-    let out = Command::new(support::HUSHD)
-        .arg("--config")
-        .arg(setup.config_path())
-        .arg("check")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let (ok, text) = support::hushd_cli(&setup.config_path(), &["check"]);
+    assert!(!ok, "{text}");
     assert!(
         text.contains(&format!(
             "[querylog] path {}: {} is not a folder",
@@ -313,16 +305,9 @@ async fn sighup_reopens_the_log_after_logrotate_moved_it() {
 
 /// `hushd evidence forget` with `args`, and what it printed.
 fn forget(setup: &Setup, args: &[&str]) -> (bool, String) {
-    let out = Command::new(support::HUSHD)
-        .arg("--config")
-        .arg(setup.config_path())
-        .args(["evidence", "forget"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    support::hushd_cli(
+        &setup.config_path(),
+        &[&["evidence", "forget"], args].concat(),
     )
 }
 

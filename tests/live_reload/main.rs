@@ -18,7 +18,6 @@ mod cache_keys;
 use std::{
     net::SocketAddr,
     path::Path,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -30,7 +29,7 @@ use hickory_proto::{
     op::{Message, Query, ResponseCode},
     rr::RecordType,
 };
-use support::{HUSHD, Hushd, Setup, list, query, udp_client, upstream::Upstream, wait_until};
+use support::{Hushd, Setup, list, query, udp_client, upstream::Upstream, wait_until};
 
 /// Saves `edit(config)` as the config and waits for the reload it causes to be in force.
 pub(crate) fn reload(setup: &Setup, hushd: &Hushd, edit: impl FnOnce(String) -> String) {
@@ -446,19 +445,7 @@ async fn the_query_log_turns_on_moves_and_turns_off_on_reload() {
 }
 
 fn diff_running(config: &Path) -> (bool, String) {
-    let out = Command::new(HUSHD)
-        .args(["check", "--diff-running", "-c"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    support::hushd_cli(config, &["check", "--diff-running"])
 }
 
 /// A listener change needs a restart, and says so by key: `hushd check --diff-running` before

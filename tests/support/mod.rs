@@ -29,6 +29,21 @@ use hickory_proto::{
 
 pub const HUSHD: &str = env!("CARGO_BIN_EXE_hushd");
 
+/// Runs `hushd --config CONFIG ARGS...` to its end: whether it succeeded, and what it printed
+/// (standard output, then standard error).
+pub fn hushd_cli(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(HUSHD)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 right now, below the kernel's ephemeral
 /// range (32768 and up by default): a port taken from that range was often handed to another
 /// test's client socket before hushd could bind it ("Address already in use").
