@@ -4,13 +4,13 @@
 # the same queries and the same CPU pinning. Everything runs on 127.0.0.0/8. See bench/README.md.
 #
 # usage: bench/run.sh [--quick] [--runs N] [--sizes 1000,1000000] [--peers hushd,unbound,dnsmasq,floor]
-#                     [--run DIR] [--only memory|speed] [--dnssec]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
+#                     [--run DIR] [--only memory|speed|cpu] [--rounds N] [--dnssec]   (more peers: hushd-sub, hushd-patterns; see bench/peers/)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
-QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor ONLY= DNSSEC=0
+QUICK=0 RUNS= SIZES= PEERS=hushd,unbound,dnsmasq,floor ONLY= DNSSEC=0 ROUNDS=
 RUN=${RUN:-/tmp/hushd-bench}
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -20,6 +20,7 @@ while [[ $# -gt 0 ]]; do
     --peers) PEERS=$2; shift ;;
     --run) RUN=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
     --dnssec) DNSSEC=1 ;;
     -h|--help) usage ;;
     *) echo "unknown option: $1" >&2; usage 2 >&2 ;;
@@ -27,7 +28,8 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 [[ -z $RUNS || $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "--runs takes a number >= 1" >&2; exit 2; }
-[[ -z $ONLY || $ONLY == memory || $ONLY == speed ]] || { echo "--only takes: memory, speed" >&2; exit 2; }
+[[ -z $ONLY || $ONLY == memory || $ONLY == speed || $ONLY == cpu ]] || { echo "--only takes: memory, speed, cpu" >&2; exit 2; }
+[[ -z $ROUNDS || $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "--rounds takes a number >= 1" >&2; exit 2; }
 RUN=$(mkdir -p "$RUN" && cd "$RUN" && pwd)
 [[ $RUN != *[[:space:]]* ]] || { echo "the run folder must not contain spaces" >&2; exit 2; }
 
@@ -36,7 +38,7 @@ if [[ $QUICK == 1 ]]; then
   : "${RUNS:=1}" "${SIZES:=1000}" "${LOAD_SECS:=3}" "${CPU_SECS:=3}" "${LAT_SECS:=3}" "${WARMUP_SECS:=1}" "${MISS_SECS:=3}"
   : "${RELOAD_WINDOW:=4}" "${EDIT_AT:=1.5}" "${MISS_NAMES:=300000}"
 fi
-: "${RUNS:=3}" "${SIZES:=1000,1000000}"
+: "${RUNS:=3}" "${SIZES:=1000,1000000}" "${ROUNDS:=15}"
 : "${LOAD_SECS:=10}"      # saturating run (dnsperf -l)
 : "${CPU_SECS:=10}"       # fixed-rate run for CPU time per query
 : "${CPU_QPS:=50000}"     # its rate: well below saturation, an office's peak rather than a flood
@@ -129,10 +131,12 @@ stop_pid() {  # PID: TERM, up to 5 s, then KILL
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+CPU_PIDS=()
 cleanup() {
   set +e
   for pid in $PROBE_PID $LOAD_PID $GAP_PID; do kill "$pid" 2>/dev/null; done
   stop_pid "$PEER_PID"; PEER_PID=
+  for pid in "${CPU_PIDS[@]}"; do stop_pid "$pid"; done; CPU_PIDS=()
   if [[ -n $UPSTREAM_PID ]]; then stop_pid "$UPSTREAM_PID"; UPSTREAM_PID=; log "upstream NSD stopped"; fi
 }
 trap cleanup EXIT
@@ -326,6 +330,54 @@ bench_one() {
       "startup=${startup}s reload=${reload}s reload_lost=$rl_lost gap=${gap}ms miss_qps=$miss_qps miss_loss=$miss_loss%"
 }
 
+# --- --only cpu: every peer up at once, CPU time per query measured in turn, round by round ----
+# A run of --only speed measures one daemon, then the next, minutes apart; on a shared machine the
+# host's load moves between them by more than the differences being measured. Here all peers
+# answer side by side (idle, a daemon costs nothing) and each round gives every peer one fixed-rate
+# load of CPU_SECS in turn, the order rotated each round, so each round's ratio compares figures
+# taken seconds apart. The figure is the median over ROUNDS of those per-round ratios.
+cpu_rounds() {  # SIZE
+  local size=$1 list=$RUN/data/list-$1.txt queries=$RUN/data/queries-$1.txt expect=$RUN/data/queries-$1.expect
+  local -a addrs=() pids=() names=()
+  local peer cmd
+  for peer in "${PEER_LIST[@]}"; do
+    # shellcheck source=/dev/null
+    source "$HERE/peers/$peer.sh"
+    case $PEER_ADDR in 127.*) ;; *) die "$peer: address must be on 127.0.0.0/8" ;; esac
+    OUT=$RUN/out/$peer-$size-cpu PDIR=$RUN/$peer
+    rm -rf "$OUT" "$PDIR"; mkdir -p "$OUT" "$PDIR"
+    port_free "$PEER_ADDR" "$PEER_PORT" || die "$PEER_ADDR:$PEER_PORT is in use; is another daemon running there?"
+    peer_prepare "$list"
+    cmd=$(peer_cmd); echo "$cmd" > "$OUT/cmd"
+    probe_start "$OUT/startup.probe" "$PEER_ADDR" "$PEER_PORT" "$STARTUP_TIMEOUT" \
+      "$(tail -n 1 "$list")" NXDOMAIN host0.example-allowed.test NOERROR || die "probe.py did not start"
+    taskset -c "$DAEMON_CPU" $cmd >> "$OUT/daemon.log" 2>&1 &
+    CPU_PIDS+=("$!")
+    probe_end "$OUT/startup.probe" "$EPOCHREALTIME"
+    [[ $PROBE_SECS != NA ]] || die "$peer does not enforce the list; see $OUT/daemon.log"
+    dnsperf_run "$OUT/warmup.txt" "$queries" "$WARMUP_SECS"
+    addrs+=("$PEER_ADDR") pids+=("${CPU_PIDS[-1]}") names+=("$peer")
+  done
+  log "cpu: ${#names[@]} peers up (${names[*]}); $ROUNDS rounds of ${CPU_SECS}s at $CPU_QPS q/s each"
+  local round k i c0 c1 us n=${#names[@]}
+  for round in $(seq "$ROUNDS"); do
+    for k in $(seq 0 $(( n - 1 ))); do
+      i=$(( (k + round - 1) % n ))
+      PEER_ADDR=${addrs[i]} OUT=$RUN/out/${names[i]}-$size-cpu
+      alive "${pids[i]}" || die "${names[i]} died; see $OUT/daemon.log"
+      c0=$(ticks "${pids[i]}")
+      dnsperf_run "$OUT/cpu-r$round.txt" "$queries" "$CPU_SECS" -Q "$CPU_QPS"
+      c1=$(ticks "${pids[i]}")
+      dp_ok "$OUT/cpu-r$round.txt" "$expect"
+      us=NA
+      [[ $OK == NA || $OK == 0 || $c0 == NA || $c1 == NA ]] || us=$(calc "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $OK" 3)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$k" "${names[i]}" "$size" "$us" "$OK" "$WRONG" >> "$RUN/cpu.tsv"
+    done
+  done
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  CPU_PIDS=()
+}
+
 # --- main --------------------------------------------------------------------------------------
 IFS=, read -r -a PEER_LIST <<< "$PEERS"
 IFS=, read -r -a SIZE_LIST <<< "$SIZES"
@@ -353,6 +405,12 @@ fi
 RAW=$RUN/raw.tsv
 rm -rf "$RUN/out"; echo "$RAW_COLUMNS" | tr ' ' '\t' > "$RAW"
 upstream_start
+if [[ $ONLY == cpu ]]; then
+  printf 'round\torder\tpeer\tlist\tcpu_us_per_query\tanswered\tbad_rcodes\n' > "$RUN/cpu.tsv"
+  for size in "${SIZE_LIST[@]}"; do cpu_rounds "$size"; done
+  "$PY" "$HERE/cpurounds.py" "$RUN/cpu.tsv" "$PEERS" | tee "$RUN/cpu.txt"
+  exit 0
+fi
 log "runs=$RUNS sizes=$SIZES peers=$PEERS loads=${LOAD_SECS}s daemon CPU $DAEMON_CPU, load CPU $LOAD_CPU; output in $RUN"
 for run in $(seq "$RUNS"); do
   for size in "${SIZE_LIST[@]}"; do
