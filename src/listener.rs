@@ -19,16 +19,19 @@ fn socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> 
     Ok(socket)
 }
 
-/// `reuse_port`: several sockets share the address and the kernel spreads clients over them.
-pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::UdpSocket> {
+/// A UDP socket for a worker thread of its own (`udp::serve`): blocking, so the thread sleeps in
+/// `recvmmsg` itself rather than in an event loop, with timeouts so it looks at shutdown every
+/// `timeout` and a full send buffer cannot stop it for longer.
+pub fn bind_udp(addr: SocketAddr, timeout: std::time::Duration) -> io::Result<std::net::UdpSocket> {
     let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
+    socket.set_reuse_port(true)?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
+    Ok(socket.into())
 }
 
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {

@@ -1,27 +1,36 @@
 //! The UDP listener: hushd's own socket loop instead of hickory-server's.
 //!
 //! hickory-server spawns a task per datagram and wraps every reply in a reporting handler; for
-//! a cache hit or a blocked name that costs more than answering. Here each worker owns one
-//! `SO_REUSEPORT` socket (the kernel spreads clients over them), takes datagrams in batches
-//! (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop and hands the
-//! replies back in one `sendmmsg`; only a query that must go upstream gets a task. A plain
-//! query is read in place and a cache hit answered from the cache's wire form (`hit_path`);
-//! everything else is decoded and encoded by hickory (`Request::from_bytes`,
-//! `MessageResponse::destructive_emit`). Admission and the reply path are the handler's, shared
-//! with TCP.
+//! a cache hit or a blocked name that costs more than answering. Here each worker is a thread
+//! that owns one `SO_REUSEPORT` socket (the kernel spreads clients over them), takes datagrams
+//! in batches (`recvmmsg`), answers what it can (refused, blocked, cached) inline in its loop
+//! and hands the replies back in one `sendmmsg`; only a query that must go upstream becomes a
+//! task on the async runtime. A plain query is read in place and a cache hit answered from the
+//! cache's wire form (`hit_path`); everything else is decoded and encoded by hickory
+//! (`Request::from_bytes`, `MessageResponse::destructive_emit`). Admission and the reply path
+//! are the handler's, shared with TCP.
+//!
+//! Why a thread and a blocking socket rather than a task on the runtime: the thread sleeps in
+//! `recvmmsg` itself, so an idle moment costs no `epoll_wait`, no readiness bookkeeping and no
+//! `recvmmsg` that finds the queue empty. At an office's rate (a few queries per wake-up) that
+//! was a tenth of hushd's CPU time per cache-hot query (`bench/run.sh --only cpu`, see
+//! docs/architecture.md).
 
 use std::{
-    cell::RefCell,
     io::{self, IoSlice, IoSliceMut},
-    net::SocketAddr,
+    net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     sync::Arc,
+    time::Duration,
 };
 
 use hickory_net::xfer::Protocol;
 use hickory_server::server::Request;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
-use tokio::{io::Interest, net::UdpSocket, sync::OwnedSemaphorePermit};
+use nix::{
+    errno::Errno,
+    sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendto},
+};
+use tokio::{runtime::Handle, sync::OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -39,111 +48,159 @@ const RECV_BUFFER: usize = 4096;
 /// Datagrams taken from the kernel, and replies handed back, per system call (`recvmmsg`,
 /// `sendmmsg`). Under load the socket queue holds many; at a trickle a batch is one datagram.
 const BATCH: usize = 32;
+/// How often an idle worker looks whether hushd is stopping, and the longest a full send
+/// buffer may hold up replies before they are dropped.
+const WAKE_EVERY: Duration = Duration::from_millis(200);
+/// A forwarded query's reply that meets a full send buffer is tried again after this.
+const SEND_RETRY: Duration = Duration::from_millis(5);
 
-/// Binds `workers` sockets on `addr` and serves each from its own task.
+/// Binds `workers` sockets on `addr` and serves each from a thread of its own. Queries that
+/// must go upstream become tasks on the runtime `serve` is called from.
 pub fn serve(
     addr: SocketAddr,
     workers: usize,
     handler: Arc<QueryHandler>,
     shutdown: &CancellationToken,
 ) -> io::Result<()> {
+    let runtime = Handle::current();
     let sockets = (0..workers.max(1))
-        .map(|_| listener::bind_udp(addr, true).map(Arc::new))
+        .map(|_| listener::bind_udp(addr, WAKE_EVERY).map(Arc::new))
         .collect::<io::Result<Vec<_>>>()?;
-    for socket in sockets {
-        tokio::spawn(worker(socket, handler.clone(), shutdown.clone()));
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (handler, shutdown, runtime) = (handler.clone(), shutdown.clone(), runtime.clone());
+        std::thread::Builder::new()
+            .name(format!("udp-{i}"))
+            .spawn(move || worker(&socket, &handler, &shutdown, &runtime))?;
     }
     Ok(())
 }
 
-async fn worker(socket: Arc<UdpSocket>, handler: Arc<QueryHandler>, shutdown: CancellationToken) {
-    let mut bufs = vec![[0u8; RECV_BUFFER]; BATCH].into_boxed_slice();
-    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
-    let mut outs: Vec<Vec<u8>> = (0..BATCH)
-        .map(|_| Vec::with_capacity(usize::from(EDNS_PAYLOAD)))
-        .collect();
-    let mut dests: Vec<SocketAddr> = Vec::with_capacity(BATCH);
-    loop {
-        let batch = tokio::select! {
-            r = socket.async_io(Interest::READABLE, || receive_batch(&socket, &mut bufs, &mut received)) => r,
-            () = shutdown.cancelled() => return,
-        };
-        if let Err(e) = batch {
-            // ICMP errors from earlier sends surface here; the socket is still fine.
-            tracing::debug!(error = %e, "udp receive error");
+fn worker(
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<QueryHandler>,
+    shutdown: &CancellationToken,
+    runtime: &Handle,
+) {
+    let mut batch = Batch::new();
+    while !shutdown.is_cancelled() {
+        if let Err(e) = batch.receive(socket) {
+            // Nothing in WAKE_EVERY, or a signal for another part of hushd: not worth a line.
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) {
+                tracing::debug!(error = %e, "udp receive error");
+            }
             continue;
         }
-        dests.clear();
-        for (buf, &(len, src)) in bufs.iter().zip(&received) {
-            let Some(out) = outs.get_mut(dests.len()) else {
+        batch.dests.clear();
+        for (buf, &(len, src)) in batch.bufs.iter().zip(&batch.received) {
+            let Some(out) = batch.outs.get_mut(batch.dests.len()) else {
                 break;
             };
-            match process(&handler, &buf[..len], src, out) {
+            match process(handler, &buf[..len], src, out) {
                 Action::Drop => {}
-                Action::Send => dests.push(src),
+                Action::Send => batch.dests.push(src),
                 Action::Forward(request, permit, mut trace) => {
                     let (socket, handler) = (socket.clone(), handler.clone());
-                    tokio::spawn(async move {
+                    runtime.spawn(async move {
                         let answered: Answered =
                             handler.forward(&request, permit, &mut trace).await;
                         handler.count(&request, &answered);
                         let mut out = Vec::with_capacity(512);
                         encode(&request, &answered.reply, &mut out);
                         handler.log_answered(trace, answered);
-                        if let Err(e) = socket.send_to(&out, src).await {
-                            tracing::debug!(error = %e, %src, "udp send error");
-                        }
+                        send_forwarded(&socket, &out, src).await;
                     });
                 }
             }
         }
-        send_batch(&socket, &outs, &dests).await;
+        batch.send(socket);
     }
 }
 
-thread_local! {
-    /// The kernel's message headers for `sendmmsg`, made once per worker thread and reused:
-    /// they hold raw pointers, so they cannot live in the (`Send`) worker future. `sendmmsg`
-    /// sets every field it uses on each call. `recvmmsg` gets fresh headers each batch: nix
-    /// does not reset the address length the kernel wrote into them, and one thread serves
-    /// both IPv4 and IPv6 sockets.
-    static SEND_HEADERS: RefCell<MultiHeaders<SockaddrStorage>> =
-        RefCell::new(MultiHeaders::preallocate(BATCH, None));
+/// What a worker thread reuses from one batch to the next: the datagrams, the replies, and the
+/// kernel's message headers for `recvmmsg` and `sendmmsg` (making them zeroes 6 KB). The
+/// headers hold raw pointers, so they live on the thread. nix leaves in each receive header the
+/// source-address length the kernel wrote last; a worker's socket has one address family, so
+/// that length always fits the next datagram's source.
+struct Batch {
+    bufs: Box<[[u8; RECV_BUFFER]]>,
+    /// Each datagram's length and source, in `bufs` order.
+    received: Vec<(usize, SocketAddr)>,
+    /// The replies made, `outs[i]` to `dests[i]`.
+    outs: Vec<Vec<u8>>,
+    dests: Vec<SocketAddr>,
+    receive_headers: MultiHeaders<SockaddrStorage>,
+    send_headers: MultiHeaders<SockaddrStorage>,
 }
 
-/// One `recvmmsg`: up to `BATCH` datagrams into `bufs`, their lengths and sources into
-/// `received`. `WouldBlock` when there are none (tokio then waits for readiness).
-fn receive_batch(
-    socket: &UdpSocket,
-    bufs: &mut [[u8; RECV_BUFFER]],
-    received: &mut Vec<(usize, SocketAddr)>,
-) -> io::Result<()> {
-    received.clear();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut bufs = bufs.iter_mut();
-    let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
-        [IoSliceMut::new(
-            bufs.next().map_or(&mut [][..], |b| &mut b[..]),
-        )]
-    });
-    let messages = recvmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        slices.iter_mut(),
-        MsgFlags::MSG_DONTWAIT,
-        None,
-    )?;
-    for m in messages {
-        // A datagram with no usable source cannot be answered: kept as port 0, which
-        // `process` drops, so buffers and results stay in step.
-        let src = m
-            .address
-            .as_ref()
-            .and_then(socket_addr)
-            .unwrap_or(UNANSWERABLE);
-        received.push((m.bytes.min(RECV_BUFFER), src));
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bufs: vec![[0u8; RECV_BUFFER]; BATCH].into_boxed_slice(),
+            received: Vec::with_capacity(BATCH),
+            outs: (0..BATCH)
+                .map(|_| Vec::with_capacity(usize::from(EDNS_PAYLOAD)))
+                .collect(),
+            dests: Vec::with_capacity(BATCH),
+            receive_headers: MultiHeaders::preallocate(BATCH, None),
+            send_headers: MultiHeaders::preallocate(BATCH, None),
+        }
     }
-    Ok(())
+
+    /// One `recvmmsg`: waits for a datagram, then takes those queued behind it (up to `BATCH`)
+    /// into `bufs`, their lengths and sources into `received`. `WouldBlock` when none came in
+    /// `WAKE_EVERY`.
+    fn receive(&mut self, socket: &UdpSocket) -> io::Result<()> {
+        self.received.clear();
+        let mut bufs = self.bufs.iter_mut();
+        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                bufs.next().map_or(&mut [][..], |b| &mut b[..]),
+            )]
+        });
+        let messages = recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.receive_headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )?;
+        for m in messages {
+            // A datagram with no usable source cannot be answered: kept as port 0, which
+            // `process` drops, so buffers and results stay in step.
+            let src = m
+                .address
+                .as_ref()
+                .and_then(socket_addr)
+                .unwrap_or(UNANSWERABLE);
+            self.received.push((m.bytes.min(RECV_BUFFER), src));
+        }
+        Ok(())
+    }
+
+    /// Sends `outs[i]` to `dests[i]` with as few `sendmmsg` calls as the kernel allows. A reply
+    /// the kernel refuses (an unreachable client, say) is skipped, not retried; a send buffer
+    /// still full after `WAKE_EVERY` drops the rest.
+    fn send(&mut self, socket: &UdpSocket) {
+        let mut sent = 0;
+        while sent < self.dests.len() {
+            let (outs, dests) = (&self.outs[sent..self.dests.len()], &self.dests[sent..]);
+            match send_some(socket, &mut self.send_headers, outs, dests) {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let dropped = self.dests.len() - sent;
+                    tracing::debug!(dropped, "udp send buffer stayed full");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, dest = %self.dests[sent], "udp send error");
+                    sent += 1;
+                }
+            }
+        }
+    }
 }
 
 const UNANSWERABLE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -161,43 +218,46 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-/// Sends `outs[i]` to `dests[i]` with as few `sendmmsg` calls as the kernel allows. A reply the
-/// kernel refuses (an unreachable client, say) is skipped, not retried.
-async fn send_batch(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) {
-    let mut sent = 0;
-    while sent < dests.len() {
-        let attempt = socket
-            .async_io(Interest::WRITABLE, || {
-                send_some(socket, &outs[sent..dests.len()], &dests[sent..])
-            })
-            .await;
-        match attempt {
-            Ok(n) => sent += n.max(1),
-            Err(e) => {
-                tracing::debug!(error = %e, dest = %dests[sent], "udp send error");
-                sent += 1;
-            }
-        }
-    }
-}
-
-fn send_some(socket: &UdpSocket, outs: &[Vec<u8>], dests: &[SocketAddr]) -> io::Result<usize> {
+fn send_some(
+    socket: &UdpSocket,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    outs: &[Vec<u8>],
+    dests: &[SocketAddr],
+) -> io::Result<usize> {
     let n = dests.len().min(outs.len()).min(BATCH);
     let slices: [[IoSlice<'_>; 1]; BATCH] =
         std::array::from_fn(|i| [IoSlice::new(outs.get(i).map_or(&[][..], |o| &o[..]))]);
     let addrs: [Option<SockaddrStorage>; BATCH] =
         std::array::from_fn(|i| dests.get(i).map(|&d| SockaddrStorage::from(d)));
-    SEND_HEADERS.with_borrow_mut(|headers| {
-        let sent = sendmmsg(
-            socket.as_raw_fd(),
-            headers,
-            &slices[..n],
-            &addrs[..n],
-            [],
-            MsgFlags::MSG_DONTWAIT,
-        )?;
-        Ok(sent.count())
-    })
+    let sent = sendmmsg(
+        socket.as_raw_fd(),
+        headers,
+        &slices[..n],
+        &addrs[..n],
+        [],
+        MsgFlags::empty(),
+    )?;
+    Ok(sent.count())
+}
+
+/// Sends a forwarded query's reply from its task. The socket blocks (it is the worker's), so the
+/// send does not: a full send buffer is tried again every `SEND_RETRY`, for up to `WAKE_EVERY`.
+async fn send_forwarded(socket: &UdpSocket, reply: &[u8], dest: SocketAddr) {
+    let to = SockaddrStorage::from(dest);
+    let mut waited = Duration::ZERO;
+    loop {
+        match sendto(socket.as_raw_fd(), reply, &to, MsgFlags::MSG_DONTWAIT) {
+            Ok(_) => return,
+            Err(Errno::EAGAIN) if waited < WAKE_EVERY => {
+                tokio::time::sleep(SEND_RETRY).await;
+                waited += SEND_RETRY;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %dest, "udp send error");
+                return;
+            }
+        }
+    }
 }
 
 /// What the socket loop does with one datagram.
