@@ -20,6 +20,7 @@ use std::{
     io::{self, IoSlice, IoSliceMut},
     net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd,
+    panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
     time::Duration,
 };
@@ -68,11 +69,37 @@ pub fn serve(
         .collect::<io::Result<Vec<_>>>()?;
     for (i, socket) in sockets.into_iter().enumerate() {
         let (handler, shutdown, runtime) = (handler.clone(), shutdown.clone(), runtime.clone());
+        let name = format!("udp-{i}");
         std::thread::Builder::new()
-            .name(format!("udp-{i}"))
-            .spawn(move || worker(&socket, &handler, &shutdown, &runtime))?;
+            .name(name.clone())
+            .spawn(move || {
+                keep_running(&name, || worker(&socket, &handler, &shutdown, &runtime));
+            })?;
     }
     Ok(())
+}
+
+/// Runs `body` until it returns, and again each time it panics; returns how many times it
+/// panicked. A worker thread that ended on a panic would leave its socket open with no one
+/// reading it: the kernel goes on handing that socket its share of the clients, who get no
+/// answer while the rest of hushd (TCP, metrics, the health name) looks well. What a panic
+/// costs instead is the batch it was in.
+fn keep_running(name: &str, mut body: impl FnMut()) -> usize {
+    let mut panics = 0;
+    loop {
+        match catch_unwind(AssertUnwindSafe(&mut body)) {
+            Ok(()) => return panics,
+            Err(payload) => {
+                panics += 1;
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(thread = name, panic = %message, "UDP worker panicked; it goes on with the next datagrams");
+            }
+        }
+    }
 }
 
 fn worker(
@@ -363,4 +390,19 @@ pub(crate) fn respond(
     encode(&request, &answered.reply, out);
     handler.log_answered(trace, answered);
     Action::Send
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_running;
+
+    #[test]
+    fn a_worker_that_panics_is_started_again_until_it_returns() {
+        let mut runs = 0;
+        let panics = keep_running("udp-test", || {
+            runs += 1;
+            assert!(runs > 2, "a bad datagram, run {runs}");
+        });
+        assert_eq!((runs, panics), (3, 2));
+    }
 }
